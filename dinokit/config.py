@@ -1,0 +1,308 @@
+"""One typed configuration for the whole toolkit: model, data and training.
+
+Every DINO switch lives in `ModelConfig` and is read by the one module it changes. Presets are
+complete configurations; YAML files and `--set a.b=value` overrides start from a preset.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from dinokit.errors import DinokitError
+
+QueryMode = Literal["mixed", "pure", "static"]
+DenoisingMode = Literal["cdn", "dn", "none"]
+NegTarget = Literal["background", "closest-gt"]
+AttentionKind = Literal["deformable", "dense"]
+
+
+class ConfigError(DinokitError, ValueError):
+    """A configuration value a user gave is invalid; the message names the field."""
+
+
+@dataclass
+class ModelConfig:
+    """The detector. Defaults are the DINO paper's / official DINO-4scale R50 values."""
+
+    num_classes: int = 91
+    backbone: str = "resnet50"
+    weights: str | None = None  # torchvision weights name, "imagenet", or a local file path
+    num_feature_levels: int = 4
+    hidden_dim: int = 256
+    nheads: int = 8
+    enc_layers: int = 6
+    dec_layers: int = 6
+    dim_feedforward: int = 2048
+    dropout: float = 0.0
+    enc_points: int = 4
+    dec_points: int = 4
+    num_queries: int = 900
+    pe_temperature: float = 20.0
+    # --- the switches (see DESIGN.md, "Model semantics") ---
+    queries: QueryMode = "mixed"
+    denoising: DenoisingMode = "cdn"
+    neg_target: NegTarget = "background"
+    lft: bool = True
+    dn_draws: int = 1
+    attention: AttentionKind = "deformable"
+    # --- denoising ---
+    dn_number: int = 100
+    label_noise: float = 0.5
+    box_noise: float = 0.4  # official DINO_4scale.py value (lambda1); negatives use [lambda1, 2*lambda1)
+    # --- matcher and loss ---
+    focal_alpha: float = 0.25
+    focal_gamma: float = 2.0
+    cost_class: float = 2.0
+    cost_bbox: float = 5.0
+    cost_giou: float = 2.0
+    loss_class: float = 1.0
+    loss_bbox: float = 5.0
+    loss_giou: float = 2.0
+    # --- inference ---
+    num_select: int = 300
+    pixel_mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    pixel_std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class DataConfig:
+    """Where images come from and how they are sized."""
+
+    data: str = "shapes"  # "shapes", a COCO/VOC/YOLO folder, or a COCO JSON file
+    image_size: int = 800  # longest side after resizing at evaluation (training jitters below it)
+    min_size: int = 0  # smallest random training size (0: 0.6 x image_size)
+    augment: bool = True
+    workers: int = 0
+    skip_bad_images: bool = False
+    shapes_train: int = 800
+    shapes_val: int = 100
+    shapes_size: int = 128
+    shapes_seed: int = 0
+
+
+@dataclass
+class TrainConfig:
+    """The optimisation loop and where its results go."""
+
+    epochs: int = 12
+    steps: int = 0  # >0: stop after this many optimiser steps (overrides epochs)
+    time_budget: float = 0.0  # minutes; >0: stop when the wall clock passes it
+    batch_size: int = 2
+    lr: float = 1e-4
+    lr_backbone: float = 1e-5
+    weight_decay: float = 1e-4
+    clip_grad: float = 0.1
+    lr_drop: float = 11 / 12  # fraction of the run after which lr is multiplied by 0.1
+    warmup_steps: int = 0
+    ema: bool = False
+    ema_decay: float = 0.9997
+    seed: int = 42
+    deterministic: bool = False
+    device: str = "auto"
+    out: str = "runs"
+    name: str = ""
+    eval_every: int = 1  # epochs
+    threads: int = 0  # 0: torch's default
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> "Config":
+        cfg = cls()
+        apply_dict(cfg, raw)
+        return cfg
+
+
+# --------------------------------------------------------------------------- presets
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # The CPU default: small backbone, small images, few layers.
+    "tiny": {
+        "model": {
+            "backbone": "resnet18",
+            "num_feature_levels": 3,
+            "hidden_dim": 64,
+            "nheads": 4,
+            "enc_layers": 2,
+            "dec_layers": 3,
+            "dim_feedforward": 256,
+            "enc_points": 4,
+            "dec_points": 4,
+            "num_queries": 60,
+            "dn_number": 30,
+            "num_select": 100,
+        },
+        "data": {"image_size": 128, "min_size": 96},
+        "train": {"epochs": 12, "batch_size": 8, "lr": 4e-4, "lr_backbone": 4e-4, "clip_grad": 0.1},
+    },
+    "r50-4scale": {},
+    "r50-5scale": {"model": {"num_feature_levels": 5}},
+}
+
+
+def load_preset(name: str) -> Config:
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset '{name}' (choose from {', '.join(PRESETS)})")
+    cfg = Config()
+    apply_dict(cfg, copy.deepcopy(PRESETS[name]))
+    return cfg
+
+
+# --------------------------------------------------------------------------- YAML and overrides
+
+
+def save_yaml(cfg: Config, path: Path) -> None:
+    path.write_text(yaml.safe_dump(_plain(cfg.to_dict()), sort_keys=False))
+
+
+def load_yaml(path: Path, base: Config | None = None) -> Config:
+    """Read a config file on top of `base` (a preset); unknown keys are errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of sections")
+    cfg = base if base is not None else Config()
+    apply_dict(cfg, raw)
+    return cfg
+
+
+def apply_overrides(cfg: Config, items: list[str]) -> Config:
+    """Apply `section.field=value` strings (value parsed as YAML: numbers, bools, lists)."""
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got '{item}'")
+        key, text = item.split("=", 1)
+        parts = key.strip().split(".")
+        if len(parts) != 2:
+            raise ConfigError(f"--set key must be section.field (e.g. model.hidden_dim), got '{key}'")
+        try:
+            value = yaml.safe_load(text) if text != "" else ""
+        except yaml.YAMLError:
+            value = text
+        apply_dict(cfg, {parts[0]: {parts[1]: value}})
+    return cfg
+
+
+def apply_dict(cfg: Config, raw: dict[str, Any]) -> Config:
+    for section, values in raw.items():
+        if section not in ("model", "data", "train"):
+            raise ConfigError(f"unknown config section '{section}' (model, data, train)")
+        if not isinstance(values, dict):
+            raise ConfigError(f"config section '{section}' must be a mapping")
+        target = getattr(cfg, section)
+        hints = typing.get_type_hints(type(target))
+        for name, value in values.items():
+            if name not in hints:
+                raise ConfigError(f"unknown option '{section}.{name}'")
+            setattr(target, name, _coerce(f"{section}.{name}", value, hints[name]))
+    validate(cfg)
+    return cfg
+
+
+def _coerce(name: str, value: Any, hint: Any) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{name} must be one of {', '.join(map(str, args))}, got '{value}'")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(name, value, inner[0])
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise ConfigError(f"{name} must be a list of {len(args)} numbers")
+        return tuple(_coerce(name, v, a) for v, a in zip(value, args))
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{name} must be true or false, got '{value}'")
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{name} must be an integer, got '{value}'")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{name} must be a number, got '{value}'")
+        return float(value)
+    if hint is str:
+        return str(value)
+    return value
+
+
+def validate(cfg: Config) -> None:
+    """Cross-field checks with messages that name the field."""
+    m, d, t = cfg.model, cfg.data, cfg.train
+    positive = {
+        "model.num_classes": m.num_classes, "model.hidden_dim": m.hidden_dim, "model.nheads": m.nheads,
+        "model.enc_layers": m.enc_layers, "model.dec_layers": m.dec_layers,
+        "model.num_queries": m.num_queries, "model.enc_points": m.enc_points,
+        "model.dec_points": m.dec_points, "model.dim_feedforward": m.dim_feedforward,
+        "data.image_size": d.image_size, "train.batch_size": t.batch_size,
+    }
+    for name, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"{name} must be positive, got {value}")
+    if m.hidden_dim % m.nheads:
+        raise ConfigError(f"model.hidden_dim ({m.hidden_dim}) must be divisible by model.nheads ({m.nheads})")
+    if m.hidden_dim % 2:
+        raise ConfigError("model.hidden_dim must be even (sine position embedding)")
+    if not 1 <= m.num_feature_levels <= 5:
+        raise ConfigError(f"model.num_feature_levels must be 1..5, got {m.num_feature_levels}")
+    if m.dn_draws not in (1, 2):
+        raise ConfigError(f"model.dn_draws must be 1 or 2, got {m.dn_draws}")
+    if not 0.0 <= m.label_noise <= 1.0:
+        raise ConfigError(f"model.label_noise must be in [0, 1], got {m.label_noise}")
+    if m.box_noise < 0:
+        raise ConfigError(f"model.box_noise must be >= 0, got {m.box_noise}")
+    if m.dn_number < 0:
+        raise ConfigError(f"model.dn_number must be >= 0, got {m.dn_number}")
+    if t.epochs < 0 or t.steps < 0 or t.time_budget < 0:
+        raise ConfigError("train.epochs, train.steps and train.time_budget must be >= 0")
+    if t.device not in ("auto", "cpu") and not t.device.startswith(("cuda", "mps")):
+        raise ConfigError(f"train.device must be auto, cpu, cuda[:N] or mps, got '{t.device}'")
+
+
+def _plain(obj: Any) -> Any:
+    """Tuples become lists so that safe_dump writes plain YAML."""
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def diff_configs(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
+    """Names of the fields whose values differ between two config dicts (for checkpoint checks)."""
+    out = []
+    for key in sorted(set(a) | set(b)):
+        va, vb = a.get(key), b.get(key)
+        name = f"{prefix}{key}"
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += diff_configs(va, vb, name + ".")
+        elif _plain(va) != _plain(vb):
+            out.append(f"{name} ({va} vs {vb})")
+    return out
