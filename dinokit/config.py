@@ -151,8 +151,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "data": {"image_size": 128, "min_size": 96},
         "train": {"epochs": 12, "batch_size": 8, "lr": 4e-4, "lr_backbone": 4e-4, "clip_grad": 0.1},
     },
-    "r50-4scale": {},
-    "r50-5scale": {"model": {"num_feature_levels": 5}},
+    # The paper's: ImageNet-pretrained ResNet-50 (FrozenBatchNorm, frozen stem), 91 COCO classes.
+    "r50-4scale": {"model": {"weights": "imagenet"}},
+    "r50-5scale": {"model": {"weights": "imagenet", "num_feature_levels": 5}},
 }
 
 

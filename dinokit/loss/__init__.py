@@ -1,0 +1,3 @@
+from dinokit.loss.criterion import SetCriterion, build_criterion
+
+__all__ = ["SetCriterion", "build_criterion"]

@@ -1,0 +1,125 @@
+"""Cross-attention over the multi-scale memory: deformable (default) or dense, one interface.
+
+Both take the same arguments so that the encoder and decoder never test which one they hold:
+    query            (B, Q, D)       queries (with their position embedding added)
+    reference_points (B, Q, L, 2|4)  normalised (x, y) or (cx, cy, w, h) per level
+    value            (B, S, D)       flattened memory, S = sum over levels of H_l * W_l
+    value_pos        (B, S, D)       memory position embedding (dense keys use it)
+    spatial_shapes   (L, 2) int64    (H_l, W_l) per level
+    padding_mask     (B, S) bool     True on padded memory positions
+and return (B, Q, D).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from dinokit.config import ModelConfig
+
+
+def deformable_sampling(value: Tensor, shapes: list[tuple[int, int]], locations: Tensor, weights: Tensor) -> Tensor:
+    """Bilinear sampling of every level at the given locations, weighted and summed.
+
+    value (B, S, M, Dh); locations (B, Q, M, L, P, 2) (x, y) in [0, 1]; weights (B, Q, M, L, P).
+    Returns (B, Q, M * Dh). Same semantics as the official CUDA kernel: bilinear, zero padding,
+    align_corners=False (pixel centres at (i + 0.5) / size).
+    """
+    B, _, M, Dh = value.shape
+    _, Q, _, L, P, _ = locations.shape
+    per_level = value.split([h * w for h, w in shapes], dim=1)
+    grids = 2 * locations - 1
+    sampled = []
+    for lvl, (h, w) in enumerate(shapes):
+        v = per_level[lvl].flatten(2).transpose(1, 2).reshape(B * M, Dh, h, w)
+        g = grids[:, :, :, lvl].transpose(1, 2).flatten(0, 1)  # (B*M, Q, P, 2)
+        sampled.append(F.grid_sample(v, g, mode="bilinear", padding_mode="zeros", align_corners=False))
+    stacked = torch.stack(sampled, dim=-2).flatten(-2)  # (B*M, Dh, Q, L*P)
+    w = weights.transpose(1, 2).reshape(B * M, 1, Q, L * P)
+    out = (stacked * w).sum(-1).view(B, M * Dh, Q)
+    return out.transpose(1, 2).contiguous()
+
+
+class MultiScaleDeformableAttention(nn.Module):
+    """Deformable DETR attention: each head samples `points` locations per level around the reference."""
+
+    def __init__(self, dim: int, heads: int, levels: int, points: int) -> None:
+        super().__init__()
+        self.heads, self.levels, self.points = heads, levels, points
+        self.sampling_offsets = nn.Linear(dim, heads * levels * points * 2)
+        self.attention_weights = nn.Linear(dim, heads * levels * points)
+        self.value_proj = nn.Linear(dim, dim)
+        self.output_proj = nn.Linear(dim, dim)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Offsets start on rings around the reference, one direction per head (as the paper)."""
+        nn.init.zeros_(self.sampling_offsets.weight)
+        thetas = torch.arange(self.heads, dtype=torch.float32) * (2.0 * math.pi / self.heads)
+        grid = torch.stack([thetas.cos(), thetas.sin()], -1)
+        grid = (grid / grid.abs().max(-1, keepdim=True)[0]).view(self.heads, 1, 1, 2)
+        grid = grid.repeat(1, self.levels, self.points, 1)
+        grid = grid * torch.arange(1, self.points + 1, dtype=torch.float32).view(1, 1, -1, 1)
+        with torch.no_grad():
+            self.sampling_offsets.bias.copy_(grid.flatten())
+        nn.init.zeros_(self.attention_weights.weight)
+        nn.init.zeros_(self.attention_weights.bias)
+        nn.init.xavier_uniform_(self.value_proj.weight)
+        nn.init.zeros_(self.value_proj.bias)
+        nn.init.xavier_uniform_(self.output_proj.weight)
+        nn.init.zeros_(self.output_proj.bias)
+
+    def forward(
+        self,
+        query: Tensor,
+        reference_points: Tensor,
+        value: Tensor,
+        value_pos: Tensor | None,
+        spatial_shapes: Tensor,
+        padding_mask: Tensor | None,
+    ) -> Tensor:
+        B, Q, _ = query.shape
+        M, L, P = self.heads, self.levels, self.points
+        v = self.value_proj(value)
+        if padding_mask is not None:
+            v = v.masked_fill(padding_mask[..., None], 0.0)
+        v = v.view(B, v.shape[1], M, -1)
+        offsets = self.sampling_offsets(query).view(B, Q, M, L, P, 2)
+        weights = self.attention_weights(query).view(B, Q, M, L * P).softmax(-1).view(B, Q, M, L, P)
+        if reference_points.shape[-1] == 2:
+            normaliser = spatial_shapes.flip(-1).to(offsets.dtype)  # (L, 2) as (W, H)
+            locations = reference_points[:, :, None, :, None, :] + offsets / normaliser[None, None, None, :, None, :]
+        else:  # boxes: offsets scale with the box size
+            ref = reference_points[:, :, None, :, None, :]
+            locations = ref[..., :2] + offsets / P * ref[..., 2:] * 0.5
+        shapes = [(int(h), int(w)) for h, w in spatial_shapes.tolist()]
+        return self.output_proj(deformable_sampling(v, shapes, locations, weights))
+
+
+class DenseAttention(nn.Module):
+    """Plain multi-head attention over every memory token (the seed notes' formulation)."""
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+
+    def forward(
+        self,
+        query: Tensor,
+        reference_points: Tensor,
+        value: Tensor,
+        value_pos: Tensor | None,
+        spatial_shapes: Tensor,
+        padding_mask: Tensor | None,
+    ) -> Tensor:
+        key = value if value_pos is None else value + value_pos
+        return self.attn(query, key, value, key_padding_mask=padding_mask, need_weights=False)[0]
+
+
+def build_attention(cfg: ModelConfig, points: int) -> nn.Module:
+    if cfg.attention == "dense":
+        return DenseAttention(cfg.hidden_dim, cfg.nheads)
+    return MultiScaleDeformableAttention(cfg.hidden_dim, cfg.nheads, cfg.num_feature_levels, points)

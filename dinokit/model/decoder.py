@@ -1,0 +1,112 @@
+"""Decoder: self-attention, cross-attention, FFN; iterative box refinement; look-forward-twice.
+
+Every layer refines the reference box of the previous layer: new = sigmoid(box_head(out) +
+inverse_sigmoid(ref)). The next layer takes that box detached as its reference. The box each
+layer *predicts* is built on the previous layer's refined box:
+    lft=True  (look forward twice): undetached, so layer i's loss also corrects layer i-1's box;
+    lft=False (look forward once, Deformable DETR): detached.
+As the official code, the reference uses the layer output before the final norm and the
+prediction uses the normed output; the class and box heads are shared by all layers.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from dinokit.config import ModelConfig
+from dinokit.model.attention import build_attention
+from dinokit.model.heads import MLP, box_head, inverse_sigmoid
+from dinokit.model.position import box_sine_embedding
+
+
+@dataclass
+class DecoderOutput:
+    logits: Tensor  # (layers, B, Q, C)
+    boxes: Tensor  # (layers, B, Q, 4) cxcywh in [0, 1]
+    refined: list[Tensor]  # per layer (B, Q, 4): the undetached refined box handed to the next layer
+
+
+class DecoderLayer(nn.Module):
+    """Official names and order: self_attn -> norm2, cross_attn -> norm1, linear1/2 -> norm3."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        d = cfg.hidden_dim
+        self.cross_attn = build_attention(cfg, cfg.dec_points)
+        self.norm1 = nn.LayerNorm(d)
+        self.self_attn = nn.MultiheadAttention(d, cfg.nheads, dropout=cfg.dropout, batch_first=True)
+        self.norm2 = nn.LayerNorm(d)
+        self.linear1 = nn.Linear(d, cfg.dim_feedforward)
+        self.linear2 = nn.Linear(cfg.dim_feedforward, d)
+        self.norm3 = nn.LayerNorm(d)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(
+        self,
+        tgt: Tensor,
+        query_pos: Tensor,
+        reference_points: Tensor,
+        memory: Tensor,
+        memory_pos: Tensor,
+        shapes: Tensor,
+        memory_mask: Tensor,
+        attn_mask: Tensor | None,
+        query_padding: Tensor | None,
+    ) -> Tensor:
+        """tgt, query_pos (B, Q, D); reference_points (B, Q, L, 4); memory (B, S, D) -> (B, Q, D)."""
+        q = tgt + query_pos
+        sa = self.self_attn(q, q, tgt, attn_mask=attn_mask, key_padding_mask=query_padding, need_weights=False)[0]
+        tgt = self.norm2(tgt + self.dropout(sa))
+        ca = self.cross_attn(tgt + query_pos, reference_points, memory, memory_pos, shapes, memory_mask)
+        tgt = self.norm1(tgt + self.dropout(ca))
+        ffn = self.linear2(self.dropout(torch.relu(self.linear1(tgt))))
+        return self.norm3(tgt + self.dropout(ffn))
+
+
+class Decoder(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        d = cfg.hidden_dim
+        self.lft = cfg.lft
+        self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.dec_layers))
+        self.norm = nn.LayerNorm(d)
+        self.ref_point_head = MLP(2 * d, d, d, 2)
+        self.class_head = nn.Linear(d, cfg.num_classes)  # shared by all layers
+        self.box_head = box_head(d)  # shared by all layers
+        nn.init.constant_(self.class_head.bias, -math.log((1 - 0.01) / 0.01))
+
+    def forward(
+        self,
+        content: Tensor,
+        anchors: Tensor,
+        memory: Tensor,
+        memory_pos: Tensor,
+        shapes: Tensor,
+        valid_ratios: Tensor,
+        memory_mask: Tensor,
+        attn_mask: Tensor | None = None,
+        query_padding: Tensor | None = None,
+    ) -> DecoderOutput:
+        """content (B, Q, D); anchors (B, Q, 4) inverse-sigmoid cxcywh; valid_ratios (B, L, 2)."""
+        ratios = torch.cat((valid_ratios, valid_ratios), -1)[:, None]  # (B, 1, L, 4)
+        half = content.shape[-1] // 2
+        out = content
+        reference = anchors.sigmoid()  # (B, Q, 4), input box of the current layer
+        predicted_on = reference  # the box the current layer's prediction is built on
+        logits, boxes, refined = [], [], []
+        for layer in self.layers:
+            ref_input = reference[:, :, None] * ratios  # (B, Q, L, 4)
+            query_pos = self.ref_point_head(box_sine_embedding(ref_input[:, :, 0], half))
+            out = layer(out, query_pos, ref_input, memory, memory_pos, shapes, memory_mask, attn_mask, query_padding)
+            hs = self.norm(out)
+            logits.append(self.class_head(hs))
+            boxes.append((self.box_head(hs) + inverse_sigmoid(predicted_on)).sigmoid())
+            new_reference = (self.box_head(out) + inverse_sigmoid(reference)).sigmoid()
+            refined.append(new_reference)
+            reference = new_reference.detach()
+            predicted_on = new_reference if self.lft else reference
+        return DecoderOutput(torch.stack(logits), torch.stack(boxes), refined)

@@ -1,0 +1,63 @@
+"""Transformer encoder over the flattened multi-scale features.
+
+Post-norm layers with the official parameter names (self_attn, norm1, linear1, linear2, norm2).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from dinokit.config import ModelConfig
+from dinokit.model.attention import build_attention
+
+
+class EncoderLayer(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.self_attn = build_attention(cfg, cfg.enc_points)
+        self.norm1 = nn.LayerNorm(cfg.hidden_dim)
+        self.linear1 = nn.Linear(cfg.hidden_dim, cfg.dim_feedforward)
+        self.linear2 = nn.Linear(cfg.dim_feedforward, cfg.hidden_dim)
+        self.norm2 = nn.LayerNorm(cfg.hidden_dim)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, src: Tensor, pos: Tensor, reference_points: Tensor, shapes: Tensor, mask: Tensor) -> Tensor:
+        """src, pos (B, S, D); reference_points (B, S, L, 2); returns (B, S, D)."""
+        attn = self.self_attn(src + pos, reference_points, src, pos, shapes, mask)
+        src = self.norm1(src + self.dropout(attn))
+        ffn = self.linear2(self.dropout(torch.relu(self.linear1(src))))
+        return self.norm2(src + self.dropout(ffn))
+
+
+def encoder_reference_points(shapes: Tensor, valid_ratios: Tensor) -> Tensor:
+    """Pixel centres of every level, in the padded image's [0, 1] frame, for every level.
+
+    shapes (L, 2) (H, W); valid_ratios (B, L, 2) (w, h) fraction of each map that is image.
+    Returns (B, S, L, 2) (x, y).
+    """
+    refs = []
+    for lvl, (h, w) in enumerate(shapes.tolist()):
+        ys, xs = torch.meshgrid(
+            torch.linspace(0.5, h - 0.5, h, dtype=torch.float32, device=valid_ratios.device),
+            torch.linspace(0.5, w - 0.5, w, dtype=torch.float32, device=valid_ratios.device),
+            indexing="ij",
+        )
+        ys = ys.reshape(-1)[None] / (valid_ratios[:, None, lvl, 1] * h)
+        xs = xs.reshape(-1)[None] / (valid_ratios[:, None, lvl, 0] * w)
+        refs.append(torch.stack((xs, ys), -1))
+    ref = torch.cat(refs, 1)  # (B, S, 2) relative to each level's valid region
+    return ref[:, :, None] * valid_ratios[:, None]
+
+
+class Encoder(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.enc_layers))
+
+    def forward(self, src: Tensor, pos: Tensor, shapes: Tensor, valid_ratios: Tensor, mask: Tensor) -> Tensor:
+        """src, pos (B, S, D); mask (B, S) True on padding -> memory (B, S, D)."""
+        reference_points = encoder_reference_points(shapes, valid_ratios)
+        for layer in self.layers:
+            src = layer(src, pos, reference_points, shapes, mask)
+        return src

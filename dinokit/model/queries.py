@@ -1,0 +1,97 @@
+"""Query selection: where the decoder's queries come from (ModelConfig.queries).
+
+mixed  : anchors from the top-K encoder proposals; content queries learned and static (DINO).
+pure   : anchors and content both from the top-K encoder outputs (Deformable DETR two-stage).
+static : learned anchors and content, no selection (DAB/DN-DETR).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from dinokit.config import ModelConfig
+from dinokit.model.heads import box_head
+
+
+@dataclass
+class SelectedQueries:
+    content: Tensor  # (B, K, D) decoder input queries
+    anchors: Tensor  # (B, K, 4) inverse-sigmoid cxcywh, detached from the encoder
+    enc_outputs: dict[str, Tensor] | None  # encoder proposals' logits (B, K, C) and boxes (B, K, 4)
+
+
+def encoder_proposals(memory: Tensor, mask: Tensor, shapes: Tensor) -> tuple[Tensor, Tensor]:
+    """One anchor per memory token: its cell centre, size 0.05 * 2^level (official two-stage).
+
+    memory (B, S, D), mask (B, S) True on padding. Returns the memory with padded and border
+    tokens zeroed (B, S, D) and the anchors in inverse-sigmoid space (B, S, 4), +inf where invalid.
+    """
+    B = memory.shape[0]
+    proposals, start = [], 0
+    for lvl, (h, w) in enumerate(shapes.tolist()):
+        level_mask = mask[:, start : start + h * w].view(B, h, w)
+        valid_h = (~level_mask[:, :, 0]).sum(1)
+        valid_w = (~level_mask[:, 0, :]).sum(1)
+        ys, xs = torch.meshgrid(
+            torch.linspace(0, h - 1, h, dtype=torch.float32, device=memory.device),
+            torch.linspace(0, w - 1, w, dtype=torch.float32, device=memory.device),
+            indexing="ij",
+        )
+        grid = torch.stack((xs, ys), -1)[None]  # (1, h, w, 2)
+        scale = torch.stack((valid_w, valid_h), -1).view(B, 1, 1, 2).to(memory.dtype)
+        grid = (grid + 0.5) / scale
+        wh = torch.full_like(grid, 0.05 * (2.0**lvl))
+        proposals.append(torch.cat((grid, wh), -1).view(B, -1, 4))
+        start += h * w
+    boxes = torch.cat(proposals, 1)
+    valid = ((boxes > 0.01) & (boxes < 0.99)).all(-1, keepdim=True)
+    anchors = torch.log(boxes / (1 - boxes))
+    anchors = anchors.masked_fill(mask[..., None], math.inf).masked_fill(~valid, math.inf)
+    memory = memory.masked_fill(mask[..., None], 0.0).masked_fill(~valid, 0.0)
+    return memory, anchors
+
+
+class QuerySelection(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.mode = cfg.queries
+        self.num_queries = cfg.num_queries
+        d = cfg.hidden_dim
+        if self.mode != "static":
+            self.enc_output = nn.Linear(d, d)
+            self.enc_output_norm = nn.LayerNorm(d)
+            self.enc_class_head = nn.Linear(d, cfg.num_classes)
+            self.enc_box_head = box_head(d)
+            nn.init.constant_(self.enc_class_head.bias, -math.log((1 - 0.01) / 0.01))
+        if self.mode != "pure":
+            self.tgt_embed = nn.Embedding(cfg.num_queries, d)
+            nn.init.normal_(self.tgt_embed.weight)
+        if self.mode == "static":
+            self.refpoint_embed = nn.Embedding(cfg.num_queries, 4)
+            nn.init.uniform_(self.refpoint_embed.weight, -2.0, 2.0)
+
+    def forward(self, memory: Tensor, mask: Tensor, shapes: Tensor) -> SelectedQueries:
+        """memory (B, S, D), mask (B, S), shapes (L, 2) -> K = num_queries decoder queries."""
+        B = memory.shape[0]
+        if self.mode == "static":
+            content = self.tgt_embed.weight[None].expand(B, -1, -1)
+            anchors = self.refpoint_embed.weight[None].expand(B, -1, -1)
+            return SelectedQueries(content, anchors, None)
+        out_memory, anchors_all = encoder_proposals(memory, mask, shapes)
+        out_memory = self.enc_output_norm(self.enc_output(out_memory))
+        logits = self.enc_class_head(out_memory)  # (B, S, C)
+        coords = self.enc_box_head(out_memory) + anchors_all  # (B, S, 4) inverse sigmoid
+        k = min(self.num_queries, logits.shape[1])
+        topk = logits.max(-1)[0].topk(k, dim=1)[1]  # (B, K)
+        coords_k = coords.gather(1, topk[..., None].expand(-1, -1, 4))
+        memory_k = out_memory.gather(1, topk[..., None].expand(-1, -1, out_memory.shape[-1]))
+        enc_outputs = {"pred_logits": self.enc_class_head(memory_k), "pred_boxes": coords_k.sigmoid()}
+        if self.mode == "mixed":
+            content = self.tgt_embed.weight[None, :k].expand(B, -1, -1)
+        else:
+            content = memory_k.detach()
+        return SelectedQueries(content, coords_k.detach(), enc_outputs)
