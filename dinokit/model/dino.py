@@ -119,7 +119,7 @@ class DINO(nn.Module):
             "aux_outputs": [{"pred_logits": l, "pred_boxes": b} for l, b in zip(logits[:-1], boxes[:-1])],
             "enc_outputs": selected.enc_outputs,
             "dn": DenoisingOutputs(dec.logits[:, :, :P], dec.boxes[:, :, :P], dn) if dn is not None else None,
-            "refined": [r[:, P:] for r in dec.refined],
+            "refined": dec.refined,  # per layer (B, P + K, 4), denoising queries first (for tests)
         }
 
 
