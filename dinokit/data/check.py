@@ -1,0 +1,137 @@
+"""`dinokit data check`: find everything wrong with a dataset at once, before training on it.
+
+Loading stops at the first fatal problem; the check reports them all, with counts and the first
+offenders. It raises only when the data cannot be found or parsed at all.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from dinokit.config import DataConfig
+from dinokit.data.coco import coco_problems, read_coco_json, resolve_source
+
+EXAMPLES = 5  # offenders listed per problem
+MISSING_IMAGE = "missing image"
+UNREADABLE_IMAGE = "unreadable image"
+SIZE_MISMATCH = "image size differs from JSON"
+NO_ANNOTATIONS = "images without annotations"
+
+
+@dataclass
+class Finding:
+    """One kind of problem in one split: how often, how bad, and where first."""
+
+    kind: str
+    fatal: bool
+    count: int = 0
+    examples: list[str] = field(default_factory=list)
+
+    def add(self, example: str) -> None:
+        self.count += 1
+        if len(self.examples) < EXAMPLES:
+            self.examples.append(example)
+
+
+@dataclass
+class SplitReport:
+    split: str  # "train", "val", or "train+val" when both use the same file
+    ann_file: Path
+    images_dir: Path
+    num_images: int = 0
+    num_annotations: int = 0
+    per_class: dict[str, int] = field(default_factory=dict)
+    findings: dict[str, Finding] = field(default_factory=dict)
+
+    def note(self, kind: str, fatal: bool, example: str) -> None:
+        self.findings.setdefault(kind, Finding(kind, fatal)).add(example)
+
+    @property
+    def fatal(self) -> bool:
+        return any(f.fatal for f in self.findings.values())
+
+
+@dataclass
+class CheckReport:
+    data: str
+    kind: str
+    class_names: list[str]
+    splits: list[SplitReport]
+
+    @property
+    def fatal(self) -> bool:
+        """True when training or evaluation on this data would fail."""
+        return any(s.fatal for s in self.splits)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "data": self.data, "kind": self.kind, "classes": self.class_names, "fatal": self.fatal,
+            "splits": [{
+                "split": s.split, "ann_file": str(s.ann_file), "images_dir": str(s.images_dir),
+                "images": s.num_images, "annotations": s.num_annotations, "per_class": s.per_class,
+                "findings": [vars(f) for f in s.findings.values()],
+            } for s in self.splits],
+        }
+
+
+def check_data(cfg_or_path: DataConfig | str | Path, read_images: bool = True) -> CheckReport:
+    """Check every split of a dataset (what `--data` accepts). `read_images=False` only stats files."""
+    cfg = cfg_or_path if isinstance(cfg_or_path, DataConfig) else DataConfig(data=str(cfg_or_path))
+    source = resolve_source(cfg)
+    known = dict(zip(source.cat_ids, source.class_names))
+    splits = [("train", source.train_json, source.train_images), ("val", source.val_json, source.val_images)]
+    if (source.train_json, source.train_images) == (source.val_json, source.val_images):
+        splits = [("train+val", source.train_json, source.train_images)]
+    reports = [_check_split(name, ann, images, known, read_images) for name, ann, images in splits]
+    return CheckReport(cfg.data, source.kind, source.class_names, reports)
+
+
+def _check_split(split: str, ann_file: Path, images_dir: Path, known: dict[int, str], read_images: bool) -> SplitReport:
+    data = read_coco_json(ann_file)
+    report = SplitReport(split, ann_file, images_dir, len(data["images"]), len(data["annotations"]))
+    for p in coco_problems(data, known):
+        report.note(p.kind, p.fatal, f"{p.where}: {p.detail}")
+
+    counts = Counter(a["category_id"] for a in data["annotations"])
+    report.per_class = {name: counts.get(cid, 0) for cid, name in known.items()}
+    annotated = {a["image_id"] for a in data["annotations"]}
+    for img in data["images"]:
+        if img["id"] not in annotated:
+            report.note(NO_ANNOTATIONS, False, f"image {img['id']} ({img['file_name']})")
+
+    def inspect(img: dict[str, Any]) -> tuple[dict[str, Any], str | None, tuple[int, int] | None]:
+        return img, *_inspect_image(images_dir / img["file_name"], read_images)
+
+    workers = min(8, (os.cpu_count() or 1) * 2)
+    with ThreadPoolExecutor(workers) as pool:  # decoding releases the GIL
+        for img, error, size in pool.map(inspect, data["images"]):
+            where = f"image {img['id']} ({images_dir / img['file_name']})"
+            if error == "file not found":
+                report.note(MISSING_IMAGE, True, where)
+            elif error is not None:
+                report.note(UNREADABLE_IMAGE, True, f"{where}: {error}")
+            elif size and img.get("width") and img.get("height") and size != (img["width"], img["height"]):
+                report.note(SIZE_MISMATCH, False,
+                            f"{where}: file is {size[0]}x{size[1]}, JSON says {img['width']}x{img['height']}")
+    return report
+
+
+def _inspect_image(path: Path, decode: bool) -> tuple[str | None, tuple[int, int] | None]:
+    """(error or None, (width, height) or None) for one image file."""
+    if not path.is_file():
+        return "file not found", None
+    try:
+        with Image.open(path) as im:
+            if decode:
+                im.load()  # a truncated or corrupt file fails only when decoded
+            return None, im.size
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        return str(exc) or type(exc).__name__, None
+

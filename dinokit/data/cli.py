@@ -1,0 +1,109 @@
+"""`dinokit data ...`: check a dataset, convert VOC / YOLO to COCO JSON, write the shapes dataset.
+
+Mounted by the main CLI as `dinokit data`. Bad input raises DataError (the main CLI prints it as
+one line, exit code 2); `check` with fatal findings prints its table and exits with 1.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from dinokit.data.check import NO_ANNOTATIONS, CheckReport, check_data
+from dinokit.data.formats import relocate, voc_to_coco, write_json_atomic, yolo_to_coco
+from dinokit.data.shapes import write_shapes
+from dinokit.errors import DataError
+
+app = typer.Typer(help="Check, convert and generate datasets.", no_args_is_help=True)
+
+
+class SourceFormat(str, Enum):
+    voc = "voc"
+    yolo = "yolo"
+
+
+class Split(str, Enum):
+    train = "train"
+    val = "val"
+
+
+@app.command()
+def check(
+    data: str = typer.Argument(..., help="'shapes', a COCO/VOC/YOLO folder, or a COCO JSON file."),
+    quick: bool = typer.Option(False, "--quick", help="Only check that image files exist (do not decode them)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the report as JSON to this file."),
+) -> None:
+    """Report missing/corrupt images, bad boxes, unknown categories and duplicate ids, per split."""
+    report = check_data(data, read_images=not quick)
+    print_report(report, Console())
+    if json_out is not None:
+        write_json_atomic(report.to_dict(), json_out)
+    if report.fatal:
+        raise typer.Exit(1)
+
+
+@app.command()
+def convert(
+    src: Path = typer.Argument(..., help="VOC folder, or YOLO folder with data.yaml (or the yaml file)."),
+    fmt: SourceFormat = typer.Option(..., "--from", help="Format of SRC."),
+    out: Path = typer.Option(..., "--out", help="COCO JSON file to write."),
+    split: Optional[Split] = typer.Option(None, "--split", help="Only this split (default: every image)."),
+) -> None:
+    """Convert Pascal VOC XML or YOLO txt annotations to one COCO JSON file."""
+    if not src.exists():
+        raise DataError(f"data path does not exist: {src}")
+    if out.suffix.lower() != ".json":
+        raise DataError(f"--out must be a .json file, got {out}")
+    which = split.value if split else None
+    coco = voc_to_coco(src, which) if fmt is SourceFormat.voc else yolo_to_coco(src, which)
+    root = src.parent if src.is_file() else src  # file_names are relative to the dataset folder
+    relocate(coco, root, out.parent)
+    write_json_atomic(coco, out)
+    typer.echo(f"wrote {out}: {len(coco['images'])} images, {len(coco['annotations'])} boxes, "
+               f"{len(coco['categories'])} classes ({', '.join(c['name'] for c in coco['categories'])})")
+
+
+@app.command()
+def shapes(
+    out: Path = typer.Option(..., "--out", help="Folder to create (must not exist or be empty)."),
+    train: int = typer.Option(800, "--train", help="Training images."),
+    val: int = typer.Option(100, "--val", help="Validation images."),
+    size: int = typer.Option(128, "--size", help="Image side in pixels."),
+    seed: int = typer.Option(0, "--seed", help="Same seed, same dataset."),
+) -> None:
+    """Write the built-in synthetic shapes dataset as COCO JSON + JPEG images."""
+    write_shapes(out, train, val, size, seed)
+    typer.echo(f"wrote {out}: {train} train + {val} val images of {size}x{size} px "
+               f"(use it with --data {out})")
+
+
+def print_report(report: CheckReport, console: Console) -> None:
+    """One table per split: counts, then each finding with its severity and first offenders."""
+    console.print(f"[bold]{report.data}[/] ({report.kind}): {len(report.class_names)} classes: "
+                  f"{', '.join(report.class_names[:20])}{' ...' if len(report.class_names) > 20 else ''}")
+    for split in report.splits:
+        console.print(f"\n[bold]{split.split}[/]: {split.num_images} images, {split.num_annotations} boxes")
+        console.print(f"  annotations {split.ann_file}\n  images      {split.images_dir}")
+        table = Table(expand=False)
+        table.add_column("problem")
+        table.add_column("count", justify="right")
+        table.add_column("severity")
+        table.add_column("first offenders", overflow="fold")
+        for f in sorted(split.findings.values(), key=lambda f: (not f.fatal, f.kind)):
+            severity = "[red]fatal[/]" if f.fatal else "[yellow]warning[/]"
+            if f.kind == NO_ANNOTATIONS:
+                severity = "info (allowed)"
+            table.add_row(f.kind, str(f.count), severity, "\n".join(f.examples))
+        if not split.findings:
+            table.add_row("none", "0", "[green]ok[/]", "")
+        console.print(table)
+        per_class = ", ".join(f"{name} {n}" for name, n in list(split.per_class.items())[:20])
+        console.print(f"boxes per class: {per_class}")
+    verdict = "[red]fatal problems: fix them before training[/]" if report.fatal else "[green]usable[/]"
+    console.print(verdict)
+

@@ -1,0 +1,421 @@
+"""What `--data` points at, and the COCO-format detection dataset built from it.
+
+Every source ends up as COCO JSON + an image folder per split (`DataSource`): the built-in shapes
+are written as COCO, VOC and YOLO folders are converted once into the cache. `build_dataset`
+wraps torchvision's `CocoDetection` for transforms.v2 and returns model-ready items whose boxes
+are cxcywh normalised to the transformed image.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import io
+import json
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from PIL import Image
+from pycocotools.coco import COCO
+from torch import Tensor
+from torch.utils.data import Dataset
+from torchvision import datasets, tv_tensors
+from torchvision.datasets.vision import VisionDataset
+from torchvision.transforms.v2 import functional as F
+
+from dinokit.config import DataConfig
+from dinokit.data import formats
+from dinokit.data.shapes import cache_root, shapes_dir
+from dinokit.data.transforms import box_cleanup, eval_transforms, train_transforms
+from dinokit.errors import DataError
+
+CONVERTER_VERSION = 1  # bump when formats.py changes its output: cached conversions are redone
+BOX_TOLERANCE = 1.0  # px a box may stick out of its image before it is reported
+
+
+@dataclass
+class DataSource:
+    """COCO JSON + image folder for each split, and the class list the model is built for.
+
+    Contiguous class index i <-> COCO category id cat_ids[i] (categories sorted by id).
+    """
+
+    train_json: Path
+    train_images: Path
+    val_json: Path
+    val_images: Path
+    class_names: list[str]
+    cat_ids: list[int]
+    kind: str = "coco"  # shapes | coco | json | voc | yolo: where it came from, for messages
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.cat_ids)
+
+
+# --------------------------------------------------------------------------- resolving --data
+
+
+def resolve_source(cfg: DataConfig) -> DataSource:
+    """Turn `cfg.data` ("shapes", a COCO/VOC/YOLO folder, a COCO JSON or a YOLO yaml) into a DataSource."""
+    if cfg.data == "shapes":
+        root = shapes_dir(cfg)
+        ann = root / "annotations"
+        return _source(ann / "instances_train.json", root / "train", ann / "instances_val.json", root / "val", "shapes")
+    path = Path(cfg.data).expanduser()
+    if not path.exists():
+        raise DataError(f"data path does not exist: {path}")
+    if path.is_file():
+        if path.suffix.lower() in (".yaml", ".yml"):
+            return _converted(path, "yolo")
+        if path.suffix.lower() != ".json":
+            raise DataError(f"data file must be a COCO .json or a YOLO data.yaml, got {path}")
+        images = guess_image_root(path, read_coco_json(path))
+        return _source(path, images, path, images, "json")
+    pair = _coco_folder(path)
+    if pair is not None:
+        (train_json, train_images), (val_json, val_images) = pair
+        return _source(train_json, train_images, val_json, val_images, "coco")
+    if formats.find_yolo_yaml(path) is not None:
+        return _converted(path, "yolo")
+    if any(path.glob("Annotations/*.xml")) or any(path.glob("annotations/*.xml")):
+        return _converted(path, "voc")
+    raise DataError(
+        f"cannot tell the dataset format of {path}: expected annotations/instances_train*.json and "
+        "instances_val*.json (COCO), data.yaml (YOLO), or Annotations/*.xml (Pascal VOC)"
+    )
+
+
+def _source(train_json: Path, train_images: Path, val_json: Path, val_images: Path, kind: str) -> DataSource:
+    categories = sorted(read_coco_json(train_json)["categories"], key=lambda c: c["id"])
+    return DataSource(train_json, train_images, val_json, val_images,
+                      [str(c["name"]) for c in categories], [int(c["id"]) for c in categories], kind)
+
+
+def _coco_folder(root: Path) -> tuple[tuple[Path, Path], tuple[Path, Path]] | None:
+    """((train json, images), (val json, images)) of a COCO folder, or None if it is not one."""
+    ann = root / "annotations"
+    trains = sorted(ann.glob("instances_train*.json")) if ann.is_dir() else []
+    if trains:
+        vals = sorted(ann.glob("instances_val*.json"))
+        if not vals:
+            raise DataError(f"{ann} has {trains[0].name} but no instances_val*.json "
+                            "(pass the train JSON itself with --data to use it for both)")
+        pair = []
+        for split, found in (("train", trains), ("val", vals)):
+            exact = ann / f"instances_{split}.json"
+            if exact in found:
+                found = [exact]
+            if len(found) > 1:
+                raise DataError(f"several {split} annotation files in {ann}: "
+                                f"{', '.join(p.name for p in found)} (pass one JSON with --data)")
+            tag = found[0].stem[len("instances_"):]  # e.g. train2017
+            candidates = [root / tag, root / "images" / tag, root / split, root / "images" / split,
+                          root / "images", root]
+            pair.append((found[0], guess_image_root(found[0], read_coco_json(found[0]), candidates)))
+        return pair[0], pair[1]
+    # Roboflow-style export: train/_annotations.coco.json, valid/_annotations.coco.json
+    train = _one_json(root / "train")
+    val = next((j for j in (_one_json(root / n) for n in ("val", "valid", "validation")) if j), None)
+    if train and val:
+        return (train, train.parent), (val, val.parent)
+    return None
+
+
+def _one_json(folder: Path) -> Path | None:
+    found = sorted(folder.glob("*.json")) if folder.is_dir() else []
+    return found[0] if len(found) == 1 else None
+
+
+def guess_image_root(json_path: Path, coco: Mapping[str, Any], candidates: list[Path] | None = None) -> Path:
+    """The folder that the JSON's file_names are relative to: the first candidate holding them."""
+    if candidates is None:
+        here = json_path.parent
+        candidates = [here, here / "images", here.parent / "images", here.parent]
+    names = [img["file_name"] for img in coco["images"][:8]]
+    for folder in candidates:
+        if names and all((folder / n).is_file() for n in names):
+            return folder
+    for folder in candidates:  # some images missing: take the folder holding most of them
+        if names and any((folder / n).is_file() for n in names):
+            return folder
+    return next((c for c in candidates if c.is_dir()), json_path.parent)
+
+
+def _converted(src: Path, kind: Literal["voc", "yolo"]) -> DataSource:
+    """Convert a VOC / YOLO dataset to COCO JSON once, into the cache, keyed by its content."""
+    src = src.resolve()
+    yaml_path = formats.find_yolo_yaml(src) if kind == "yolo" else None
+    root = yaml_path.parent if yaml_path else src
+    out = cache_root() / "converted" / f"{kind}-{root.name}-{_fingerprint(src, root)}"
+    train_json, val_json = out / "instances_train.json", out / "instances_val.json"
+    if not (train_json.is_file() and val_json.is_file()):
+        convert = formats.voc_to_coco if kind == "voc" else formats.yolo_to_coco
+        for split, path in (("train", train_json), ("val", val_json)):
+            formats.write_json_atomic(convert(src, split), path)
+    return _source(train_json, root, val_json, root, kind)
+
+
+def _fingerprint(src: Path, root: Path) -> str:
+    """Hash of the dataset's path and its annotation files' names, sizes and mtimes."""
+    digest = hashlib.sha1(f"{CONVERTER_VERSION}|{src}".encode())
+    for pattern in ("*.yaml", "*.yml", "*.csv", "**/*.xml", "**/*.txt"):
+        for p in sorted(root.glob(pattern)):
+            st = p.stat()
+            digest.update(f"|{p.relative_to(root)}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return digest.hexdigest()[:12]
+
+
+# --------------------------------------------------------------------------- reading and validating JSON
+
+
+def read_coco_json(path: Path) -> dict[str, Any]:
+    """Parse a COCO detection JSON and check its structure (DataError naming what is missing).
+
+    Cached per (path, size, mtime): resolving a source and building its datasets read it once.
+    Missing `area` / `iscrowd` / annotation `id` fields are filled in, as pycocotools needs them.
+    """
+    path = Path(path)
+    try:
+        st = path.stat()
+    except OSError:
+        raise DataError(f"annotation file does not exist: {path}") from None
+    return _read_json_cached(str(path.resolve()), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4)
+def _read_json_cached(path: str, size: int, mtime_ns: int) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot read annotation file {path}: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path} is not valid JSON: {exc}") from None
+    _check_structure(data, path)
+    return data
+
+
+def _check_structure(data: Any, path: str) -> None:
+    if not isinstance(data, dict):
+        raise DataError(f"{path} is not COCO detection JSON: expected an object with images, annotations, categories")
+    for key in ("images", "annotations", "categories"):
+        if key not in data:
+            raise DataError(f"{path} is not COCO detection JSON: missing '{key}'")
+        if not isinstance(data[key], list):
+            raise DataError(f"{path} is not COCO detection JSON: '{key}' must be a list")
+    for k, img in enumerate(data["images"]):
+        if not isinstance(img, dict) or not isinstance(img.get("id"), int) or not img.get("file_name"):
+            raise DataError(f"{path}: images[{k}] needs an integer 'id' and a 'file_name'")
+    if not data["categories"]:
+        raise DataError(f"{path} is not COCO detection JSON: 'categories' is empty")
+    for k, cat in enumerate(data["categories"]):
+        if not isinstance(cat, dict) or not isinstance(cat.get("id"), int) or "name" not in cat:
+            raise DataError(f"{path}: categories[{k}] needs an integer 'id' and a 'name'")
+    next_id = 1 + max((a["id"] for a in data["annotations"] if isinstance(a, dict) and isinstance(a.get("id"), int)),
+                      default=0)
+    for k, ann in enumerate(data["annotations"]):
+        if not isinstance(ann, dict):
+            raise DataError(f"{path}: annotations[{k}] is not an object")
+        if not isinstance(ann.get("id"), int):
+            ann["id"], next_id = next_id, next_id + 1
+        name = f"{path}: annotation {ann['id']}"
+        for key in ("image_id", "category_id", "bbox"):
+            if key not in ann:
+                raise DataError(f"{name} has no '{key}'")
+        box = ann["bbox"]
+        if not (isinstance(box, list) and len(box) == 4 and all(_is_number(v) for v in box)):
+            raise DataError(f"{name}: 'bbox' must be 4 numbers [x, y, w, h], got {box!r}")
+        ann.setdefault("iscrowd", 0)
+        ann.setdefault("area", float(box[2]) * float(box[3]))
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One content problem of a COCO dict; `fatal` ones make loading fail."""
+
+    kind: str  # e.g. "negative box size": the row of `dinokit data check`
+    fatal: bool
+    where: str  # e.g. "annotation 12"
+    detail: str
+
+
+def coco_problems(data: Mapping[str, Any], categories: Mapping[int, str] | None = None) -> Iterator[Problem]:
+    """Content problems of a structurally valid COCO dict, in file order.
+
+    `categories` ({id: name}) are the training categories the model knows; default: the file's own.
+    """
+    own = {c["id"]: str(c["name"]) for c in data["categories"]}
+    known = dict(categories) if categories is not None else own
+    for cid, name in own.items():
+        if cid in known and known[cid] != name:
+            yield Problem("category differs from train", True, f"category {cid}",
+                          f"'{name}' here, '{known[cid]}' in the training annotations")
+    sizes: dict[int, tuple[float, float]] = {}
+    for img in data["images"]:
+        if img["id"] in sizes:
+            yield Problem("duplicate image id", True, f"image {img['id']}", f"file {img['file_name']}")
+        sizes[img["id"]] = (float(img.get("width") or 0), float(img.get("height") or 0))
+    seen: set[int] = set()
+    for ann in data["annotations"]:
+        where = f"annotation {ann['id']}"
+        if ann["id"] in seen:
+            yield Problem("duplicate annotation id", True, where, f"image {ann['image_id']}")
+        seen.add(ann["id"])
+        if ann["image_id"] not in sizes:
+            yield Problem("unknown image id", True, where, f"image_id {ann['image_id']} is not in 'images'")
+        if ann["category_id"] not in known:
+            yield Problem("unknown category id", True, where,
+                          f"category_id {ann['category_id']} is not in 'categories'")
+        x, y, w, h = (float(v) for v in ann["bbox"])
+        if w < 0 or h < 0:
+            yield Problem("negative box size", True, where, f"bbox {ann['bbox']} has width or height < 0")
+        elif w == 0 or h == 0:
+            yield Problem("zero-size box", False, where, f"bbox {ann['bbox']} (dropped when loading)")
+        width, height = sizes.get(ann["image_id"], (0.0, 0.0))
+        t = BOX_TOLERANCE
+        if width and height and (x < -t or y < -t or x + w > width + t or y + h > height + t):
+            yield Problem("box outside image", False, where,
+                          f"bbox {ann['bbox']} vs image {width:g}x{height:g} (clipped when loading)")
+
+
+def load_coco(path: Path, categories: Mapping[int, str] | None = None) -> COCO:
+    """A validated pycocotools COCO object; the first fatal problem raises DataError."""
+    data = read_coco_json(path)
+    for problem in coco_problems(data, categories):
+        if problem.fatal:
+            raise DataError(f"{path}: {problem.where}: {problem.kind} ({problem.detail})")
+    coco = COCO()
+    coco.dataset = data
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
+        coco.createIndex()
+    return coco
+
+
+# --------------------------------------------------------------------------- the dataset
+
+
+class _BadImage(DataError):
+    """An image that cannot be read; carries its path for `skip_bad_images`."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"cannot read image {path}: {reason}")
+        self.path = path
+
+
+class _CocoImages(datasets.CocoDetection):
+    """CocoDetection on an already validated COCO object, with RGB conversion and clear errors."""
+
+    def __init__(self, root: Path, coco: COCO) -> None:
+        VisionDataset.__init__(self, root)  # not CocoDetection.__init__: it would re-read the JSON
+        self.coco = coco
+        self.ids = sorted(coco.imgs.keys())
+
+    def image_path(self, image_id: int) -> str:
+        return os.path.join(self.root, self.coco.imgs[image_id]["file_name"])
+
+    def _load_image(self, id: int) -> Image.Image:
+        path = self.image_path(id)
+        try:
+            with Image.open(path) as im:
+                im.load()  # decode now, so that a truncated file fails here
+                return im.convert("RGB")  # greyscale, CMYK, RGBA, palette -> RGB
+        except FileNotFoundError:
+            raise _BadImage(path, "file not found") from None
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+            raise _BadImage(path, str(exc) or type(exc).__name__) from None
+
+    def _load_target(self, id: int) -> list[Any]:
+        # crowd regions stay in `coco` for evaluation but are not training targets (as in DETR)
+        anns = [a for a in self.coco.imgToAnns[id] if not a.get("iscrowd", 0)]
+        return [{**a, "bbox": [float(v) for v in a["bbox"]]} for a in anns]  # float boxes even if JSON has ints
+
+
+class DetectionDataset(Dataset):
+    """Item i: (image (3, H, W) float32 in [0, 1], target dict); see `build_dataset`."""
+
+    def __init__(self, coco: COCO, ann_file: Path, images: Path, class_names: list[str], cat_ids: list[int],
+                 transforms: Any, skip_bad_images: bool = False) -> None:
+        self.coco = coco
+        self.ann_file = Path(ann_file)
+        self.images = Path(images)
+        self.class_names = list(class_names)
+        self.cat_ids = list(cat_ids)
+        self.transforms = transforms
+        self._cleanup = box_cleanup()
+        self.skip_bad_images = skip_bad_images
+        self.bad_images: set[str] = set()  # filled as bad images are met (per process with workers)
+        self._base = _CocoImages(self.images, coco)
+        self._wrapped = datasets.wrap_dataset_for_transforms_v2(self._base, target_keys={"image_id", "boxes", "labels"})
+        self._label_of_cat = {c: i for i, c in enumerate(self.cat_ids)}  # COCO category id -> index
+
+    @property
+    def ids(self) -> list[int]:
+        """COCO image ids in item order."""
+        return self._base.ids
+
+    def __len__(self) -> int:
+        return len(self._base)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, dict[str, Any]]:
+        n = len(self)
+        if not -n <= index < n:
+            raise IndexError(f"index {index} out of range for {n} images")
+        index %= n
+        for step in range(n):  # a bad image is replaced by the next good one: deterministic
+            try:
+                return self._item((index + step) % n)
+            except _BadImage as exc:
+                if not self.skip_bad_images:
+                    raise
+                self.bad_images.add(exc.path)
+        raise DataError(f"no readable image among the {n} of {self.ann_file}")
+
+    def _item(self, i: int) -> tuple[Tensor, dict[str, Any]]:
+        image, raw = self._wrapped[i]  # PIL RGB; {"image_id", "boxes": xyxy px, "labels": cat ids}
+        w, h = image.size
+        target: dict[str, Any] = {"image_id": int(raw["image_id"])}
+        if "boxes" in raw:
+            target["boxes"] = raw["boxes"]
+            target["labels"] = torch.tensor([self._label_of_cat[int(c)] for c in raw["labels"]], dtype=torch.int64)
+        else:  # no annotations: the wrapper gives only the id
+            target["boxes"] = tv_tensors.BoundingBoxes(torch.zeros((0, 4)), format="XYXY", canvas_size=(h, w))
+            target["labels"] = torch.zeros((0,), dtype=torch.int64)
+        image, target = self._cleanup(*self.transforms(image, target))
+        H, W = image.shape[-2:]
+        boxes = F.convert_bounding_box_format(target["boxes"], new_format=tv_tensors.BoundingBoxFormat.CXCYWH)
+        scale = torch.tensor([W, H, W, H], dtype=torch.float32)
+        return image.as_subclass(Tensor), {
+            "boxes": boxes.as_subclass(Tensor).float() / scale,  # (N, 4) cxcywh in [0, 1]
+            "labels": target["labels"].as_subclass(Tensor).long(),  # (N,) in [0, C)
+            "image_id": target["image_id"],
+            "orig_size": torch.tensor([h, w], dtype=torch.int64),
+            "size": torch.tensor([H, W], dtype=torch.int64),
+        }
+
+
+def build_dataset(source: DataSource, cfg: DataConfig, split: Literal["train", "val"], train: bool) -> DetectionDataset:
+    """The `split` of `source`, with training (`train=True`) or evaluation transforms.
+
+    Validates the annotations first: DataError names the file, annotation id and problem.
+    """
+    if split not in ("train", "val"):
+        raise DataError(f"unknown split '{split}' (train or val)")
+    if split == "train":
+        ann_file, images = source.train_json, source.train_images
+    else:
+        ann_file, images = source.val_json, source.val_images
+    coco = load_coco(ann_file, dict(zip(source.cat_ids, source.class_names)))
+    if not coco.imgs:
+        raise DataError(f"{ann_file} lists no images for the {split} split")
+    transforms = train_transforms(cfg) if train else eval_transforms(cfg)
+    return DetectionDataset(coco, ann_file, images, source.class_names, source.cat_ids, transforms, cfg.skip_bad_images)
