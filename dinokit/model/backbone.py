@@ -92,7 +92,10 @@ def _load_weights_file(net: nn.Module, path: Path) -> None:
         raise CheckpointError(f"backbone weights {path} do not hold a state_dict")
     head = tuple(f"{h}." for h in _HEADS)
     body = {k: v for k, v in state.items() if not k.startswith(head)}
-    missing, unexpected = net.load_state_dict(body, strict=False)
+    try:
+        missing, unexpected = net.load_state_dict(body, strict=False)
+    except RuntimeError as exc:  # shape mismatches
+        raise CheckpointError(f"backbone weights {path} do not fit {type(net).__name__}: {str(exc).splitlines()[-1].strip()}") from None
     missing = [k for k in missing if not k.startswith(head) and not k.endswith("num_batches_tracked")]
     if missing or unexpected:
         raise CheckpointError(
