@@ -1,0 +1,296 @@
+"""The `dinokit` command line. Thin: flags -> Config -> one engine function.
+
+Every user error (a `DinokitError`, a bad flag) ends as one `error: ...` line on stderr and exit
+code 2, never a traceback. Heavy imports (torch, the model) happen inside the commands so that
+`dinokit --help` is quick.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from typer._click import exceptions as click_exceptions
+
+from dinokit.ablate.cli import app as ablate_app
+from dinokit.config import Config, ConfigError, apply_dict, apply_overrides, load_preset, load_yaml
+from dinokit.data.cli import app as data_app
+from dinokit.errors import DinokitError
+
+app = typer.Typer(
+    name="dinokit",
+    help="DINO object detection: train, evaluate, predict and ablate on a laptop CPU.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(data_app, name="data", help="Check, convert and generate datasets.")
+app.add_typer(ablate_app, name="ablate", help="Ablation studio: which DINO component buys how much AP.")
+console = Console()
+
+BUDGET_HELP = "Budget: choose one of --epochs, --steps, --time-budget"
+
+
+# --------------------------------------------------------------------------- train
+
+
+def build_train_config(
+    preset: str | None = None,
+    config: Path | None = None,
+    base: Config | None = None,
+    flags: dict[str, dict[str, Any]] | None = None,
+    overrides: list[str] | None = None,
+) -> Config:
+    """preset (or `base`) -> YAML file -> explicit flags -> `--set` overrides, later wins."""
+    cfg = base if base is not None else load_preset(preset or "tiny")
+    if config is not None:
+        cfg = load_yaml(config, cfg)
+    given = {section: {k: v for k, v in values.items() if v is not None} for section, values in (flags or {}).items()}
+    apply_dict(cfg, {s: v for s, v in given.items() if v})
+    return apply_overrides(cfg, overrides or [])
+
+
+def _denoising_flag(denoising: str | None, no_cdn: bool, no_dn: bool) -> str | None:
+    chosen = [v for v, on in ((denoising, denoising is not None), ("dn", no_cdn), ("none", no_dn)) if on]
+    if len(set(chosen)) > 1:
+        raise ConfigError("--denoising, --no-cdn and --no-dn contradict each other; give one")
+    return chosen[0] if chosen else None
+
+
+def _budget_flags(epochs: int | None, steps: int | None, time_budget: float | None) -> dict[str, Any]:
+    flags = (("--epochs", epochs), ("--steps", steps), ("--time-budget", time_budget))
+    given = [name for name, v in flags if v is not None]
+    if len(given) > 1:
+        raise ConfigError(f"{' and '.join(given)} both set the budget; choose one")
+    if epochs is not None:
+        return {"epochs": epochs, "steps": 0, "time_budget": 0.0}
+    if steps is not None:
+        return {"steps": steps, "time_budget": 0.0}
+    if time_budget is not None:
+        return {"time_budget": time_budget, "steps": 0}
+    return {}
+
+
+@app.command()
+def train(
+    preset: Optional[str] = typer.Option(None, help="tiny (default), r50-4scale or r50-5scale."),
+    data: Optional[str] = typer.Option(None, help="shapes, a COCO/VOC/YOLO folder or a COCO JSON file."),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML config applied on top of the preset."),
+    epochs: Optional[int] = typer.Option(None, help="Train for N epochs. " + BUDGET_HELP + "."),
+    steps: Optional[int] = typer.Option(None, help="Stop after N optimiser steps."),
+    time_budget: Optional[float] = typer.Option(None, "--time-budget", help="Stop after MINUTES of training."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per step (per process)."),
+    device: Optional[str] = typer.Option(None, help="auto, cpu, cuda, cuda:N or mps."),
+    queries: Optional[str] = typer.Option(None, help="mixed, pure or static query selection."),
+    denoising: Optional[str] = typer.Option(None, help="cdn, dn or none."),
+    no_cdn: bool = typer.Option(False, "--no-cdn", help="Same as --denoising dn."),
+    no_dn: bool = typer.Option(False, "--no-dn", help="Same as --denoising none."),
+    lft: Optional[bool] = typer.Option(None, "--lft/--no-lft", help="Look-forward-twice box refinement."),
+    dn_draws: Optional[int] = typer.Option(None, "--dn-draws", help="1 or 2 denoising noise draws."),
+    neg_target: Optional[str] = typer.Option(None, "--neg-target", help="background or closest-gt."),
+    attention: Optional[str] = typer.Option(None, help="deformable or dense."),
+    backbone: Optional[str] = typer.Option(None, help="A torchvision classification model, e.g. resnet50."),
+    weights: Optional[str] = typer.Option(None, help="Backbone weights: imagenet, a torchvision name or a file."),
+    image_size: Optional[int] = typer.Option(None, "--image-size", help="Longest image side at evaluation."),
+    out: Optional[str] = typer.Option(None, help="Runs folder (default runs)."),
+    name: Optional[str] = typer.Option(None, help="Run name (default exp, exp2, ...)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue a run's last.pt (--name, else the latest run)."),
+    seed: Optional[int] = typer.Option(None, help="Random seed."),
+    ema: Optional[bool] = typer.Option(None, "--ema/--no-ema", help="Keep an EMA of the weights; evaluate it."),
+    deterministic: bool = typer.Option(False, "--deterministic", help="Ask torch for deterministic kernels."),
+    skip_bad_images: bool = typer.Option(False, "--skip-bad-images", help="Skip unreadable images instead of failing."),
+    set_: list[str] = typer.Option([], "--set", help="Override any field: section.field=value (repeatable)."),
+) -> None:
+    """Train a DINO detector (default: the tiny preset on the built-in shapes data)."""
+    from dinokit.engine.rundir import find_resume_dir
+    from dinokit.engine.trainer import train as run_training
+
+    flags = {
+        "model": {
+            "queries": queries, "denoising": _denoising_flag(denoising, no_cdn, no_dn), "lft": lft,
+            "dn_draws": dn_draws, "neg_target": neg_target, "attention": attention, "backbone": backbone,
+            "weights": weights,
+        },
+        "data": {"data": data, "image_size": image_size, "skip_bad_images": skip_bad_images or None},
+        "train": {
+            **_budget_flags(epochs, steps, time_budget), "batch_size": batch_size, "device": device,
+            "out": out, "name": name, "seed": seed, "ema": ema, "deterministic": deterministic or None,
+        },
+    }
+    base = None
+    if resume:
+        run = find_resume_dir(out or "runs", name or "")
+        flags["train"].update(out=out or "runs", name=run.name)  # the trainer looks in the same place
+        if preset is None:  # continue with the run's own configuration
+            base = load_yaml(run / "config.yaml", Config())
+    cfg = build_train_config(preset, config, base, flags, set_)
+    result = run_training(cfg, resume=resume, progress=True)
+    if result.rank != 0:
+        return
+    if result.interrupted:
+        raise DinokitError(
+            f"interrupted at step {result.steps}: saved {result.run_dir / 'last.pt'} "
+            f"(continue with: dinokit train --resume --out {cfg.train.out} --name {result.run_dir.name})"
+        )
+    best = result.best
+    console.print(
+        f"done: best AP {100 * best.get('AP', 0.0):.1f} (AP50 {100 * best.get('AP50', 0.0):.1f}) at step "
+        f"{best.get('step', 0)}; run files in {result.run_dir}", highlight=False,
+    )
+
+
+# --------------------------------------------------------------------------- eval
+
+
+@app.command("eval")
+def evaluate(
+    checkpoint: Optional[Path] = typer.Argument(None, help="A .pt checkpoint (default: latest run's best.pt)."),
+    data: Optional[str] = typer.Option(None, help="Evaluate on this data instead of the checkpoint's."),
+    json_file: Optional[Path] = typer.Option(None, "--json", help="Write the metrics to this JSON file."),
+    detections: Optional[Path] = typer.Option(None, "--detections", help="Write COCO-format detections here."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N or mps."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per forward pass."),
+    runs: str = typer.Option("runs", "--runs", help="Runs folder searched for the latest checkpoint."),
+) -> None:
+    """COCO AP of a checkpoint on the validation split (table per metric and per class)."""
+    from dinokit.engine.checkpoint import latest_run_checkpoint
+    from dinokit.engine.console import metrics_table, per_class_table
+    from dinokit.engine.evaluator import evaluate_checkpoint
+
+    path = checkpoint if checkpoint is not None else latest_run_checkpoint(runs)
+    metrics, dets = evaluate_checkpoint(path, data=data, device=device, batch_size=batch_size)
+    console.print(f"checkpoint {path}", highlight=False)
+    console.print(metrics_table(metrics))
+    console.print(per_class_table(metrics))
+    if json_file is not None:
+        _write_json(json_file, {"checkpoint": str(path), **metrics})
+    if detections is not None:
+        _write_json(detections, dets)
+
+
+def _write_json(path: Path, payload: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2))
+
+
+# --------------------------------------------------------------------------- predict
+
+
+@app.command()
+def predict(
+    sources: list[str] = typer.Argument(..., help="Image files, folders or globs."),
+    checkpoint: Optional[Path] = typer.Option(None, help="A .pt checkpoint (default: latest run's best.pt)."),
+    score: float = typer.Option(0.3, help="Keep detections scoring at least this."),
+    out: Optional[Path] = typer.Option(None, help="Folder for annotated images (default runs/predict/expN)."),
+    json_file: Optional[Path] = typer.Option(None, "--json", help="Detections JSON (default OUT/detections.json)."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N or mps."),
+    batch_size: int = typer.Option(4, "--batch-size", help="Images per forward pass."),
+    runs: str = typer.Option("runs", "--runs", help="Runs folder (latest checkpoint; default output)."),
+) -> None:
+    """Detect objects in images; write annotated copies and a JSON of detections."""
+    from dinokit.engine.checkpoint import latest_run_checkpoint
+    from dinokit.engine.predictor import expand_sources, predict as run_predict
+    from dinokit.engine.rundir import new_run_dir
+
+    if not 0.0 <= score <= 1.0:
+        raise ConfigError(f"--score must be in [0, 1], got {score}")
+    if batch_size <= 0:
+        raise ConfigError(f"--batch-size must be positive, got {batch_size}")
+    expand_sources(sources)  # a missing file is reported before anything is created
+    path = checkpoint if checkpoint is not None else latest_run_checkpoint(runs)
+    out_dir = out if out is not None else new_run_dir(runs, "exp", command="predict")
+    json_path = json_file if json_file is not None else out_dir / "detections.json"
+    results = run_predict(sources, path, score, out_dir, json_path, device, batch_size)
+    count = sum(len(r["detections"]) for r in results)
+    console.print(
+        f"{len(results)} image(s), {count} detection(s) >= {score}: images in {out_dir}, JSON {json_path}",
+        highlight=False,
+    )
+
+
+# --------------------------------------------------------------------------- info
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'HxW' or 'N' (square) -> (H, W)."""
+    parts = text.lower().replace("*", "x").split("x")
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        values = []
+    if len(values) == 1:
+        values = values * 2
+    if len(values) != 2 or min(values) <= 0:
+        raise ConfigError(f"--size must look like HxW (e.g. 800x1333) or N, got '{text}'")
+    return values[0], values[1]
+
+
+@app.command()
+def info(
+    preset: str = typer.Option("tiny", help="tiny, r50-4scale or r50-5scale."),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML config applied on top of the preset."),
+    set_: list[str] = typer.Option([], "--set", help="Override any field: section.field=value (repeatable)."),
+    size: Optional[str] = typer.Option(None, help="Input size HxW for the FLOP count (default image_size square)."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Parameter counts per part and GFLOPs of a configuration (no weights are downloaded)."""
+    from dinokit.model.summary import model_summary
+
+    cfg = build_train_config(preset, config, None, None, set_)
+    shape = parse_size(size) if size else (cfg.data.image_size, cfg.data.image_size)
+    summary = model_summary(cfg, shape)
+    if json_out:
+        print(json.dumps(summary, indent=2))
+        return
+    table = Table(title=f"{preset}: {cfg.model.backbone}, {cfg.model.num_queries} queries, input {shape[0]}x{shape[1]}")
+    table.add_column("")
+    table.add_column("value", justify="right")
+    for key, value in _flatten(summary):
+        text = f"{value:,}" if isinstance(value, int) else f"{value:.2f}" if isinstance(value, float) else str(value)
+        table.add_row(key, text)
+    console.print(table)
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    rows: list[tuple[str, Any]] = []
+    for key, value in d.items():
+        if isinstance(value, dict):
+            rows += _flatten(value, f"{prefix}{key} ")
+        else:
+            rows.append((f"{prefix}{key}", value))
+    return rows
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry: run the app, turning user errors into one line and exit code 2."""
+    command = typer.main.get_command(app)
+    try:
+        rv = command.main(args=argv, prog_name="dinokit", standalone_mode=False)
+    except click_exceptions.NoArgsIsHelpError as exc:
+        print(exc.format_message())
+        sys.exit(0)
+    except click_exceptions.ClickException as exc:
+        _fail(exc.format_message())
+    except typer.Abort:
+        _fail("aborted")
+    except DinokitError as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        _fail("interrupted")
+    if rv == 130:  # typer turns KeyboardInterrupt into exit code 130
+        _fail("interrupted")
+    sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _fail(message: str) -> None:
+    first = " ".join(message.split()) or "failed"
+    print(f"error: {first}", file=sys.stderr)
+    sys.exit(2)

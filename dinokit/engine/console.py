@@ -1,0 +1,104 @@
+"""What a user sees: a rich progress bar and metric tables on a terminal, sparse plain lines
+otherwise (logs, CI, `progress=False`). Only the main process constructs an enabled one.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from dinokit.engine.evaluator import METRIC_NAMES
+
+
+def metrics_table(metrics: dict[str, Any], title: str = "COCO bbox") -> Table:
+    table = Table(title=title)
+    for name in METRIC_NAMES:
+        table.add_column(name, justify="right")
+    table.add_row(*(f"{100 * float(metrics.get(name, 0.0)):.1f}" for name in METRIC_NAMES))
+    return table
+
+
+def per_class_table(metrics: dict[str, Any]) -> Table:
+    table = Table(title="AP per class")
+    table.add_column("class")
+    table.add_column("AP", justify="right")
+    for name, ap in metrics.get("per_class", {}).items():
+        table.add_row(str(name), f"{100 * float(ap):.1f}")
+    return table
+
+
+def metrics_line(metrics: dict[str, Any]) -> str:
+    return " ".join(f"{name} {100 * float(metrics.get(name, 0.0)):.1f}" for name in METRIC_NAMES)
+
+
+class TrainConsole:
+    """Progress of one training run. `total_steps` None means a wall-clock budget of `budget_s`."""
+
+    def __init__(self, enabled: bool, progress: bool, total_steps: int | None, budget_s: float) -> None:
+        self.enabled = enabled
+        self.console = Console()
+        self.rich = enabled and progress and self.console.is_terminal
+        self.plain = enabled and not self.rich
+        self.total_steps = total_steps
+        self.budget_s = budget_s
+        self._progress: Progress | None = None
+        self._task = None
+        self._last_print = 0.0
+        self._rate_mark: tuple[float, int] | None = None
+        self._rate = 0.0
+
+    def __enter__(self) -> "TrainConsole":
+        if self.rich:
+            self._progress = Progress(
+                TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn() if self.total_steps else TextColumn(""),
+                TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=self.console, transient=False,
+            )
+            total = self.total_steps if self.total_steps else self.budget_s
+            self._task = self._progress.add_task("train", total=total, info="")
+            self._progress.start()
+        self._last_print = time.monotonic()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+    def step(self, step: int, epoch: int, loss: float, lr: float, elapsed: float) -> None:
+        """Report optimiser step `step` (1-based count of steps done)."""
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if self._rate_mark is None:
+            self._rate_mark = (now, step)
+        elif now - self._rate_mark[0] >= 2.0:
+            self._rate = (step - self._rate_mark[1]) / (now - self._rate_mark[0])
+            self._rate_mark = (now, step)
+        info = f"epoch {epoch + 1} loss {loss:.3f} lr {lr:.1e} {self._rate:.2f} it/s"
+        if self._progress is not None:
+            done = step if self.total_steps else min(elapsed, self.budget_s)
+            self._progress.update(self._task, completed=done, info=info)
+            return
+        every = max(1, (self.total_steps or 0) // 10)
+        if (self.total_steps and step % every == 0) or now - self._last_print >= 60 or step == 1:
+            total = f"/{self.total_steps}" if self.total_steps else ""
+            line = f"step {step}{total} {info} elapsed {elapsed / 60:.1f} min"
+            self.console.print(line, highlight=False, soft_wrap=True)
+            self._last_print = now
+
+    def evaluation(self, row: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        title = f"eval: epoch {row['epoch']} step {row['step']}"
+        if self.rich:
+            self.console.print(metrics_table(row, title=title))
+        else:
+            self.console.print(f"{title}: {metrics_line(row)}", highlight=False, soft_wrap=True)
+
+    def message(self, text: str) -> None:
+        if self.enabled:
+            self.console.print(text, highlight=False, markup=False, soft_wrap=True)

@@ -1,0 +1,149 @@
+"""COCO bbox evaluation: pycocotools' COCOeval turned into a plain metrics dict.
+
+COCOeval prints its progress and summary; we silence it and return numbers instead, so the
+trainer, `dinokit eval` and the ablation studio all read the same dict.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from dinokit.errors import DataError
+
+METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR100")
+_STAT_INDEX = {"AP": 0, "AP50": 1, "AP75": 2, "APs": 3, "APm": 4, "APl": 5, "AR100": 8}
+
+
+def empty_metrics(class_names: list[str] | None = None) -> dict[str, Any]:
+    metrics: dict[str, Any] = {name: 0.0 for name in METRIC_NAMES}
+    metrics["per_class"] = {name: 0.0 for name in class_names or []}
+    return metrics
+
+
+def evaluate_detections(coco_gt: Any, detections: list[dict[str, Any]]) -> dict[str, Any]:
+    """COCO bbox metrics (floats in [0, 1]) for COCO-format `detections`.
+
+    `detections`: dicts with image_id, category_id, bbox [x, y, w, h] in pixels, score.
+    Metrics that COCO marks as undefined (-1, e.g. APs without small objects) are reported as 0.
+    `per_class` maps each category name that has ground truth to its AP.
+    """
+    from pycocotools.cocoeval import COCOeval
+
+    with_gt = sorted({ann["category_id"] for ann in coco_gt.dataset.get("annotations", [])})
+    names = {cat_id: coco_gt.cats[cat_id]["name"] for cat_id in with_gt if cat_id in coco_gt.cats}
+    if not detections or not coco_gt.getImgIds():
+        return empty_metrics([names[c] for c in with_gt if c in names])
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_dt = coco_gt.loadRes([_plain_detection(d) for d in detections])
+        evaluator = COCOeval(coco_gt, coco_dt, iouType="bbox")
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    stats = evaluator.stats
+    metrics: dict[str, Any] = {name: max(0.0, float(stats[i])) for name, i in _STAT_INDEX.items()}
+    precision = evaluator.eval["precision"]  # (iou T, recall R, class K, area A, maxdets M)
+    per_class = {}
+    for k, cat_id in enumerate(evaluator.params.catIds):
+        if cat_id not in names:
+            continue
+        p = precision[:, :, k, 0, -1]
+        p = p[p > -1]
+        per_class[names[cat_id]] = float(np.mean(p)) if p.size else 0.0
+    metrics["per_class"] = per_class
+    return metrics
+
+
+def _plain_detection(d: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "image_id": int(d["image_id"]),
+        "category_id": int(d["category_id"]),
+        "bbox": [float(v) for v in d["bbox"]],
+        "score": float(d["score"]),
+    }
+
+
+def run_evaluation(
+    model: nn.Module,
+    dataset: Dataset,
+    device: torch.device,
+    batch_size: int,
+    num_select: int,
+    label_to_cat: list[int] | None = None,
+    workers: int = 0,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Run `model` over `dataset` and score it with COCOeval against `dataset.coco`.
+
+    `label_to_cat[i]` is the COCO category id of the model's class i (default: the dataset's
+    `cat_ids`); labels mapped to a negative id are dropped. Returns (metrics, detections).
+    """
+    from dinokit.data.transforms import collate
+    from dinokit.model.postprocess import postprocess
+
+    mapping = list(label_to_cat if label_to_cat is not None else dataset.cat_ids)
+    loader = DataLoader(  # own generator: evaluating must not shift the training random streams
+        dataset, batch_size=batch_size, shuffle=False, collate_fn=collate, num_workers=workers,
+        generator=torch.Generator().manual_seed(0),
+    )
+    was_training = model.training
+    model.eval()
+    detections: list[dict[str, Any]] = []
+    try:
+        with torch.inference_mode():
+            for images, masks, targets in loader:
+                outputs = model(images.to(device), masks.to(device))
+                orig_sizes = torch.stack([t["orig_size"] for t in targets]).to(device)  # (B, 2) [h, w]
+                results = postprocess(outputs, orig_sizes, num_select)
+                for target, result in zip(targets, results):
+                    detections += _to_coco(int(target["image_id"]), result, mapping)
+    finally:
+        model.train(was_training)
+    return evaluate_detections(dataset.coco, detections), detections
+
+
+def _to_coco(image_id: int, result: dict[str, torch.Tensor], mapping: list[int]) -> list[dict[str, Any]]:
+    """One image's postprocessed result -> COCO result dicts (xyxy pixels -> xywh pixels)."""
+    boxes = result["boxes"].detach().float().cpu()  # (K, 4) xyxy pixels
+    xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1).tolist()
+    out = []
+    for box, score, label in zip(xywh, result["scores"].tolist(), result["labels"].tolist()):
+        if not 0 <= label < len(mapping) or mapping[label] < 0:
+            continue
+        out.append({"image_id": image_id, "category_id": mapping[label], "bbox": box, "score": float(score)})
+    return out
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    data: str | None = None,
+    device: torch.device | str = "auto",
+    batch_size: int | None = None,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Metrics and COCO detections of a checkpoint on the validation split of its own data (or
+    of `data`). Classes are matched by name, so another dataset with the same names works."""
+    from dinokit.data.coco import build_dataset, resolve_source
+    from dinokit.engine.checkpoint import model_from_checkpoint
+    from dinokit.engine.device import resolve_device
+
+    device = resolve_device(device) if isinstance(device, str) else device
+    model, cfg, classes, _ = model_from_checkpoint(checkpoint, device)
+    if data is not None:
+        cfg.data.data = data
+    dataset = build_dataset(resolve_source(cfg.data), cfg.data, "val", train=False)
+    by_name = dict(zip(dataset.class_names, dataset.cat_ids))
+    mapping = [int(by_name.get(name, -1)) for name in classes]
+    if all(c < 0 for c in mapping):
+        raise DataError(
+            f"none of the checkpoint's classes ({', '.join(classes[:5])}...) are in the dataset "
+            f"({', '.join(dataset.class_names[:5])}...)"
+        )
+    return run_evaluation(
+        model, dataset, device, batch_size or cfg.train.batch_size, cfg.model.num_select, mapping, cfg.data.workers
+    )

@@ -1,0 +1,372 @@
+"""The training loop: budget (epochs, steps or minutes), evaluation, checkpoints and resume.
+
+One `Trainer` object holds the run's state, so that saving `last.pt` and resuming from it are
+two mirror-image functions (`_training_state` / `_restore`). Under `torchrun` the same code runs
+in every process; only rank 0 writes files and prints, and every decision to stop is agreed on
+by all processes so that none is left waiting in a collective.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler, Sampler
+
+from dinokit.config import Config, ConfigError, save_yaml
+from dinokit.engine import distributed as dist_utils
+from dinokit.engine.checkpoint import check_compatible, load_checkpoint, make_checkpoint, save_checkpoint
+from dinokit.engine.console import TrainConsole
+from dinokit.engine.device import process_device
+from dinokit.engine.evaluator import run_evaluation
+from dinokit.engine.optim import LrSchedule, build_ema, build_optimizer
+from dinokit.engine.rng import capture_rng, restore_rng, seed_everything
+from dinokit.engine.rundir import find_resume_dir, new_run_dir, plot_curves, safe_name, write_metrics_csv
+from dinokit.errors import DataError, DinokitError
+
+MAX_BAD_STEPS = 20  # consecutive non-finite gradient steps before giving up
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    best: dict[str, Any]
+    history: list[dict[str, Any]]
+    params: int
+    interrupted: bool = False  # stopped by Ctrl-C / SIGTERM; last.pt holds the state to resume
+    steps: int = 0  # optimiser steps done in total (all sessions of the run)
+    rank: int = 0  # the process's rank under torchrun; only rank 0's best/history are filled
+
+
+def train(
+    cfg: Config,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+) -> TrainResult:
+    """Train a DINO model as `cfg` describes; `resume` continues `<out>/train/<name>/last.pt`
+    (the latest run when `cfg.train.name` is empty). `on_epoch` gets each evaluation's history
+    row (rank 0 only)."""
+    cfg = copy.deepcopy(cfg)
+    if cfg.train.epochs == 0 and cfg.train.steps == 0 and cfg.train.time_budget == 0:
+        raise ConfigError("nothing to train: set train.epochs, train.steps or train.time_budget above 0")
+    device = process_device(cfg.train.device)
+    info = dist_utils.init_distributed(device)
+    try:
+        with _StopRequest() as stop:
+            trainer = Trainer(cfg, device, info, progress, on_epoch, stop, resume)
+            return trainer.run(resume)
+    finally:
+        dist_utils.cleanup_distributed(info)
+
+
+class _SkipSampler(Sampler[int]):
+    """Drops the first `skip` indices of a (distributed) sampler: resuming mid-epoch continues
+    the same epoch order without loading the batches already trained on."""
+
+    def __init__(self, base: DistributedSampler) -> None:
+        self.base = base
+        self.skip = 0
+
+    def __iter__(self) -> Iterator[int]:
+        return itertools.islice(iter(self.base), self.skip, None)
+
+    def __len__(self) -> int:
+        return max(0, len(self.base) - self.skip)
+
+
+class _StopRequest:
+    """SIGTERM or a first Ctrl-C sets a flag that the loop checks each step (the state stays
+    consistent); a second Ctrl-C raises KeyboardInterrupt at once."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __enter__(self) -> "_StopRequest":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+class Trainer:
+    def __init__(
+        self, cfg: Config, device: torch.device, info: dist_utils.DistInfo, progress: bool,
+        on_epoch: Callable[[dict[str, Any]], None] | None, stop: _StopRequest, resume: bool = False,
+    ) -> None:
+        from dinokit.data.coco import build_dataset, resolve_source
+        from dinokit.data.transforms import collate
+        from dinokit.loss.criterion import build_criterion
+        from dinokit.model.dino import build_model
+
+        self.cfg, self.device, self.info, self.on_epoch, self.stop = cfg, device, info, on_epoch, stop
+        t = cfg.train
+        if t.threads > 0:
+            torch.set_num_threads(t.threads)
+        seed_everything(t.seed, t.deterministic)
+        if not info.is_main:
+            dist_utils.barrier(info)  # rank 0 prepares (e.g. writes the shapes dataset) first
+        source = resolve_source(cfg.data)
+        self.train_set = build_dataset(source, cfg.data, "train", train=True)
+        self.val_set = build_dataset(source, cfg.data, "val", train=False) if info.is_main else None
+        if info.is_main:
+            dist_utils.barrier(info)
+        if len(self.train_set) == 0:
+            raise DataError(f"the training split of {cfg.data.data} has no images")
+        self.classes, self.cat_ids = list(source.class_names), [int(c) for c in source.cat_ids]
+        cfg.model.num_classes = len(self.classes)
+
+        # resuming: last.pt provides every weight, so pretrained ones need not be fetched
+        self.raw_model: nn.Module = build_model(cfg.model, load_weights=not resume).to(device)
+        self.criterion = build_criterion(cfg.model).to(device)
+        self.params = sum(p.numel() for p in self.raw_model.parameters())
+        self.optimizer = build_optimizer(self.raw_model, t)
+        self.schedule = LrSchedule(self.optimizer, t.warmup_steps, t.lr_drop)
+        self.ema = build_ema(self.raw_model, t.ema_decay) if t.ema else None
+        seed_everything(t.seed + info.rank)  # augmentation streams differ per process
+
+        self.sampler = DistributedSampler(
+            self.train_set, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=t.seed
+        )
+        self.skip_sampler = _SkipSampler(self.sampler)
+        self.loader = DataLoader(
+            self.train_set, batch_size=t.batch_size, sampler=self.skip_sampler, collate_fn=collate,
+            num_workers=cfg.data.workers, generator=torch.Generator().manual_seed(t.seed),
+        )
+        self.steps_per_epoch = math.ceil(len(self.sampler) / t.batch_size)
+        self.total_steps = t.steps if t.steps > 0 else (0 if t.time_budget > 0 else t.epochs * self.steps_per_epoch)
+        self.budget_s = t.time_budget * 60.0
+
+        self.step = self.epoch = self.epoch_step = 0
+        self.elapsed_before = 0.0
+        self.history: list[dict[str, Any]] = []
+        self.best: dict[str, Any] = {}
+        self.loss_curve: list[list[float]] = []
+        self.log_sums: dict[str, float] = {}
+        self.log_count = 0
+        self.lr = t.lr
+        self._time_past_drop = False
+        self._bad_steps = 0
+        self._saved_step = -1
+        self.console = TrainConsole(info.is_main, progress, self.total_steps or None, self.budget_s)
+        self.model: nn.Module = self.raw_model
+
+    # ------------------------------------------------------------------ run
+
+    def run(self, resume: bool) -> TrainResult:
+        t = self.cfg.train
+        run_dir = None
+        if self.info.is_main:
+            run_dir = find_resume_dir(t.out, t.name) if resume else new_run_dir(t.out, safe_name(t.name))
+        self.run_dir = Path(dist_utils.broadcast_object(str(run_dir), self.info))
+        if resume:
+            self._restore(load_checkpoint(self.run_dir / "last.pt"))
+        if self.info.is_main:
+            save_yaml(self.cfg, self.run_dir / "config.yaml")
+        if self.info.enabled:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            # every DINO switch keeps all parameters in the graph (even for batches without boxes)
+            self.model = DistributedDataParallel(self.raw_model, device_ids=ids)
+        self.t0 = time.monotonic()
+        where = f"resuming {self.run_dir} at step {self.step}" if resume else f"training into {self.run_dir}"
+        self.console.message(
+            f"{where} ({self.params / 1e6:.2f} M parameters, {self.info.world_size} process(es), {self.device})"
+        )
+        try:
+            with self.console:
+                reason = self._loop()
+        except KeyboardInterrupt:  # a second Ctrl-C: save what we have without collectives
+            self._save_last(collective=False)
+            return self._interrupted()
+        if reason == "interrupt":
+            self._save_last()
+            return self._interrupted()
+        if not self.history or self.history[-1]["step"] != self.step:
+            self._evaluate()
+        if self._saved_step != self.step:
+            self._save_last()
+        return self._result(interrupted=False)
+
+    def _interrupted(self) -> TrainResult:
+        """last.pt is saved; the caller reports (the CLI prints how to resume)."""
+        return self._result(interrupted=True)
+
+    def _result(self, interrupted: bool) -> TrainResult:
+        return TrainResult(
+            self.run_dir, dict(self.best), list(self.history), self.params, interrupted, self.step, self.info.rank
+        )
+
+    def _loop(self) -> str:
+        """Train until the budget is spent ("budget") or a stop was requested ("interrupt")."""
+        t = self.cfg.train
+        while True:
+            if self.total_steps and self.step >= self.total_steps:
+                return "budget"
+            self.sampler.set_epoch(self.epoch)
+            self.skip_sampler.skip = self.epoch_step * t.batch_size
+            for images, masks, targets in self.loader:
+                reason = self._should_stop()
+                if reason:
+                    return reason
+                self._train_step(images, masks, targets)
+                if self.total_steps and self.step >= self.total_steps:
+                    break
+            if self.epoch_step >= self.steps_per_epoch:
+                self.epoch += 1
+                self.epoch_step = 0
+                if self.epoch % max(1, t.eval_every) == 0:
+                    self._evaluate()
+                self._save_last()
+
+    def _should_stop(self) -> str | None:
+        elapsed = self._elapsed()
+        time_over = self.budget_s > 0 and elapsed >= self.budget_s
+        past_drop = self.budget_s > 0 and elapsed >= self.cfg.train.lr_drop * self.budget_s
+        signalled, time_over, past_drop = dist_utils.any_flag(
+            [self.stop.signum is not None, time_over, past_drop], self.info, self.device
+        )
+        self._time_past_drop = past_drop
+        if signalled:
+            return "interrupt"
+        return "budget" if time_over else None
+
+    def _train_step(self, images: torch.Tensor, masks: torch.Tensor, targets: list[dict[str, Any]]) -> None:
+        t = self.cfg.train
+        fraction = self.step / self.total_steps if self.total_steps else 0.0
+        self.lr = self.schedule.update(self.step, 1.0 if self._time_past_drop else fraction)
+        images, masks = images.to(self.device), masks.to(self.device)
+        targets = [{k: v.to(self.device) if torch.is_tensor(v) else v for k, v in tg.items()} for tg in targets]
+        self.model.train()
+        outputs = self.model(images, masks, targets)
+        losses = self.criterion(outputs, targets)
+        self.optimizer.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        params = [p for p in self.raw_model.parameters() if p.grad is not None]
+        norm = torch.nn.utils.clip_grad_norm_(params, t.clip_grad if t.clip_grad > 0 else float("inf"))
+        if torch.isfinite(norm):
+            self.optimizer.step()
+            if self.ema is not None:
+                self.ema.update_parameters(self.raw_model)
+            self._bad_steps = 0
+        else:  # identical on every rank: gradients are all-reduced before the norm
+            self.optimizer.zero_grad(set_to_none=True)
+            self._bad_steps += 1
+            if self._bad_steps >= MAX_BAD_STEPS:
+                raise DinokitError(
+                    f"training diverged: {MAX_BAD_STEPS} steps in a row with non-finite gradients (lower train.lr?)"
+                )
+        self.step += 1
+        self.epoch_step += 1
+        values = {k: float(v.detach()) for k, v in losses.items() if torch.is_tensor(v) and v.numel() == 1}
+        if math.isfinite(values["loss"]):  # a skipped step must not turn the logged mean into NaN
+            for k, v in values.items():
+                self.log_sums[k] = self.log_sums.get(k, 0.0) + v
+            self.log_count += 1
+        if self.step % max(1, self.steps_per_epoch // 10) == 0 or self.step == 1:
+            self.loss_curve.append([self.step, values["loss"]])
+        self.console.step(self.step, self.epoch, values["loss"], self.lr, self._elapsed())
+
+    def _elapsed(self) -> float:
+        return self.elapsed_before + (time.monotonic() - self.t0)
+
+    # ------------------------------------------------------------------ evaluation and files
+
+    def _evaluate(self) -> None:
+        """Evaluate (rank 0, EMA weights if kept), append a history row, write run files."""
+        t = self.cfg.train
+        logs = dist_utils.gather_objects((self.log_sums, self.log_count), self.info)
+        if self.info.is_main:
+            count = sum(c for _, c in logs)
+            sums: dict[str, float] = {}
+            for part, _ in logs:
+                for k, v in part.items():
+                    sums[k] = sums.get(k, 0.0) + v
+            eval_model = self.ema.module if self.ema is not None else self.raw_model
+            metrics, _ = run_evaluation(
+                eval_model, self.val_set, self.device, t.batch_size, self.cfg.model.num_select,
+                workers=self.cfg.data.workers,
+            )
+            row: dict[str, Any] = {"step": self.step, "epoch": round(self.step / self.steps_per_epoch, 3)}
+            row["loss"] = sums.get("loss", float("nan")) / count if count else float("nan")
+            row["lr"] = self.lr
+            row.update({k: v for k, v in metrics.items() if k != "per_class"})
+            row["elapsed"] = round(self._elapsed(), 2)
+            row.update({k: v / count for k, v in sorted(sums.items()) if k != "loss" and count})
+            self.history.append(row)
+            if not self.best or row["AP"] > self.best["AP"]:
+                self.best = {**row, "per_class": metrics.get("per_class", {})}
+                save_checkpoint(self._checkpoint(full=False), self.run_dir / "best.pt")
+            write_metrics_csv(self.history, self.run_dir / "metrics.csv")
+            plot_curves(self.history, self.loss_curve, self.run_dir / "curves.png")
+            self.console.evaluation(row)
+            if self.on_epoch is not None:
+                self.on_epoch(dict(row))
+        self.log_sums, self.log_count = {}, 0
+        dist_utils.barrier(self.info)
+
+    def _checkpoint(self, full: bool, rng: list[Any] | None = None) -> dict[str, Any]:
+        state: dict[str, Any] = {
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "epoch": self.epoch, "epoch_step": self.epoch_step, "step": self.step,
+            "history": self.history, "best": self.best,
+        }
+        if full:
+            state.update(
+                optimizer=self.optimizer.state_dict(), scheduler=self.schedule.state_dict(),
+                rng=rng or [capture_rng()], elapsed=self._elapsed(), loss_curve=self.loss_curve,
+                log_sums=self.log_sums, log_count=self.log_count,
+            )
+        return make_checkpoint(
+            self.raw_model.state_dict(), self.cfg, self.classes, self.cat_ids, metrics=self.best, **state
+        )
+
+    def _save_last(self, collective: bool = True) -> None:
+        rng = dist_utils.gather_objects(capture_rng(), self.info) if collective else [capture_rng()]
+        if self.info.is_main:
+            save_checkpoint(self._checkpoint(full=True, rng=rng), self.run_dir / "last.pt")
+        self._saved_step = self.step
+        if collective:
+            dist_utils.barrier(self.info)
+
+    def _restore(self, ckpt: dict[str, Any]) -> None:
+        """Mirror of `_checkpoint(full=True)`: continue exactly where last.pt left off."""
+        check_compatible(ckpt, self.cfg, self.raw_model)
+        self.raw_model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.schedule.load_state_dict(ckpt["scheduler"])
+        if self.ema is not None:
+            if ckpt.get("ema"):
+                self.ema.load_state_dict(ckpt["ema"])
+            else:  # EMA switched on at resume: start it from the current weights
+                self.ema = build_ema(self.raw_model, self.cfg.train.ema_decay)
+        self.step, self.epoch, self.epoch_step = int(ckpt["step"]), int(ckpt["epoch"]), int(ckpt["epoch_step"])
+        self.elapsed_before = float(ckpt.get("elapsed", 0.0))
+        self.history, self.best = list(ckpt.get("history", [])), dict(ckpt.get("best", {}))
+        self.loss_curve = [list(p) for p in ckpt.get("loss_curve", [])]
+        self.log_sums, self.log_count = dict(ckpt.get("log_sums", {})), int(ckpt.get("log_count", 0))
+        states = ckpt.get("rng") or []
+        if self.info.rank < len(states):
+            restore_rng(states[self.info.rank])
+        if self.epoch_step >= self.steps_per_epoch:  # the epoch length changed (e.g. batch size)
+            self.epoch, self.epoch_step = self.epoch + 1, 0

@@ -1,0 +1,60 @@
+"""Optimiser groups, the budget-driven lr schedule and the EMA, on toy modules."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from dinokit.config import TrainConfig
+from dinokit.engine.optim import LrSchedule, build_ema, build_optimizer
+
+
+class Toy(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.backbone = nn.Sequential(nn.Linear(3, 3), nn.Linear(3, 3))
+        self.head = nn.Linear(3, 2)
+        self.backbone[0].weight.requires_grad_(False)  # a frozen parameter
+        self.register_buffer("count", torch.zeros((), dtype=torch.long))
+
+
+def test_backbone_gets_its_own_lr_and_frozen_params_are_left_out():
+    model = Toy()
+    opt = build_optimizer(model, TrainConfig(lr=1e-3, lr_backbone=1e-5, weight_decay=0.05))
+    groups = {g["name"]: g for g in opt.param_groups}
+    assert groups["transformer"]["lr"] == 1e-3 and groups["backbone"]["lr"] == 1e-5
+    assert {id(p) for p in groups["backbone"]["params"]} == {
+        id(model.backbone[0].bias), id(model.backbone[1].weight), id(model.backbone[1].bias)}
+    assert len(groups["transformer"]["params"]) == 2 and groups["transformer"]["weight_decay"] == 0.05
+
+
+def test_warmup_then_drop():
+    opt = build_optimizer(Toy(), TrainConfig(lr=1e-3, lr_backbone=1e-4))
+    sched = LrSchedule(opt, warmup_steps=4, lr_drop=0.75)
+    lrs = [sched.update(step, step / 10) for step in range(10)]
+    assert lrs[:4] == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3])
+    assert lrs[4:8] == pytest.approx([1e-3] * 4)
+    assert lrs[8:] == pytest.approx([1e-4] * 2)  # progress 0.8 >= 0.75
+    assert opt.param_groups[1]["lr"] == pytest.approx(1e-5)  # the backbone group drops too
+    state = sched.state_dict()
+    again = LrSchedule(build_optimizer(Toy(), TrainConfig(lr=1e-3)), 4, 0.75)
+    again.load_state_dict(state)
+    assert again.update(10, 0.0) == pytest.approx(1e-4)  # a drop survives resume
+
+
+def test_ema_ramps_up_and_copies_integer_buffers():
+    model = Toy()
+    ema = build_ema(model, decay=0.999)
+    start = ema.module.head.weight.detach().clone()
+    with torch.no_grad():
+        model.head.weight.add_(1.0)
+        model.count.fill_(7)
+    ema.update_parameters(model)  # first update copies
+    torch.testing.assert_close(ema.module.head.weight, model.head.weight)
+    with torch.no_grad():
+        model.head.weight.add_(1.0)
+    ema.update_parameters(model)  # n=1: decay min(0.999, 2/11)
+    expected = start + 1.0 + (1 - 2 / 11) * 1.0
+    torch.testing.assert_close(ema.module.head.weight, expected)
+    assert int(ema.module.count) == 7
