@@ -1,0 +1,202 @@
+"""The arms of an ablation: which model variants are compared.
+
+An arm is a name plus ModelConfig overrides applied on top of the base configuration (preset,
+`--data`, `--set`). Arms come from removal flags (leave-one-out or a full grid) or from a YAML
+study file (see `ablations/`). Everything here is validated before any training starts, so a typo
+in a study file costs a one-line error, not an hour of training.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dinokit.config import Config, ConfigError, apply_dict
+
+FULL = "full"
+
+
+@dataclass(frozen=True)
+class Removal:
+    """One component the CLI can take out: its flag and the ModelConfig change that removes it."""
+
+    name: str  # arm name, also the flag without dashes
+    field: str  # ModelConfig field it changes
+    value: Any  # value meaning "component removed"
+    description: str
+
+
+# Order is the order arms appear in reports.
+REMOVALS: tuple[Removal, ...] = (
+    Removal("no-cdn", "denoising", "dn", "no contrastive negatives: DN-DETR denoising"),
+    Removal("no-dn", "denoising", "none", "no denoising queries at all"),
+    Removal("no-lft", "lft", False, "look forward once: each layer refines a detached box"),
+    Removal("static-queries", "queries", "static", "no query selection: learned anchors and content"),
+    Removal("pure-queries", "queries", "pure", "pure query selection: content from the encoder too"),
+)
+REMOVAL_BY_NAME = {r.name: r for r in REMOVALS}
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9+][A-Za-z0-9._+-]*$")
+_STUDY_KEYS = {"description", "baseline", "arms"}
+_ARM_KEYS = {"name", "model", "description"}
+
+
+@dataclass(frozen=True)
+class Arm:
+    """A model variant: `overrides` are ModelConfig fields set on top of the base config."""
+
+    name: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "overrides": dict(self.overrides), "description": self.description}
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> "Arm":
+        return cls(raw["name"], dict(raw.get("overrides", {})), raw.get("description", ""))
+
+
+@dataclass(frozen=True)
+class ArmSet:
+    """The arms of one ablation and the arm every other one is compared with."""
+
+    arms: tuple[Arm, ...]
+    baseline: str = FULL
+    description: str = ""
+
+    @property
+    def names(self) -> list[str]:
+        return [a.name for a in self.arms]
+
+    def get(self, name: str) -> Arm:
+        for arm in self.arms:
+            if arm.name == name:
+                return arm
+        raise KeyError(name)
+
+
+def _removals(names: list[str]) -> list[Removal]:
+    unknown = [n for n in names if n not in REMOVAL_BY_NAME]
+    if unknown:
+        raise ConfigError(f"unknown component removal '{unknown[0]}' (choose from {', '.join(REMOVAL_BY_NAME)})")
+    picked = [r for r in REMOVALS if r.name in names]  # canonical order, duplicates dropped
+    return picked or list(REMOVALS)
+
+
+def leave_one_out(removals: list[str]) -> ArmSet:
+    """The full model plus one arm per removal; an empty list means every component."""
+    arms = [Arm(FULL, {}, "every component")]
+    for r in _removals(removals):
+        arms.append(Arm(r.name, {r.field: r.value}, r.description))
+    return validate_arms(ArmSet(tuple(arms), FULL))
+
+
+def grid(removals: list[str]) -> ArmSet:
+    """Every combination of the named removals (2^k arms for k switches of distinct fields).
+
+    Removals of the same field are alternatives, not combinable (`--no-cdn --no-dn` gives
+    denoising in {cdn, dn, none}), so the grid is the product over fields of (default + removals).
+    """
+    by_field: dict[str, list[Removal | None]] = {}
+    for r in _removals(removals):
+        by_field.setdefault(r.field, [None]).append(r)
+    arms = []
+    for combo in itertools.product(*by_field.values()):
+        chosen = [r for r in combo if r is not None]
+        name = "+".join(r.name for r in chosen) or FULL
+        overrides = {r.field: r.value for r in chosen}
+        arms.append(Arm(name, overrides, "; ".join(r.description for r in chosen) or "every component"))
+    return validate_arms(ArmSet(tuple(arms), FULL))
+
+
+SHIPPED = Path(__file__).resolve().parents[2] / "ablations"  # the repository's study files
+
+
+def load_study_file(path: str | Path) -> ArmSet:
+    """Arms from a YAML study file (a path, or the name of a shipped one such as `paper_table`);
+    unknown keys, fields or switch values are errors."""
+    path = Path(path)
+    if not path.is_file() and (SHIPPED / f"{path.stem}.yaml").is_file() and path.parent == Path("."):
+        path = SHIPPED / f"{path.stem}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"study file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"study file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"study file {path} must be a mapping with an 'arms' list")
+    unknown = sorted(set(raw) - _STUDY_KEYS)
+    if unknown:
+        raise ConfigError(f"study file {path}: unknown key '{unknown[0]}' (allowed: {', '.join(sorted(_STUDY_KEYS))})")
+    items = raw.get("arms")
+    if not isinstance(items, list) or not items:
+        raise ConfigError(f"study file {path}: 'arms' must be a non-empty list (the grid would be empty)")
+    arms = []
+    for i, item in enumerate(items):
+        where = f"study file {path}: arm {i + 1}"
+        if not isinstance(item, dict):
+            raise ConfigError(f"{where} must be a mapping with 'name' and 'model'")
+        bad = sorted(set(item) - _ARM_KEYS)
+        if bad:
+            raise ConfigError(f"{where}: unknown key '{bad[0]}' (allowed: {', '.join(sorted(_ARM_KEYS))})")
+        if "name" not in item:
+            raise ConfigError(f"{where}: missing 'name'")
+        model = item.get("model") or {}
+        if not isinstance(model, dict):
+            raise ConfigError(f"{where}: 'model' must be a mapping of ModelConfig fields")
+        arms.append(Arm(str(item["name"]), dict(model), str(item.get("description", ""))))
+    baseline = raw.get("baseline")
+    if baseline is None:
+        plain = [a.name for a in arms if not a.overrides]
+        baseline = plain[0] if plain else arms[0].name
+    try:
+        return validate_arms(ArmSet(tuple(arms), str(baseline), str(raw.get("description", ""))))
+    except ConfigError as exc:
+        raise ConfigError(f"study file {path}: {exc}") from None
+
+
+def validate_arms(arm_set: ArmSet, base: Config | None = None) -> ArmSet:
+    """Names usable as folder names and unique; overrides valid ModelConfig values; no twins."""
+    if not arm_set.arms:
+        raise ConfigError("no arms to compare: the grid is empty")
+    seen: dict[str, str] = {}
+    for arm in arm_set.arms:
+        if not _NAME_RE.match(arm.name):
+            raise ConfigError(f"arm name '{arm.name}' may only use letters, digits and . _ + -")
+        if arm.name in seen:
+            raise ConfigError(f"arm name '{arm.name}' is used twice")
+        try:
+            cfg = arm_config(base or Config(), arm)
+        except ConfigError as exc:
+            raise ConfigError(f"arm '{arm.name}': {exc}") from None
+        key = repr(sorted(_plain(cfg.model.__dict__).items()))
+        if key in seen.values():
+            twin = next(n for n, k in seen.items() if k == key)
+            raise ConfigError(f"arms '{twin}' and '{arm.name}' have identical model settings")
+        seen[arm.name] = key
+    if arm_set.baseline not in seen:
+        raise ConfigError(f"baseline '{arm_set.baseline}' is not one of the arms ({', '.join(seen)})")
+    return arm_set
+
+
+def arm_config(base: Config, arm: Arm) -> Config:
+    """A copy of `base` with the arm's ModelConfig overrides applied (and validated)."""
+    cfg = Config.from_dict(base.to_dict())
+    apply_dict(cfg, {"model": dict(arm.overrides)})
+    return cfg
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+

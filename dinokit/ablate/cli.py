@@ -1,0 +1,185 @@
+"""`dinokit ablate`: what does each DINO component buy on this data?
+
+Thin by design: flags -> arms + base config -> `study.run` -> `report.render`. Every input error
+is raised as a `DinokitError` before any training starts (the main CLI prints it as one line).
+The main CLI mounts `app` with `app.add_typer(ablate_app, name="ablate")`.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional
+
+import typer
+from rich.console import Console
+
+from dinokit.ablate import arms as arms_mod
+from dinokit.config import Config, apply_overrides, load_preset
+from dinokit.errors import DinokitError
+
+if TYPE_CHECKING:  # optuna, pandas and matplotlib load when a command runs: `dinokit --help` stays quick
+    import pandas as pd
+
+    from dinokit.ablate.report import ReportData
+
+app = typer.Typer(help="Ablation studio: train arms x seeds under one budget and report the differences.",
+                  add_completion=False, pretty_exceptions_enable=False)
+console = Console()
+_NAME_RE = re.compile(r"^[A-Za-z0-9+][A-Za-z0-9._+-]*$")
+
+
+def ablation_name(removals: list[str], grid: bool, study: Optional[Path]) -> str:
+    """A default name that is the same for the same command, so rerunning it resumes."""
+    if study is not None:
+        return study.stem
+    body = "+".join(removals) if removals else "all"
+    return f"grid-{body}" if grid else ("leave-one-out" if not removals else body)
+
+
+def base_config(preset: str, data: Optional[str], sets: list[str], steps: Optional[int],
+                time_budget: Optional[float]) -> Config:
+    """The config every arm starts from, with the per-trial budget; a zero budget is an error."""
+    cfg = load_preset(preset)
+    if data is not None:
+        if data != "shapes" and not Path(data).exists():
+            raise DinokitError(f"--data {data}: no such file or folder (or use 'shapes')")
+        cfg.data.data = data
+    apply_overrides(cfg, list(sets))
+    if steps is not None and time_budget is not None:
+        raise DinokitError("give one budget: --steps N or --time-budget MINUTES, not both")
+    if steps is not None:
+        if steps <= 0:
+            raise DinokitError(f"--steps must be positive, got {steps}")
+        cfg.train.steps, cfg.train.time_budget = steps, 0.0
+    if time_budget is not None:
+        if time_budget <= 0:
+            raise DinokitError(f"--time-budget must be positive (minutes), got {time_budget}")
+        cfg.train.time_budget, cfg.train.steps = float(time_budget), 0
+    if cfg.train.steps <= 0 and cfg.train.time_budget <= 0 and cfg.train.epochs <= 0:
+        raise DinokitError("the training budget is zero: give --steps N or --time-budget MINUTES")
+    return cfg
+
+
+def budget_text(cfg: Config) -> str:
+    t = cfg.train
+    if t.steps > 0:
+        return f"{t.steps} steps per trial"
+    if t.time_budget > 0:
+        return f"{t.time_budget:g} min per trial"
+    return f"{t.epochs} epochs per trial"
+
+
+@app.callback(invoke_without_command=True)
+def ablate(
+    ctx: typer.Context,
+    no_cdn: bool = typer.Option(False, "--no-cdn", help="Arm without contrastive denoising (denoising dn)."),
+    no_dn: bool = typer.Option(False, "--no-dn", help="Arm without any denoising (denoising none)."),
+    no_lft: bool = typer.Option(False, "--no-lft", help="Arm with look-forward-once (lft false)."),
+    static_queries: bool = typer.Option(False, "--static-queries", help="Arm with static queries."),
+    pure_queries: bool = typer.Option(False, "--pure-queries", help="Arm with pure query selection."),
+    grid: bool = typer.Option(False, "--grid", help="Every combination of the named removals."),
+    study: Optional[Path] = typer.Option(None, "--study", help="Arms from a YAML file or shipped name (paper_table)."),
+    seeds: int = typer.Option(3, "--seeds", help="Seeds per arm (the same seeds for every arm)."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Optimiser steps per trial."),
+    time_budget: Optional[float] = typer.Option(None, "--time-budget", help="Minutes per trial."),
+    preset: str = typer.Option("tiny", "--preset", help="Base configuration."),
+    data: Optional[str] = typer.Option(None, "--data", help="shapes, a dataset folder or a COCO JSON."),
+    name: Optional[str] = typer.Option(None, "--name", help="Ablation name (default: from the flags)."),
+    storage: Optional[str] = typer.Option(None, "--storage",
+                                          help="Optuna RDB URL (default: sqlite in OUT/ablate/NAME)."),
+    jobs: int = typer.Option(1, "--jobs", help="Trials trained in parallel processes."),
+    out: Path = typer.Option(Path("runs"), "--out", help="Root folder; results go to OUT/ablate/NAME."),
+    sets: list[str] = typer.Option([], "--set", help="Config override key=value (repeatable)."),
+) -> None:
+    """Train the full model and the ablated arms on the same data, budget and seeds; report."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from dinokit.ablate import report as report_mod
+    from dinokit.ablate import study as study_mod
+
+    flags = {"no-cdn": no_cdn, "no-dn": no_dn, "no-lft": no_lft, "static-queries": static_queries,
+             "pure-queries": pure_queries}
+    removals = [k for k, v in flags.items() if v]
+    if study is not None and (removals or grid):
+        raise DinokitError("--study takes the arms from the file: do not combine it with removal flags or --grid")
+    if seeds < 1:
+        raise DinokitError(f"the grid is empty: --seeds must be at least 1, got {seeds}")
+    if jobs < 1:
+        raise DinokitError(f"--jobs must be at least 1, got {jobs}")
+    if study is not None:
+        arm_set = arms_mod.load_study_file(study)
+    else:
+        arm_set = arms_mod.grid(removals) if grid else arms_mod.leave_one_out(removals)
+    name = name or ablation_name(removals, grid, study)
+    if not _NAME_RE.match(name):
+        raise DinokitError(f"--name '{name}' may only use letters, digits and . _ + -")
+    cfg = base_config(preset, data, sets, steps, time_budget)
+    meta = {"preset": preset, "data": cfg.data.data, "budget": budget_text(cfg)}
+    if sets:
+        meta["overrides"] = " ".join(sets)
+    spec = study_mod.AblationSpec(name, arm_set, [cfg.train.seed + i for i in range(seeds)], cfg,
+                                  out / "ablate" / name, storage or "", meta)
+    ledger = study_mod.run(spec, jobs=jobs, say=_say)
+    data_, summary = report_mod.render(spec.storage, name, spec.out_dir)
+    _show(data_, summary, spec.out_dir)
+    if ledger.live:
+        _say(f"{len(ledger.live)} trial(s) still running in other processes: {_pairs(ledger.live)}")
+    left = set(spec.pairs) - ledger.done - ledger.live
+    if left:
+        _say(f"{len(left)} trial(s) not finished: {_pairs(left)}; rerun the same command to retry them.")
+        raise typer.Exit(1)
+
+
+@app.command("report")
+def report(
+    name: str = typer.Argument(..., help="Ablation name (folder under OUT/ablate)."),
+    storage: Optional[str] = typer.Option(None, "--storage", help="Optuna RDB URL (default: the run folder's)."),
+    out: Path = typer.Option(Path("runs"), "--out", help="Root folder of the runs."),
+) -> None:
+    """Re-render an ablation's report from storage, without training."""
+    from dinokit.ablate import report as report_mod
+    from dinokit.ablate import study as study_mod
+
+    out_dir = out / "ablate" / name
+    if storage is None:
+        if not (out_dir / "study.db").is_file():
+            raise DinokitError(f"no ablation named '{name}': {out_dir / 'study.db'} not found (see --out, --storage)")
+        storage = study_mod.default_storage(out_dir)
+    data_, summary = report_mod.render(storage, name, out_dir)
+    _show(data_, summary, out_dir)
+
+
+def _say(message: str) -> None:
+    console.print(message, highlight=False, markup=False, soft_wrap=True)
+
+
+def _pairs(pairs: set[tuple[str, int]]) -> str:
+    names = [f"{a}/s{s}" for a, s in sorted(pairs)]
+    return ", ".join(names[:6]) + (", ..." if len(names) > 6 else "")
+
+
+def _show(data_: ReportData, summary: pd.DataFrame, out_dir: Path) -> None:
+    from dinokit.ablate.report import completed, rich_table
+
+    wide = console if console.is_terminal else Console(width=160)  # logs: no 80-column wrapping
+    wide.print(rich_table(data_, summary))
+    fails = data_.trials[data_.trials["state"] == "FAIL"] if not data_.trials.empty else data_.trials
+    for row in fails.itertuples():
+        _say(f"failed trial {row.trial} ({row.arm} seed {row.seed}): {row.error or 'interrupted'}")
+    _say(f"{len(completed(data_.trials))} finished trials; report: {out_dir / 'report.md'} "
+         "(also report.html, trials.csv, ap.png, convergence.png)")
+
+
+def main() -> None:
+    """Standalone entry (`python -m dinokit.ablate.cli`): input errors are one line, exit 2."""
+    try:
+        app(prog_name="dinokit ablate")
+    except DinokitError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

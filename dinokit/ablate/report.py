@@ -1,0 +1,396 @@
+"""The ablation report: per-arm statistics over seeds, paired confidence intervals, plots.
+
+Input is plain pandas (one row per trial, one row per evaluation), so the report can be rebuilt
+from storage at any time and tested on hand-made tables. AP-type numbers are fractions in
+[0, 1] in the CSV and COCO points (x100) in the tables, as in papers. Every file is written to a
+temporary name and moved into place, so a crash never leaves a half-written report.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import os
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from dinokit.ablate.arms import ArmSet, arm_config
+from dinokit.config import Config
+
+METRICS = ("AP", "AP50", "AP75", "APs")
+ALL_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR100")
+SWITCHES = ("queries", "denoising", "neg_target", "lft", "dn_draws", "attention")
+CI_LEVEL = 0.95
+
+
+@dataclass
+class ReportData:
+    """Everything a report shows. `trials`: one row per trial (columns: trial, state, arm, seed,
+    metrics, train_time, params, error, switches); `history`: one row per evaluation (trial, arm,
+    seed, step, metrics)."""
+
+    name: str
+    arms: list[str]
+    baseline: str
+    trials: pd.DataFrame
+    history: pd.DataFrame = field(default_factory=pd.DataFrame)
+    seeds: list[int] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)  # shown as-is: preset, data, budget, ...
+    arm_settings: dict[str, str] = field(default_factory=dict)  # arm -> "field=value, ..."
+
+
+def report_data(name: str, arm_set: ArmSet, base: Config, seeds: list[int], records: list[dict[str, Any]],
+                meta: dict[str, Any]) -> ReportData:
+    """Tables from stored trial records ({trial, state, arm, seed, attrs, started, finished}).
+
+    Each row carries the arm's resolved switches (and any other field an arm overrides), so
+    trials.csv alone says what was trained.
+    """
+    models = {a.name: arm_config(base, a).model for a in arm_set.arms}
+    extra = dict.fromkeys(k for a in arm_set.arms for k in a.overrides if k not in SWITCHES)
+    rows, hist = [], []
+    for rec in records:
+        if rec["arm"] not in models:
+            continue
+        ua, model = rec["attrs"], models[rec["arm"]]
+        metrics, history = ua.get("metrics", {}), ua.get("history", [])
+        row: dict[str, Any] = {k: rec[k] for k in ("trial", "state", "arm", "seed")}
+        row.update({m: metrics.get(m, math.nan) for m in ALL_METRICS})
+        row.update(train_time=ua.get("train_time", math.nan), params=ua.get("params", math.nan),
+                   steps=history[-1].get("step") if history else None, error=ua.get("error", ""),
+                   run_dir=ua.get("run_dir", ""), host=ua.get("host", ""),
+                   started=_iso(rec.get("started")), finished=_iso(rec.get("finished")))
+        row.update({k: getattr(model, k) for k in (*SWITCHES, *extra)})
+        rows.append(row)
+        if rec["state"] == "COMPLETE":
+            hist += [{"trial": rec["trial"], "arm": rec["arm"], "seed": rec["seed"], **h} for h in history]
+    trials, history = pd.DataFrame(rows), pd.DataFrame(hist)
+    if not history.empty:  # only the curves of the trials the table uses
+        history = history[history["trial"].isin(completed(trials)["trial"])]
+    settings = {a.name: (", ".join(f"{k}={_show(v)}" for k, v in a.overrides.items()) or "base config")
+                + (f" — {a.description}" if a.description else "") for a in arm_set.arms}
+    meta = {**({"description": arm_set.description} if arm_set.description else {}), **meta,
+            "baseline": arm_set.baseline}
+    return ReportData(name, arm_set.names, arm_set.baseline, trials, history, list(seeds), meta, settings)
+
+
+def _iso(when: Any) -> str:
+    return when.isoformat(timespec="seconds") if isinstance(when, datetime) else ""
+
+
+def _show(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+@dataclass(frozen=True)
+class PairedDiff:
+    """Mean of per-seed differences (arm - baseline) and its two-sided t confidence interval."""
+
+    mean: float
+    low: float
+    high: float
+    n: int
+
+
+def paired_difference(arm: pd.Series, base: pd.Series, level: float = CI_LEVEL) -> PairedDiff:
+    """Paired t interval over the seeds both series have (index = seed).
+
+    Pairing by seed removes the variance both arms share through the seed (data order,
+    augmentation, initialisation stream), which is why three seeds can still resolve an effect.
+    """
+    common = arm.index.intersection(base.index)
+    d = (arm.loc[common] - base.loc[common]).astype(float).dropna()
+    n = len(d)
+    if n == 0:
+        return PairedDiff(math.nan, math.nan, math.nan, 0)
+    mean = float(d.mean())
+    if n < 2:
+        return PairedDiff(mean, math.nan, math.nan, n)
+    from scipy import stats
+
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * float(d.std(ddof=1)) / math.sqrt(n)
+    return PairedDiff(mean, mean - half, mean + half, n)
+
+
+def completed(trials: pd.DataFrame) -> pd.DataFrame:
+    """Finished trials, one per (arm, seed) (the latest if storage ever holds two)."""
+    if trials.empty or "state" not in trials:
+        return trials.iloc[0:0]
+    done = trials[trials["state"] == "COMPLETE"]
+    return done.sort_values("trial").drop_duplicates(["arm", "seed"], keep="last")
+
+
+def summarize(trials: pd.DataFrame, arms: list[str], baseline: str) -> pd.DataFrame:
+    """One row per arm: n, mean/std of each metric and train time, paired dAP vs the baseline."""
+    done = completed(trials)
+    base = done[done["arm"] == baseline].set_index("seed") if not done.empty else None
+    rows = []
+    for arm in arms:
+        g = done[done["arm"] == arm] if not done.empty else done
+        row: dict[str, Any] = {"arm": arm, "n": len(g)}
+        for col in METRICS + ("train_time",):
+            values = g[col].astype(float) if col in g else pd.Series(dtype=float)
+            row[f"{col}_mean"] = float(values.mean()) if len(values) else math.nan
+            row[f"{col}_std"] = float(values.std(ddof=1)) if len(values) > 1 else math.nan
+        row["params"] = float(g["params"].max()) if "params" in g and len(g) else math.nan
+        if base is not None and len(g):
+            diff = paired_difference(g.set_index("seed")["AP"], base["AP"])
+        else:
+            diff = PairedDiff(math.nan, math.nan, math.nan, 0)
+        row.update(dAP=diff.mean, dAP_low=diff.low, dAP_high=diff.high, pairs=diff.n)
+        failed = trials[(trials["arm"] == arm) & (trials["state"] == "FAIL")] if not trials.empty else trials
+        row["failed"] = len(failed)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+def _pts(x: float) -> str:
+    return "—" if pd.isna(x) else f"{100 * x:.1f}"
+
+
+def _mean_std(mean: float, std: float, scale: float = 100.0, digits: int = 1) -> str:
+    if pd.isna(mean):
+        return "—"
+    text = f"{scale * mean:.{digits}f}"
+    return text if pd.isna(std) else f"{text} ± {scale * std:.{digits}f}"
+
+
+def _signed(x: float) -> str:
+    return f"{100 * x:+.1f}".replace("-", "−")
+
+
+def _delta(row: pd.Series, baseline: str) -> str:
+    if row["arm"] == baseline:
+        return "(baseline)"
+    if pd.isna(row["dAP"]):
+        return "—"
+    if pd.isna(row["dAP_low"]):
+        return f"{_signed(row['dAP'])} (1 pair)"
+    return f"{_signed(row['dAP'])} [{_signed(row['dAP_low'])}, {_signed(row['dAP_high'])}]"
+
+
+def _params(x: float) -> str:
+    return "—" if pd.isna(x) else f"{x / 1e6:.2f} M"
+
+
+def display_table(summary: pd.DataFrame, baseline: str) -> pd.DataFrame:
+    """The human table: strings, one row per arm (shared by markdown, HTML and the terminal)."""
+    rows = []
+    for _, r in summary.iterrows():
+        rows.append({
+            "arm": r["arm"],
+            "seeds": str(int(r["n"])) + (f" ({int(r['failed'])} failed)" if r["failed"] else ""),
+            **{m: _mean_std(r[f"{m}_mean"], r[f"{m}_std"]) for m in METRICS},
+            f"ΔAP vs {baseline} [95% CI]": _delta(r, baseline),
+            "train time (s)": _mean_std(r["train_time_mean"], r["train_time_std"], scale=1.0),
+            "params": _params(r["params"]),
+        })
+    return pd.DataFrame(rows)
+
+
+def _md_table(df: pd.DataFrame, left: tuple[str, ...] = ("arm", "settings", "error")) -> str:
+    def cell(v: Any) -> str:
+        return str(v).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(cell(c) for c in df.columns) + " |"]
+    lines.append("|" + "|".join("---" if c in left else "---:" for c in df.columns) + "|")
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def failures(trials: pd.DataFrame) -> pd.DataFrame:
+    """Failed or interrupted trials with their error, newest last (shown, never hidden)."""
+    if trials.empty:
+        return pd.DataFrame(columns=["trial", "arm", "seed", "error"])
+    bad = trials[trials["state"] == "FAIL"].sort_values("trial")
+    errors = bad["error"] if "error" in bad else pd.Series("", index=bad.index)
+    errors = errors.fillna("").astype(str).replace("", "interrupted (worker stopped without reporting)")
+    return pd.DataFrame({"trial": bad["trial"], "arm": bad["arm"], "seed": bad["seed"], "error": errors})
+
+
+def missing_pairs(data: ReportData) -> list[str]:
+    """(arm, seed) pairs without a finished trial, e.g. while a study is still running."""
+    done = completed(data.trials)
+    have = set(zip(done["arm"], done["seed"])) if not done.empty else set()
+    return [f"{a}/s{s}" for a in data.arms for s in data.seeds if (a, s) not in have]
+
+
+NOTE = (
+    "AP metrics are COCO points (x100): mean ± sample standard deviation over seeds. "
+    "ΔAP is the mean over seeds of (arm − baseline) AP, each arm paired with the baseline run of "
+    "the same seed; the interval is the 95% paired-t confidence interval (n − 1 degrees of "
+    "freedom). An interval that excludes 0 means the component's effect is resolved at this budget."
+)
+
+
+def render_markdown(data: ReportData, summary: pd.DataFrame) -> str:
+    done = len(completed(data.trials))
+    total = len(data.arms) * len(data.seeds)
+    out = [f"# Ablation: {data.name}", ""]
+    if data.meta.get("description"):
+        out += [str(data.meta["description"]), ""]
+    for key, value in {**data.meta, "trials finished": f"{done} / {total}"}.items():
+        if key != "description":
+            out.append(f"- **{key}**: {value}")
+    out += ["", "## Results", "", _md_table(display_table(summary, data.baseline)), "", NOTE, ""]
+    out += ["![AP per arm](ap.png)", "", "![AP against step](convergence.png)", ""]
+    if data.arm_settings:
+        settings = pd.DataFrame({"arm": list(data.arm_settings), "settings": list(data.arm_settings.values())})
+        out += ["## Arms", "", _md_table(settings), ""]
+    fails = failures(data.trials)
+    if len(fails):
+        out += ["## Failed trials", "", _md_table(fails), ""]
+    missing = missing_pairs(data)
+    if missing:
+        out += ["## Not finished", "", ", ".join(missing), ""]
+    return "\n".join(out)
+
+
+def render_html(data: ReportData, summary: pd.DataFrame) -> str:
+    def table(df: pd.DataFrame) -> str:
+        return df.to_html(index=False, escape=True, border=0, classes="t", na_rep="—")
+
+    esc = html.escape
+    done = len(completed(data.trials))
+    meta = {**data.meta, "trials finished": f"{done} / {len(data.arms) * len(data.seeds)}"}
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>Ablation {esc(data.name)}</title><style>",
+        "body{font-family:sans-serif;margin:2em;max-width:80em}table.t{border-collapse:collapse}",
+        ".t td,.t th{padding:.3em .7em;border-bottom:1px solid #ccc;text-align:right}",
+        ".t td:first-child,.t th:first-child{text-align:left}img{max-width:48%}</style></head><body>",
+        f"<h1>Ablation: {esc(data.name)}</h1><ul>",
+        *(f"<li><b>{esc(str(k))}</b>: {esc(str(v))}</li>" for k, v in meta.items()),
+        "</ul><h2>Results</h2>", table(display_table(summary, data.baseline)),
+        f"<p>{esc(NOTE)}</p>",
+        "<p><img src='ap.png' alt='AP per arm'> <img src='convergence.png' alt='AP against step'></p>",
+    ]
+    if data.arm_settings:
+        parts += ["<h2>Arms</h2>", table(pd.DataFrame({"arm": list(data.arm_settings),
+                                                       "settings": list(data.arm_settings.values())}))]
+    fails = failures(data.trials)
+    if len(fails):
+        parts += ["<h2>Failed trials</h2>", table(fails)]
+    missing = missing_pairs(data)
+    if missing:
+        parts += ["<h2>Not finished</h2>", f"<p>{esc(', '.join(missing))}</p>"]
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+# --------------------------------------------------------------------------- plots
+
+
+def _figure(width: float, height: float) -> Any:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(fig)  # Agg, no pyplot global state: safe in workers and headless machines
+    return fig
+
+
+def plot_ap(data: ReportData, summary: pd.DataFrame, path: Path) -> None:
+    """AP per arm: bars at the seed mean, error bars one standard deviation, dots per seed."""
+    fig = _figure(max(5.0, 1.1 * len(summary) + 2), 4.2)
+    ax = fig.subplots()
+    x = list(range(len(summary)))
+    means = (100 * summary["AP_mean"].fillna(0.0)).tolist()
+    stds = (100 * summary["AP_std"].fillna(0.0)).tolist()
+    colors = ["tab:orange" if a == data.baseline else "tab:blue" for a in summary["arm"]]
+    ax.bar(x, means, yerr=stds, capsize=5, color=colors, alpha=0.8)
+    done = completed(data.trials)
+    for i, arm in enumerate(summary["arm"]):
+        seeds_ap = 100 * done[done["arm"] == arm]["AP"].astype(float) if not done.empty else []
+        ax.plot([i] * len(seeds_ap), list(seeds_ap), "k.", markersize=6)
+    ax.set_xticks(x, summary["arm"].tolist(), rotation=20, ha="right")
+    ax.set(ylabel="AP (COCO points)", title=f"{data.name}: AP per arm (mean ± std over seeds)")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    _save_figure(fig, path)
+
+
+def plot_convergence(data: ReportData, path: Path) -> None:
+    """AP against optimiser step, one line per arm, mean over the seeds evaluated at that step."""
+    fig = _figure(7.5, 4.5)
+    ax = fig.subplots()
+    hist = data.history
+    if hist.empty or "AP" not in hist:
+        ax.text(0.5, 0.5, "no evaluations recorded yet", ha="center", va="center", transform=ax.transAxes)
+    else:
+        for arm in data.arms:
+            h = hist[hist["arm"] == arm]
+            if h.empty:
+                continue
+            curve = h.groupby("step")["AP"].agg(["mean", "min", "max"]).sort_index()
+            line = ax.plot(curve.index, 100 * curve["mean"], "o-", markersize=3, label=arm)[0]
+            ax.fill_between(curve.index, 100 * curve["min"], 100 * curve["max"], color=line.get_color(), alpha=0.12)
+        ax.legend(loc="lower right", fontsize="small")
+    ax.set(xlabel="step", ylabel="AP (COCO points)", title=f"{data.name}: convergence (mean over seeds, band = range)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    _save_figure(fig, path)
+
+
+# --------------------------------------------------------------------------- files
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _save_figure(fig: Any, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fig.savefig(tmp, format="png")
+    os.replace(tmp, path)
+
+
+def write_report(data: ReportData, out_dir: Path) -> pd.DataFrame:
+    """Write trials.csv, report.md, report.html, ap.png, convergence.png; return the summary."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary = summarize(data.trials, data.arms, data.baseline)
+    trials = data.trials.sort_values("trial") if not data.trials.empty else data.trials
+    tmp = out_dir / f".trials.csv.{os.getpid()}.tmp"
+    trials.to_csv(tmp, index=False)
+    os.replace(tmp, out_dir / "trials.csv")
+    data.meta.setdefault("generated", datetime.now().strftime("%Y-%m-%d %H:%M"))
+    atomic_write_text(out_dir / "report.md", render_markdown(data, summary))
+    atomic_write_text(out_dir / "report.html", render_html(data, summary))
+    plot_ap(data, summary, out_dir / "ap.png")
+    plot_convergence(data, out_dir / "convergence.png")
+    return summary
+
+
+def rich_table(data: ReportData, summary: pd.DataFrame) -> Any:
+    """The report's table for the terminal."""
+    from rich.table import Table
+
+    df = display_table(summary, data.baseline)
+    done = len(completed(data.trials))
+    table = Table(title=f"ablation {data.name}: {done}/{len(data.arms) * len(data.seeds)} trials "
+                        "(AP in COCO points, mean ± std over seeds)")
+    for i, col in enumerate(df.columns):
+        table.add_column(str(col), justify="left" if i == 0 else "right")
+    for row in df.itertuples(index=False):
+        table.add_row(*(str(v) for v in row))
+    return table
+
+
+def render(storage_url: str, name: str, out_dir: Path) -> tuple[ReportData, pd.DataFrame]:
+    """Rebuild `out_dir`'s report from storage alone; returns the data and the per-arm summary."""
+    from dinokit.ablate.study import read_trials, safe_url
+
+    spec, records = read_trials(storage_url, name)
+    meta = {**spec.meta, "seeds": ", ".join(map(str, spec.seeds)), "storage": safe_url(storage_url)}
+    data = report_data(name, spec.arm_set, spec.base, spec.seeds, records, meta)
+    return data, write_report(data, Path(out_dir))

@@ -1,0 +1,482 @@
+"""An ablation as an Optuna study: every (arm, seed) pair is one trial, trained once.
+
+Why Optuna: its RDB storage is the shared, crash-safe ledger. Rerunning a command resumes (a
+finished trial is never trained again), several processes or machines pointed at one storage
+split the work, and the report is rebuilt from the ledger alone.
+
+Who trains which pair:
+- a `GridSampler` over (arm, seed) hands out fresh pairs; the first n trials of a study get
+  n distinct grid points by construction, whatever the number of workers;
+- pairs that failed or were interrupted in an earlier run are queued again (`enqueue_trial`);
+  a pair that failed in this run waits for the next run (no retry loops);
+- before training, a trial checks the ledger: if its pair is COMPLETE or held by a live trial
+  with a lower number, it steps aside (PRUNED, user attr `skipped`). Trials record their pair
+  before this check, so of two trials racing for a pair exactly one trains it;
+- dead workers: on the same host a trial whose pid is gone is failed at once; elsewhere the
+  storage heartbeat fails it after `GRACE_S` seconds.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import random
+import socket
+import sys
+import time
+import traceback
+import uuid
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from dinokit.ablate.arms import Arm, ArmSet, arm_config, validate_arms
+from dinokit.config import Config, ConfigError, diff_configs
+from dinokit.errors import DinokitError
+
+HEARTBEAT_S, GRACE_S = 15, 60
+HOST = socket.gethostname()
+
+
+def _process_space() -> str:
+    """Where a pid means the same process: host name + boot + pid namespace (containers differ)."""
+    parts = [HOST]
+    for path in ("/proc/sys/kernel/random/boot_id", "/proc/self/ns/pid"):
+        try:
+            parts.append(Path(path).read_text().strip()[:8] if "boot" in path else str(os.stat(path).st_ino))
+        except OSError:
+            pass
+    return ":".join(parts)
+
+
+PID_SPACE = _process_space()
+DEFAULT_TRAINER = "dinokit.engine.trainer:train"
+# may differ between the processes and machines that share one study
+_LOCAL = ("train.threads", "train.out", "train.name", "train.seed", "train.device", "data.workers")
+Pair = tuple[str, int]
+Say = Callable[[str], None]
+
+
+@dataclass
+class AblationSpec:
+    """One ablation: arms x seeds under one base config and budget, stored under `name`."""
+
+    name: str
+    arm_set: ArmSet
+    seeds: list[int]
+    base: Config  # preset + data + --set + budget; seed/threads/out/name are set per trial
+    out_dir: Path  # runs/ablate/<name>: trial runs and the report
+    storage: str = ""  # Optuna RDB URL; "" -> sqlite in out_dir
+    meta: dict[str, Any] = field(default_factory=dict)  # shown in the report (preset, data, budget)
+    trainer: str | Callable[..., Any] = DEFAULT_TRAINER  # "module:function" or a function like train()
+
+    def __post_init__(self) -> None:
+        self.out_dir = Path(self.out_dir)
+        self.storage = self.storage or default_storage(self.out_dir)
+
+    @property
+    def pairs(self) -> list[Pair]:
+        return [(a, s) for s in self.seeds for a in self.arm_set.names]
+
+    def identity(self) -> dict[str, Any]:
+        """What a rerun must match to resume this study; stored in the study itself."""
+        return _plain({"arms": [a.to_dict() for a in self.arm_set.arms], "baseline": self.arm_set.baseline,
+                       "description": self.arm_set.description, "seeds": list(self.seeds),
+                       "base": self.base.to_dict(), "meta": self.meta})
+
+    @classmethod
+    def from_identity(cls, name: str, ident: dict[str, Any], storage: str, out_dir: Path) -> "AblationSpec":
+        arms = ArmSet(tuple(Arm.from_dict(a) for a in ident["arms"]), ident["baseline"], ident.get("description", ""))
+        return cls(name, arms, list(ident["seeds"]), Config.from_dict(ident["base"]), out_dir, storage,
+                   dict(ident.get("meta", {})))
+
+
+def default_storage(out_dir: Path) -> str:
+    return f"sqlite:///{(Path(out_dir) / 'study.db').resolve()}"
+
+
+def check_spec(spec: AblationSpec) -> None:
+    """Everything that can be wrong with the input, checked before any training."""
+    if not spec.seeds:
+        raise DinokitError("the grid is empty: --seeds must be at least 1")
+    if len(set(spec.seeds)) != len(spec.seeds):
+        raise DinokitError(f"seeds must be distinct, got {spec.seeds}")
+    t = spec.base.train
+    if t.steps <= 0 and t.time_budget <= 0 and t.epochs <= 0:
+        raise ConfigError("the training budget is zero: give --steps N or --time-budget MINUTES (> 0)")
+    validate_arms(spec.arm_set, spec.base)
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    return [_plain(v) for v in obj] if isinstance(obj, (list, tuple)) else obj
+
+
+# --------------------------------------------------------------------------- storage
+
+
+def safe_url(url: str) -> str:
+    """The URL without its password, for messages and reports."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url
+
+
+def open_storage(url: str) -> optuna.storages.RDBStorage:
+    """An RDB storage with heartbeats. SQLite transactions are made immediate (serialised), so
+    claiming a queued trial is atomic there too, as row locks make it on server databases."""
+    if "://" not in url:
+        raise DinokitError(f"--storage must be a database URL such as sqlite:///path/study.db, got '{url}'")
+    sqlite = url.startswith("sqlite")
+    for attempt in range(8):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                storage = optuna.storages.RDBStorage(
+                    url, engine_kwargs={"connect_args": {"timeout": 60}} if sqlite else {},
+                    heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
+            break
+        except Exception as exc:  # driver missing, host unreachable, bad path: all one line
+            text = str(exc).strip()
+            if attempt < 7 and any(m in text for m in ("already exists", "UNIQUE constraint", "is locked")):
+                time.sleep(0.1 + 0.3 * random.random())  # another process is creating the tables
+                continue
+            reason = text.splitlines()[0] if text else type(exc).__name__
+            raise DinokitError(f"cannot open storage {safe_url(url)}: {reason}") from None
+    if sqlite:
+        from sqlalchemy import event
+
+        @event.listens_for(storage.engine, "connect")
+        def _no_driver_transactions(dbapi_conn: Any, record: Any) -> None:
+            dbapi_conn.isolation_level = None  # SQLAlchemy's BEGIN below replaces pysqlite's
+
+        @event.listens_for(storage.engine, "begin")
+        def _begin_immediate(conn: Any) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        storage.engine.dispose()
+    return storage
+
+
+class _PairGrid(optuna.samplers.GridSampler):
+    """GridSampler over (arm, seed) that accepts queued retries: for a trial made by
+    `enqueue_trial` (no grid id) GridSampler's own `after_trial` raises KeyError."""
+
+    def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState, values: Any) -> None:
+        if "grid_id" in trial.system_attrs:
+            super().after_trial(study, trial, state, values)
+
+
+def _sampler(spec: AblationSpec) -> optuna.samplers.GridSampler:
+    return _PairGrid({"arm": spec.arm_set.names, "seed": list(spec.seeds)}, seed=0)
+
+
+def prepare(spec: AblationSpec) -> optuna.Study:
+    """Create or load the study; a rerun with other arms, seeds or settings is an error."""
+    check_spec(spec)
+    if spec.storage == default_storage(spec.out_dir):
+        spec.out_dir.mkdir(parents=True, exist_ok=True)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = optuna.create_study(storage=open_storage(spec.storage), study_name=spec.name, sampler=_sampler(spec),
+                                direction="maximize", load_if_exists=True)
+    mine, stored = spec.identity(), study.user_attrs.get("dinokit")
+    if stored is None:
+        study.set_user_attr("dinokit", mine)
+        return study
+    where = f"ablation '{spec.name}' in {safe_url(spec.storage)}"
+    if [stored[k] for k in ("arms", "seeds", "baseline")] != [mine[k] for k in ("arms", "seeds", "baseline")]:
+        raise DinokitError(f"{where} has other arms or seeds; use another --name (or delete its folder)")
+    changed = [d for d in diff_configs(stored["base"], mine["base"]) if not d.startswith(_LOCAL)]
+    if changed:
+        raise DinokitError(f"{where} was started with other settings ({changed[0]}); use another --name")
+    return study
+
+
+# --------------------------------------------------------------------------- ledger
+
+
+def pair_of(t: FrozenTrial) -> Pair | None:
+    """A trial's (arm, seed): its params, or the fixed params of a queued trial."""
+    p = t.params if "arm" in t.params else t.system_attrs.get("fixed_params", {})
+    return (p["arm"], int(p["seed"])) if "arm" in p and "seed" in p else None
+
+
+def _dead(t: FrozenTrial) -> bool:
+    """A running trial whose worker process on this host has gone."""
+    if t.state != TrialState.RUNNING or t.user_attrs.get("pid_space") != PID_SPACE or "pid" not in t.user_attrs:
+        return False
+    try:
+        os.kill(int(t.user_attrs["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass
+    return False
+
+
+def _live(t: FrozenTrial) -> bool:
+    return t.state == TrialState.WAITING or (t.state == TrialState.RUNNING and not _dead(t))
+
+
+def reap_dead(study: optuna.Study, storage: optuna.storages.BaseStorage) -> None:
+    """Fail trials whose worker died (killed, crashed) so their pair is retried, with the reason."""
+    study_id = storage.get_study_id_from_name(study.study_name)
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if _dead(t):
+            tid = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
+            try:
+                storage.set_trial_user_attr(tid, "error", f"interrupted: worker process {t.user_attrs['pid']} "
+                                                          f"on {HOST} is gone (killed?)")
+                storage.set_trial_state_values(tid, TrialState.FAIL)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                pass  # another worker reaped it first
+
+
+def _holder(study: optuna.Study, number: int, pair: Pair, wait_s: float = 30.0) -> int | None:
+    """The trial that owns `pair` instead of trial `number`, or None if `number` may train it.
+
+    Owners: a COMPLETE trial of the pair, or a live one with a lower number. Lower running trials
+    that have not recorded their pair yet are waited for (milliseconds, unless their worker died).
+    """
+    deadline = time.monotonic() + wait_s
+    while True:
+        undecided = False
+        for t in study.get_trials(deepcopy=False):
+            p = pair_of(t)
+            if t.number != number and p == pair and (t.state == TrialState.COMPLETE or
+                                                     (t.number < number and _live(t))):
+                return t.number
+            undecided |= p is None and t.number < number and t.state == TrialState.RUNNING and not _dead(t)
+        if not undecided or time.monotonic() > deadline:
+            return None
+        time.sleep(0.2)
+
+
+@dataclass
+class Ledger:
+    """Every pair's state as one worker sees it now."""
+
+    done: set[Pair] = field(default_factory=set)
+    live: set[Pair] = field(default_factory=set)  # queued or running (maybe in another process)
+    failed_now: set[Pair] = field(default_factory=set)  # failed in this run: left for the next
+    attempted: set[Pair] = field(default_factory=set)  # failed at some point
+    waiting: int = 0
+
+    @classmethod
+    def read(cls, study: optuna.Study, run_id: str) -> "Ledger":
+        led = cls()
+        for t in study.get_trials(deepcopy=False):
+            p = pair_of(t)
+            led.waiting += t.state == TrialState.WAITING
+            if p is None:
+                continue
+            if t.state == TrialState.COMPLETE:
+                led.done.add(p)
+            elif _live(t):
+                led.live.add(p)
+            elif t.state == TrialState.FAIL:
+                led.attempted.add(p)
+                if t.user_attrs.get("run_id") == run_id:
+                    led.failed_now.add(p)
+        return led
+
+    def pending(self, pairs: list[Pair]) -> list[Pair]:
+        return [p for p in pairs if p not in self.done | self.live | self.failed_now]
+
+
+# --------------------------------------------------------------------------- one trial
+
+
+def run_name(pair: Pair, attempt: int) -> str:
+    return f"trial-{pair[0]}-s{pair[1]}" + (f"-retry{attempt}" if attempt else "")
+
+
+def _trainer(path: str | Callable[..., Any]) -> Callable[..., Any]:
+    if callable(path):
+        return path
+    module, _, func = path.partition(":")
+    return getattr(importlib.import_module(module), func)
+
+
+def _row(row: dict[str, Any]) -> dict[str, Any]:
+    """A history row as plain JSON numbers and strings (storage user attrs are JSON)."""
+    return {k: float(v) if isinstance(v, float) else v for k, v in row.items()
+            if v is None or isinstance(v, (bool, int, float, str))}
+
+
+class Objective:
+    """Trains the trial's (arm, seed) with the real trainer and records everything in the trial."""
+
+    def __init__(self, spec: AblationSpec, run_id: str, threads: int, progress: bool, say: Say) -> None:
+        self.spec, self.run_id, self.threads, self.progress, self.say = spec, run_id, threads, progress, say
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        for key, value in {"host": HOST, "pid": os.getpid(), "pid_space": PID_SPACE, "run_id": self.run_id}.items():
+            trial.set_user_attr(key, value)
+        arm = trial.suggest_categorical("arm", self.spec.arm_set.names)
+        seed = trial.suggest_categorical("seed", list(self.spec.seeds))
+        holder = _holder(trial.study, trial.number, (arm, seed))
+        if holder is not None:
+            trial.set_user_attr("skipped", f"{arm}/s{seed} belongs to trial {holder}")
+            raise optuna.TrialPruned(f"{arm}/s{seed} is trial {holder}'s")
+        failed = trial.study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+        attempt = sum(pair_of(t) == (arm, seed) for t in failed)
+        cfg = arm_config(self.spec.base, self.spec.arm_set.get(arm))
+        cfg.train.seed, cfg.train.threads = int(seed), cfg.train.threads or self.threads
+        cfg.train.out, cfg.train.name = str(self.spec.out_dir), run_name((arm, seed), attempt)
+        tag = f"trial {trial.number}: {arm} seed {seed}"
+        history: list[dict[str, Any]] = []
+
+        def on_epoch(row: dict[str, Any]) -> None:
+            history.append(_row(row))
+            trial.set_user_attr("history", history)  # partial curves survive an interruption
+            if isinstance(row.get("AP"), (int, float)):
+                trial.report(float(row["AP"]), step=int(row.get("step", len(history))))
+
+        self.say(f"{tag} ({cfg.train.name})")
+        start = time.perf_counter()
+        try:
+            result = _trainer(self.spec.trainer)(cfg, progress=self.progress, on_epoch=on_epoch)
+        except BaseException as exc:  # KeyboardInterrupt too: the trial is failed, then we stop
+            text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            reason = "interrupted (KeyboardInterrupt)" if isinstance(exc, KeyboardInterrupt) else \
+                f"{type(exc).__name__}: {text}"
+            trial.set_user_attr("error", reason[:500])
+            trial.set_user_attr("traceback", traceback.format_exc(limit=-8)[-4000:])
+            self.say(f"{tag} FAILED: {reason}")
+            raise
+        wall = time.perf_counter() - start
+        rows = [_row(r) for r in result.history] or history
+        trial.set_user_attr("history", rows)
+        trial.set_user_attr("run_dir", str(result.run_dir))
+        if getattr(result, "interrupted", False):  # the trainer stopped early on Ctrl-C / SIGTERM
+            reason = f"interrupted (Ctrl-C or SIGTERM) at step {getattr(result, 'steps', '?')}"
+            trial.set_user_attr("error", reason)
+            self.say(f"{tag} {reason}")
+            raise KeyboardInterrupt(reason)
+        best = {k: float(v) for k, v in result.best.items() if isinstance(v, (int, float))}
+        elapsed = float(rows[-1].get("elapsed", wall)) if rows else wall  # the trainer's budget clock
+        for key, value in {"metrics": best, "params": int(result.params), "train_time": elapsed,
+                           "wall_time": wall}.items():
+            trial.set_user_attr(key, value)
+        (Path(result.run_dir) / "last.pt").unlink(missing_ok=True)  # resume state; trials restart instead
+        self.say(f"{tag} AP {100 * best.get('AP', 0.0):.1f} ({elapsed:.0f} s)")
+        return best.get("AP", 0.0)
+
+
+# --------------------------------------------------------------------------- workers
+
+
+def work(spec: AblationSpec, run_id: str, threads: int, progress: bool = True, say: Say = print) -> None:
+    """One worker: take pairs from the shared study until none is left for this run."""
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    storage = open_storage(spec.storage)
+    study = optuna.load_study(study_name=spec.name, storage=storage, sampler=_sampler(spec))
+    objective = Objective(spec, run_id, threads, progress, say)
+    for _ in range(20 * len(spec.pairs) + 20):  # each round finishes one trial; bounded for safety
+        reap_dead(study, storage)
+        ledger = Ledger.read(study, run_id)
+        pending = ledger.pending(spec.pairs)
+        if not pending and not ledger.waiting:
+            return
+        if not ledger.waiting:  # retries go through the queue; fresh pairs come from the grid
+            for arm, seed in (p for p in pending if p in ledger.attempted):
+                study.enqueue_trial({"arm": arm, "seed": seed})
+        study.optimize(objective, n_trials=1, catch=(Exception,))
+    raise DinokitError(f"ablation '{spec.name}': a worker made no progress")
+
+
+def _worker_main(spec: AblationSpec, run_id: str, threads: int) -> None:
+    """Entry point of a spawned worker (--jobs N): errors end as one line, not a traceback."""
+
+    def say(message: str) -> None:
+        print(f"[worker {os.getpid()}] {message}", flush=True)
+
+    try:
+        work(spec, run_id, threads, progress=False, say=say)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except DinokitError as exc:
+        say(f"error: {exc}")
+        sys.exit(2)
+
+
+def cpu_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def run(spec: AblationSpec, jobs: int = 1, progress: bool = True, say: Say = print) -> Ledger:
+    """Run (or resume) the ablation with `jobs` worker processes. Returns the ledger at the end:
+    pairs done, still running in other processes, failed in this run."""
+    if jobs < 1:
+        raise DinokitError(f"--jobs must be at least 1, got {jobs}")
+    study = prepare(spec)
+    run_id = uuid.uuid4().hex[:12]
+    ledger = Ledger.read(study, run_id)
+    todo = ledger.pending(spec.pairs)
+    say(f"ablation {spec.name}: {len(spec.arm_set.arms)} arms x {len(spec.seeds)} seeds = {len(spec.pairs)} "
+        f"trials, {len(ledger.done)} done, {len(todo)} to run ({safe_url(spec.storage)})")
+    threads = max(1, cpu_cores() // jobs)
+    if todo and jobs == 1:
+        work(spec, run_id, threads, progress, say)
+    elif todo:
+        _spawn(spec, run_id, threads, min(jobs, len(todo)), say)
+    return Ledger.read(study, run_id)
+
+
+def _spawn(spec: AblationSpec, run_id: str, threads: int, n: int, say: Say) -> None:
+    """`n` worker processes ('spawn': no forked torch or database state) on the same storage."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_worker_main, args=(spec, run_id, threads)) for _ in range(n)]
+    for p in procs:
+        p.start()
+    try:
+        for p in procs:
+            p.join()
+    except KeyboardInterrupt:  # the workers got the same Ctrl-C: let them record it
+        for p in procs:
+            p.join(timeout=30)
+            if p.is_alive():
+                p.terminate()
+        raise
+    bad = [p.exitcode for p in procs if p.exitcode]
+    if bad:
+        say(f"{len(bad)} worker process(es) exited with an error (codes {bad}); rerun to retry their trials")
+
+
+# --------------------------------------------------------------------------- reading back
+
+
+def read_trials(storage_url: str, name: str) -> tuple[AblationSpec, list[dict[str, Any]]]:
+    """The ablation's definition and one record per real trial (queued and stepped-aside ones are
+    bookkeeping), from storage alone: no training, no run folders needed."""
+    storage = open_storage(storage_url)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        study = optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        raise DinokitError(f"no ablation named '{name}' in {safe_url(storage_url)}") from None
+    ident = study.user_attrs.get("dinokit")
+    if not ident:
+        raise DinokitError(f"study '{name}' in {safe_url(storage_url)} is not a dinokit ablation")
+    records = []
+    for t in study.get_trials(deepcopy=False):
+        pair = pair_of(t)
+        if pair is not None and t.state != TrialState.WAITING and "skipped" not in t.user_attrs:
+            records.append({"trial": t.number, "state": t.state.name, "arm": pair[0], "seed": pair[1],
+                            "attrs": t.user_attrs, "started": t.datetime_start, "finished": t.datetime_complete})
+    return AblationSpec.from_identity(name, ident, storage_url, Path(".")), records
