@@ -8,16 +8,18 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from dinokit.data.check import NO_ANNOTATIONS, CheckReport, check_data
 from dinokit.data.formats import relocate, voc_to_coco, write_json_atomic, yolo_to_coco
 from dinokit.data.shapes import write_shapes
 from dinokit.errors import DataError
+
+if TYPE_CHECKING:  # check pulls in torch; imported inside the command so `--help` stays quick
+    from dinokit.data.check import CheckReport
 
 app = typer.Typer(help="Check, convert and generate datasets.", no_args_is_help=True)
 
@@ -39,6 +41,8 @@ def check(
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the report as JSON to this file."),
 ) -> None:
     """Report missing/corrupt images, bad boxes, unknown categories and duplicate ids, per split."""
+    from dinokit.data.check import check_data
+
     report = check_data(data, read_images=not quick)
     print_report(report, Console())
     if json_out is not None:
@@ -84,6 +88,8 @@ def shapes(
 
 def print_report(report: CheckReport, console: Console) -> None:
     """One table per split: counts, then each finding with its severity and first offenders."""
+    from dinokit.data.check import NO_ANNOTATIONS
+
     console.print(f"[bold]{report.data}[/] ({report.kind}): {len(report.class_names)} classes: "
                   f"{', '.join(report.class_names[:20])}{' ...' if len(report.class_names) > 20 else ''}")
     for split in report.splits:
