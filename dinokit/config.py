@@ -149,7 +149,10 @@ PRESETS: dict[str, dict[str, Any]] = {
             "num_select": 100,
         },
         "data": {"image_size": 128, "min_size": 96},
-        "train": {"epochs": 12, "batch_size": 8, "lr": 4e-4, "lr_backbone": 4e-4, "clip_grad": 0.1},
+        # A wall-clock budget so that the bare `dinokit train` ends within 10 minutes on 2 cores
+        # (--epochs or --steps replace it); the lr drops after 11/12 of the budget.
+        "train": {"epochs": 12, "time_budget": 9.0, "batch_size": 8, "lr": 4e-4, "lr_backbone": 4e-4,
+                  "clip_grad": 0.1},
     },
     # The paper's: ImageNet-pretrained ResNet-50 (FrozenBatchNorm, frozen stem), 91 COCO classes.
     "r50-4scale": {"model": {"weights": "imagenet"}},
@@ -169,7 +172,7 @@ def load_preset(name: str) -> Config:
 
 
 def save_yaml(cfg: Config, path: Path) -> None:
-    path.write_text(yaml.safe_dump(_plain(cfg.to_dict()), sort_keys=False))
+    path.write_text(yaml.safe_dump(plain(cfg.to_dict()), sort_keys=False))
 
 
 def load_yaml(path: Path, base: Config | None = None) -> Config:
@@ -246,6 +249,11 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
             raise ConfigError(f"{name} must be an integer, got '{value}'")
         return value
     if hint is float:
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{name} must be a number, got '{value}'")
         return float(value)
@@ -287,12 +295,12 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"train.device must be auto, cpu, cuda[:N] or mps, got '{t.device}'")
 
 
-def _plain(obj: Any) -> Any:
-    """Tuples become lists so that safe_dump writes plain YAML."""
+def plain(obj: Any) -> Any:
+    """Tuples become lists so that safe_dump writes plain YAML (and values compare as data)."""
     if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items()}
+        return {k: plain(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
+        return [plain(v) for v in obj]
     return obj
 
 
@@ -304,6 +312,6 @@ def diff_configs(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list
         name = f"{prefix}{key}"
         if isinstance(va, dict) and isinstance(vb, dict):
             out += diff_configs(va, vb, name + ".")
-        elif _plain(va) != _plain(vb):
+        elif plain(va) != plain(vb):
             out.append(f"{name} ({va} vs {vb})")
     return out

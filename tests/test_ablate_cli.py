@@ -33,7 +33,7 @@ def _invoke(tmp_path: Path, *args: str) -> Any:
         (["--time-budget", "0"], "--time-budget must be positive"),
         (["--steps", "2", "--time-budget", "1"], "one budget"),
         (["--steps", "2", "--set", "train.epochs=0"], None),  # steps alone is a budget: fine up to storage
-        (["--set", "train.epochs=0"], "budget is zero"),
+        (["--set", "train.epochs=0", "--set", "train.time_budget=0"], "budget is zero"),
         (["--steps", "2", "--storage", "sqlite:////no/such/dir/study.db"], "cannot open storage"),
         (["--steps", "2", "--storage", "postgresql://me:hunter2@127.0.0.1:1/x"], "cannot open storage"),
         (["--steps", "2", "--storage", "study.db"], "must be a database URL"),
@@ -99,7 +99,7 @@ def _never(*args: Any, **kwargs: Any) -> Any:
 
 def test_api_rejects_zero_budget_and_bad_storage_before_training(tmp_path: Path) -> None:
     cfg = load_preset("tiny")
-    cfg.train.epochs = 0
+    cfg.train.epochs, cfg.train.time_budget = 0, 0.0
     spec = study_mod.AblationSpec("x", leave_one_out(["no-cdn"]), [1], cfg, tmp_path / "x", trainer=_never)
     with pytest.raises(ConfigError, match="budget is zero"):
         study_mod.run(spec)

@@ -123,6 +123,6 @@ def test_auto_names_do_not_collide(workdir):
 
 def test_nothing_to_train():
     cfg = load_preset("tiny")
-    apply_overrides(cfg, ["train.epochs=0"])
+    apply_overrides(cfg, ["train.epochs=0", "train.time_budget=0"])
     with pytest.raises(ConfigError, match="nothing to train"):
         train(cfg, progress=False)

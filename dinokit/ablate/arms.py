@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from dinokit.config import Config, ConfigError, apply_dict
+from dinokit.config import Config, ConfigError, apply_dict, plain
 
 FULL = "full"
 
@@ -176,7 +176,7 @@ def validate_arms(arm_set: ArmSet, base: Config | None = None) -> ArmSet:
             cfg = arm_config(base or Config(), arm)
         except ConfigError as exc:
             raise ConfigError(f"arm '{arm.name}': {exc}") from None
-        key = repr(sorted(_plain(cfg.model.__dict__).items()))
+        key = repr(sorted(plain(cfg.model.__dict__).items()))
         if key in seen.values():
             twin = next(n for n, k in seen.items() if k == key)
             raise ConfigError(f"arms '{twin}' and '{arm.name}' have identical model settings")
@@ -191,12 +191,4 @@ def arm_config(base: Config, arm: Arm) -> Config:
     cfg = Config.from_dict(base.to_dict())
     apply_dict(cfg, {"model": dict(arm.overrides)})
     return cfg
-
-
-def _plain(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    return obj
 
