@@ -16,7 +16,8 @@ from typing import Any
 from PIL import Image
 
 from dinokit.config import DataConfig
-from dinokit.data.coco import coco_problems, read_coco_json, resolve_source
+from dinokit.data.coco import resolve_source
+from dinokit.data.validate import coco_problems, read_coco_json
 
 EXAMPLES = 5  # offenders listed per problem
 MISSING_IMAGE = "missing image"
