@@ -95,7 +95,9 @@ def train(
     neg_target: Optional[str] = typer.Option(None, "--neg-target", help="background or closest-gt."),
     attention: Optional[str] = typer.Option(None, help="deformable or dense."),
     backbone: Optional[str] = typer.Option(None, help="A torchvision classification model, e.g. resnet50."),
-    weights: Optional[str] = typer.Option(None, help="Backbone weights: imagenet, a torchvision name or a file."),
+    weights: Optional[str] = typer.Option(
+        None, help="Backbone weights (imagenet, a torchvision name, a file) or a whole detector to fine-tune: "
+        "a dinokit checkpoint or an official DINO .pth (its preset is the default)."),
     image_size: Optional[int] = typer.Option(None, "--image-size", help="Longest image side at evaluation."),
     out: Optional[str] = typer.Option(None, help="Runs folder (default runs)."),
     name: Optional[str] = typer.Option(None, help="Run name (default exp, exp2, ...)."),
@@ -128,6 +130,11 @@ def train(
         flags["train"].update(out=out or "runs", name=run.name)  # the trainer looks in the same place
         if preset is None:  # continue with the run's own configuration
             base = load_yaml(run / "config.yaml", Config())
+    elif preset is None and weights is not None:  # fine-tuning a detector: start from its configuration
+        from dinokit.engine.official import detector_checkpoint
+
+        ckpt = detector_checkpoint(weights, set_)
+        base = Config.from_dict(ckpt["config"]) if ckpt is not None else None
     cfg = build_train_config(preset, config, base, flags, set_)
     result = run_training(cfg, resume=resume, progress=True)
     if result.rank != 0:
@@ -156,12 +163,14 @@ def evaluate(
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N or mps."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per forward pass."),
     runs: str = typer.Option("runs", "--runs", help="Runs folder searched for the latest checkpoint."),
+    weights: Optional[Path] = typer.Option(None, help="Same as CHECKPOINT; also takes an official DINO .pth."),
 ) -> None:
     """COCO AP of a checkpoint on the validation split (table per metric and per class)."""
     from dinokit.engine.checkpoint import latest_run_checkpoint
     from dinokit.engine.console import metrics_table, per_class_table
     from dinokit.engine.evaluator import evaluate_checkpoint
 
+    checkpoint = _one_checkpoint(checkpoint, weights, "CHECKPOINT")
     path = checkpoint if checkpoint is not None else latest_run_checkpoint(runs)
     metrics, dets = evaluate_checkpoint(path, data=data, device=device, batch_size=batch_size)
     console.print(f"checkpoint {path}", highlight=False)
@@ -171,6 +180,12 @@ def evaluate(
         _write_json(json_file, {"checkpoint": str(path), **metrics})
     if detections is not None:
         _write_json(detections, dets)
+
+
+def _one_checkpoint(checkpoint: Path | None, weights: Path | None, name: str) -> Path | None:
+    if checkpoint is not None and weights is not None:
+        raise ConfigError(f"{name} and --weights both name the weights; give one")
+    return checkpoint if checkpoint is not None else weights
 
 
 def _write_json(path: Path, payload: Any) -> None:
@@ -191,6 +206,8 @@ def predict(
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N or mps."),
     batch_size: int = typer.Option(4, "--batch-size", help="Images per forward pass."),
     runs: str = typer.Option("runs", "--runs", help="Runs folder (latest checkpoint; default output)."),
+    weights: Optional[Path] = typer.Option(None, help="Same as --checkpoint; also takes an official DINO .pth."),
+    backend: Optional[str] = typer.Option(None, help="torch or onnx (default: onnx for a .onnx file)."),
 ) -> None:
     """Detect objects in images; write annotated copies and a JSON of detections."""
     from dinokit.engine.checkpoint import latest_run_checkpoint
@@ -201,15 +218,67 @@ def predict(
         raise ConfigError(f"--score must be in [0, 1], got {score}")
     if batch_size <= 0:
         raise ConfigError(f"--batch-size must be positive, got {batch_size}")
+    if backend not in (None, "torch", "onnx"):
+        raise ConfigError(f"--backend must be torch or onnx, got '{backend}'")
     expand_sources(sources)  # a missing file is reported before anything is created
+    checkpoint = _one_checkpoint(checkpoint, weights, "--checkpoint")
     path = checkpoint if checkpoint is not None else latest_run_checkpoint(runs)
+    backend = backend or ("onnx" if path.suffix.lower() == ".onnx" else "torch")
     out_dir = out if out is not None else new_run_dir(runs, "exp", command="predict")
     json_path = json_file if json_file is not None else out_dir / "detections.json"
-    results = run_predict(sources, path, score, out_dir, json_path, device, batch_size)
+    results = run_predict(sources, path, score, out_dir, json_path, device, batch_size, backend)
     count = sum(len(r["detections"]) for r in results)
     console.print(
         f"{len(results)} image(s), {count} detection(s) >= {score}: images in {out_dir}, JSON {json_path}",
         highlight=False,
+    )
+
+
+# --------------------------------------------------------------------------- export and convert
+
+
+@app.command()
+def export(
+    checkpoint: Optional[Path] = typer.Argument(
+        None, help="A checkpoint or an official DINO .pth (default: latest run's best.pt)."),
+    fmt: str = typer.Option("onnx", "--format", help="Export format (onnx)."),
+    out: Path = typer.Option(..., "--out", help="The file to write, e.g. model.onnx."),
+    opset: int = typer.Option(17, help="ONNX opset (>= 16 for GridSample)."),
+    runs: str = typer.Option("runs", "--runs", help="Runs folder searched for the latest checkpoint."),
+) -> None:
+    """Export the inference path (dynamic batch and image size) for onnxruntime."""
+    from dinokit.engine.checkpoint import latest_run_checkpoint
+    from dinokit.engine.export import export_onnx
+
+    if fmt != "onnx":
+        raise ConfigError(f"--format must be onnx, got '{fmt}'")
+    path = checkpoint if checkpoint is not None else latest_run_checkpoint(runs)
+    result = export_onnx(path, out, opset)
+    console.print(
+        f"wrote {result.path} (opset {result.opset}; inputs images, masks, orig_sizes; outputs pred_logits, "
+        f"pred_boxes, scores, labels, boxes); run it with: dinokit predict IMAGES --checkpoint {result.path}",
+        highlight=False,
+    )
+
+
+convert_app = typer.Typer(no_args_is_help=True, help="Convert weights from other DINO implementations.")
+app.add_typer(convert_app, name="convert", help="Convert weights from other DINO implementations.")
+
+
+@convert_app.command("official")
+def convert_official(
+    checkpoint: Path = typer.Argument(..., help="An IDEA-Research/DINO .pth: {'model': state_dict, ...} or a state_dict."),
+    out: Path = typer.Option(..., "--out", help="The dinokit checkpoint to write (.pt)."),
+    set_: list[str] = typer.Option([], "--set", help="What the weights cannot tell: model.nheads (default 8)."),
+) -> None:
+    """Turn an official ResNet-50 4-scale or 5-scale checkpoint into a dinokit checkpoint."""
+    from dinokit.engine.official import convert_official as run_convert
+
+    path, cfg = run_convert(checkpoint, out, set_)
+    m = cfg.model
+    console.print(
+        f"wrote {path}: {m.num_feature_levels}-scale {m.backbone}, {m.num_queries} queries, {m.num_classes} "
+        f"COCO class slots", highlight=False,
     )
 
 

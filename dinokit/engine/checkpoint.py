@@ -8,9 +8,11 @@ moved into place with `os.replace`, so a crash mid-write never destroys the prev
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import pickle
+import re
 import tempfile
 import warnings
 from pathlib import Path
@@ -101,22 +103,42 @@ def require_checkpoint_file(path: str | Path) -> Path:
     return path
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a dinokit checkpoint on the CPU with the safe (weights-only) unpickler."""
+def read_torch_file(path: str | Path) -> Any:
+    """`torch.load` on the CPU with the safe (weights-only) unpickler. argparse.Namespace (the
+    `args` entry of official DINO checkpoints) is the one class allowed beyond the defaults."""
     path = require_checkpoint_file(path)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), torch.serialization.safe_globals([argparse.Namespace]):
             warnings.simplefilter("ignore")
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        culprit = re.search(r"GLOBAL (\S+)", str(exc))
         raise CheckpointError(
-            f"{path} cannot be loaded safely (weights-only): not a dinokit checkpoint "
-            "(official DINO checkpoints need `dinokit convert official`)"
+            f"{path} cannot be loaded safely (weights-only)"
+            + (f": it pickles {culprit.group(1)}" if culprit else "")
+            + "; if you trust the file, save its weights alone with "
+            "torch.save(torch.load(path, weights_only=False)['model'], 'weights.pth')"
         ) from None
     except Exception as exc:  # torch raises RuntimeError, EOFError, KeyError, ... on garbage
         reason = str(exc).splitlines()[0][:80] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path} is corrupt or not a torch checkpoint ({reason})") from None
+
+
+def load_checkpoint(path: str | Path, official_overrides: list[str] | None = None) -> dict[str, Any]:
+    """Load a dinokit checkpoint on the CPU with the safe (weights-only) unpickler. An official
+    IDEA-Research/DINO checkpoint is converted in memory (`official_overrides`: settings its
+    shapes cannot tell, e.g. model.nheads=8; see `dinokit.engine.official`)."""
+    return as_checkpoint(read_torch_file(path), path, official_overrides)
+
+
+def as_checkpoint(ckpt: Any, path: str | Path, official_overrides: list[str] | None = None) -> dict[str, Any]:
+    """A loaded file's contents as a dinokit checkpoint dict, or CheckpointError."""
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        from dinokit.engine.official import official_checkpoint, official_settings, official_state
+
+        state = official_state(ckpt)
+        if state is not None:
+            return official_checkpoint(state, official_settings(ckpt) + list(official_overrides or []))
         raise CheckpointError(f"{path} is not a dinokit checkpoint (no '{FORMAT}' marker)")
     missing = [key for key in ("model", "config", "classes", "cat_ids") if key not in ckpt]
     if missing:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import glob
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from PIL import Image, UnidentifiedImageError
@@ -63,17 +63,17 @@ def predict(
     json_path: str | Path | None = None,
     device: torch.device | str = "auto",
     batch_size: int = 4,
+    backend: str = "torch",
 ) -> list[dict[str, Any]]:
     """Detect objects in every image of `sources`.
 
     Returns one dict per image: file, width, height and detections (label name, score, box
     xyxy in original-image pixels). Writes annotated images to `out_dir` and the list as JSON
-    to `json_path` (each when given).
+    to `json_path` (each when given). `backend` "onnx" runs an exported .onnx file in onnxruntime.
     """
     from dinokit.data.transforms import collate, eval_transforms
-    from dinokit.engine.checkpoint import model_from_checkpoint, require_checkpoint_file
+    from dinokit.engine.checkpoint import require_checkpoint_file
     from dinokit.engine.device import resolve_device
-    from dinokit.model.postprocess import postprocess
 
     if not 0.0 <= score <= 1.0:
         raise DataError(f"--score must be in [0, 1], got {score}")
@@ -81,7 +81,7 @@ def predict(
     require_checkpoint_file(checkpoint)
     device = resolve_device(device) if isinstance(device, str) else device
     shapes = [image_shape(p) for p in files]  # (h, w); fail on a bad file before loading the model
-    model, cfg, classes, _ = model_from_checkpoint(checkpoint, device)
+    detect, cfg, classes = _detector(checkpoint, backend, device)
     transform = eval_transforms(cfg.data)
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
@@ -96,9 +96,8 @@ def predict(
             idx = order[start:start + batch_size]
             images = {i: read_image(files[i]) for i in idx}
             pixels, masks, _ = collate([_prepare(images[i], transform) for i in idx])
-            outputs = model(pixels.to(device), masks.to(device))
             sizes = torch.tensor([shapes[i] for i in idx], device=device)  # (B, 2) [h, w]
-            for i, det in zip(idx, postprocess(outputs, sizes, cfg.model.num_select)):
+            for i, det in zip(idx, detect(pixels.to(device), masks.to(device), sizes)):
                 results[i] = _image_result(files[i], images[i], det, classes, score)
                 if out is not None:
                     _draw(images[i], results[i], classes).save(targets[i])
@@ -108,6 +107,23 @@ def predict(
         json_file.parent.mkdir(parents=True, exist_ok=True)
         json_file.write_text(json.dumps(results, indent=2))
     return results
+
+
+Detector = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], list[dict[str, torch.Tensor]]]
+
+
+def _detector(checkpoint: str | Path, backend: str, device: torch.device) -> tuple[Detector, Any, list[str]]:
+    """(images, masks, sizes) -> per-image detections, with the config and class names, for a backend."""
+    if backend == "onnx":
+        from dinokit.engine.export import OnnxDetector
+
+        onnx_model = OnnxDetector(checkpoint, device)
+        return onnx_model.detect, onnx_model.cfg, onnx_model.classes
+    from dinokit.engine.checkpoint import model_from_checkpoint
+    from dinokit.model.postprocess import postprocess
+
+    model, cfg, classes, _ = model_from_checkpoint(checkpoint, device)
+    return lambda images, masks, sizes: postprocess(model(images, masks), sizes, cfg.model.num_select), cfg, classes
 
 
 def image_shape(path: Path) -> tuple[int, int]:

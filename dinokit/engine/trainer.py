@@ -29,6 +29,7 @@ from dinokit.engine.checkpoint import check_compatible, load_checkpoint, make_ch
 from dinokit.engine.console import TrainConsole
 from dinokit.engine.device import process_device
 from dinokit.engine.evaluator import run_evaluation
+from dinokit.engine.official import detector_checkpoint, load_initial_weights
 from dinokit.engine.optim import LrSchedule, build_ema, build_optimizer
 from dinokit.engine.rng import capture_rng, restore_rng, seed_everything
 from dinokit.engine.rundir import find_resume_dir, new_run_dir, plot_curves, safe_name, write_metrics_csv
@@ -137,8 +138,12 @@ class Trainer:
         self.classes, self.cat_ids = list(source.class_names), [int(c) for c in source.cat_ids]
         cfg.model.num_classes = len(self.classes)
 
-        # resuming: last.pt provides every weight, so pretrained ones need not be fetched
-        self.raw_model: nn.Module = build_model(cfg.model, load_weights=not resume).to(device)
+        # resuming: last.pt provides every weight, so pretrained ones need not be fetched; a whole
+        # detector as --weights (dinokit or official checkpoint) is loaded after building
+        detector = None if resume else detector_checkpoint(cfg.model.weights, [f"model.nheads={cfg.model.nheads}"])
+        self.raw_model: nn.Module = build_model(cfg.model, load_weights=not resume and detector is None)
+        weights_note = load_initial_weights(self.raw_model, detector, self.classes) if detector else ""
+        self.raw_model.to(device)
         self.criterion = build_criterion(cfg.model).to(device)
         self.params = sum(p.numel() for p in self.raw_model.parameters())
         self.optimizer = build_optimizer(self.raw_model, t)
@@ -170,6 +175,8 @@ class Trainer:
         self._bad_steps = 0
         self._saved_step = -1
         self.console = TrainConsole(info.is_main, progress, self.total_steps or None, self.budget_s)
+        if weights_note:
+            self.console.message(weights_note)
         self.model: nn.Module = self.raw_model
 
     # ------------------------------------------------------------------ run

@@ -5,7 +5,7 @@ Both take the same arguments so that the encoder and decoder never test which on
     reference_points (B, Q, L, 2|4)  normalised (x, y) or (cx, cy, w, h) per level
     value            (B, S, D)       flattened memory, S = sum over levels of H_l * W_l
     value_pos        (B, S, D)       memory position embedding (dense keys use it)
-    spatial_shapes   (L, 2) int64    (H_l, W_l) per level
+    spatial_shapes   list of L       (H_l, W_l) per level, read off tensor sizes (traced when exported)
     padding_mask     (B, S) bool     True on padded memory positions
 and return (B, Q, D).
 """
@@ -20,8 +20,16 @@ from torch import Tensor, nn
 
 from dinokit.config import ModelConfig
 
+Shapes = list[tuple[int, int]]  # (H_l, W_l) of every level, finest first
 
-def deformable_sampling(value: Tensor, shapes: list[tuple[int, int]], locations: Tensor, weights: Tensor) -> Tensor:
+
+def shapes_tensor(shapes: Shapes) -> Tensor:
+    """(L, 2) int64 (H_l, W_l). Built by stacking, not `torch.tensor`, so that the ONNX tracer keeps
+    the sizes symbolic (they are ints in eager mode, traced 0-dim tensors during export)."""
+    return torch.stack([torch.stack([torch.as_tensor(h), torch.as_tensor(w)]) for h, w in shapes])
+
+
+def deformable_sampling(value: Tensor, shapes: Shapes, locations: Tensor, weights: Tensor) -> Tensor:
     """Bilinear sampling of every level at the given locations, weighted and summed.
 
     value (B, S, M, Dh); locations (B, Q, M, L, P, 2) (x, y) in [0, 1]; weights (B, Q, M, L, P).
@@ -78,7 +86,7 @@ class MultiScaleDeformableAttention(nn.Module):
         reference_points: Tensor,
         value: Tensor,
         value_pos: Tensor | None,
-        spatial_shapes: Tensor,
+        spatial_shapes: Shapes,
         padding_mask: Tensor | None,
     ) -> Tensor:
         B, Q, _ = query.shape
@@ -90,13 +98,12 @@ class MultiScaleDeformableAttention(nn.Module):
         offsets = self.sampling_offsets(query).view(B, Q, M, L, P, 2)
         weights = self.attention_weights(query).view(B, Q, M, L * P).softmax(-1).view(B, Q, M, L, P)
         if reference_points.shape[-1] == 2:
-            normaliser = spatial_shapes.flip(-1).to(offsets.dtype)  # (L, 2) as (W, H)
+            normaliser = shapes_tensor(spatial_shapes).flip(-1).to(offsets)  # (L, 2) as (W, H)
             locations = reference_points[:, :, None, :, None, :] + offsets / normaliser[None, None, None, :, None, :]
         else:  # boxes: offsets scale with the box size
             ref = reference_points[:, :, None, :, None, :]
             locations = ref[..., :2] + offsets / P * ref[..., 2:] * 0.5
-        shapes = [(int(h), int(w)) for h, w in spatial_shapes.tolist()]
-        return self.output_proj(deformable_sampling(v, shapes, locations, weights))
+        return self.output_proj(deformable_sampling(v, spatial_shapes, locations, weights))
 
 
 class DenseAttention(nn.Module):
@@ -112,7 +119,7 @@ class DenseAttention(nn.Module):
         reference_points: Tensor,
         value: Tensor,
         value_pos: Tensor | None,
-        spatial_shapes: Tensor,
+        spatial_shapes: Shapes,
         padding_mask: Tensor | None,
     ) -> Tensor:
         key = value if value_pos is None else value + value_pos

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from dinokit.config import ModelConfig
-from dinokit.model.attention import build_attention
+from dinokit.model.attention import Shapes, build_attention
 from dinokit.model.heads import MLP, box_head, inverse_sigmoid
 from dinokit.model.position import box_sine_embedding
 
@@ -52,7 +52,7 @@ class DecoderLayer(nn.Module):
         reference_points: Tensor,
         memory: Tensor,
         memory_pos: Tensor,
-        shapes: Tensor,
+        shapes: Shapes,
         memory_mask: Tensor,
         attn_mask: Tensor | None,
         query_padding: Tensor | None,
@@ -85,7 +85,7 @@ class Decoder(nn.Module):
         anchors: Tensor,
         memory: Tensor,
         memory_pos: Tensor,
-        shapes: Tensor,
+        shapes: Shapes,
         valid_ratios: Tensor,
         memory_mask: Tensor,
         attn_mask: Tensor | None = None,

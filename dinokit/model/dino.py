@@ -83,7 +83,7 @@ class DINO(nn.Module):
         if masks is None:
             masks = torch.zeros(images.shape[0], *images.shape[-2:], dtype=torch.bool, device=images.device)
         srcs, level_masks = self.multiscale(images, masks)
-        shapes = torch.tensor([s.shape[-2:] for s in srcs], dtype=torch.long, device=images.device)
+        shapes = [(s.shape[-2], s.shape[-1]) for s in srcs]  # (H_l, W_l), symbolic in an ONNX export
         src = torch.cat([s.flatten(2).transpose(1, 2) for s in srcs], 1)  # (B, S, D)
         pos = torch.cat(
             [(self.position(m).flatten(2).transpose(1, 2) + self.level_embed[lvl]) for lvl, m in enumerate(level_masks)], 1

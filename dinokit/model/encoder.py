@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from dinokit.config import ModelConfig
-from dinokit.model.attention import build_attention
+from dinokit.model.attention import Shapes, build_attention
 
 
 class EncoderLayer(nn.Module):
@@ -22,7 +22,7 @@ class EncoderLayer(nn.Module):
         self.norm2 = nn.LayerNorm(cfg.hidden_dim)
         self.dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, src: Tensor, pos: Tensor, reference_points: Tensor, shapes: Tensor, mask: Tensor) -> Tensor:
+    def forward(self, src: Tensor, pos: Tensor, reference_points: Tensor, shapes: Shapes, mask: Tensor) -> Tensor:
         """src, pos (B, S, D); reference_points (B, S, L, 2); returns (B, S, D)."""
         attn = self.self_attn(src + pos, reference_points, src, pos, shapes, mask)
         src = self.norm1(src + self.dropout(attn))
@@ -30,17 +30,18 @@ class EncoderLayer(nn.Module):
         return self.norm2(src + self.dropout(ffn))
 
 
-def encoder_reference_points(shapes: Tensor, valid_ratios: Tensor) -> Tensor:
+def encoder_reference_points(shapes: Shapes, valid_ratios: Tensor) -> Tensor:
     """Pixel centres of every level, in the padded image's [0, 1] frame, for every level.
 
-    shapes (L, 2) (H, W); valid_ratios (B, L, 2) (w, h) fraction of each map that is image.
+    shapes [(H, W)] per level; valid_ratios (B, L, 2) (w, h) fraction of each map that is image.
     Returns (B, S, L, 2) (x, y).
     """
     refs = []
-    for lvl, (h, w) in enumerate(shapes.tolist()):
+    for lvl, (h, w) in enumerate(shapes):
+        # arange + 0.5 equals the official linspace(0.5, h - 0.5, h) exactly and exports with symbolic sizes
         ys, xs = torch.meshgrid(
-            torch.linspace(0.5, h - 0.5, h, dtype=torch.float32, device=valid_ratios.device),
-            torch.linspace(0.5, w - 0.5, w, dtype=torch.float32, device=valid_ratios.device),
+            torch.arange(h, dtype=torch.float32, device=valid_ratios.device) + 0.5,
+            torch.arange(w, dtype=torch.float32, device=valid_ratios.device) + 0.5,
             indexing="ij",
         )
         ys = ys.reshape(-1)[None] / (valid_ratios[:, None, lvl, 1] * h)
@@ -55,7 +56,7 @@ class Encoder(nn.Module):
         super().__init__()
         self.layers = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.enc_layers))
 
-    def forward(self, src: Tensor, pos: Tensor, shapes: Tensor, valid_ratios: Tensor, mask: Tensor) -> Tensor:
+    def forward(self, src: Tensor, pos: Tensor, shapes: Shapes, valid_ratios: Tensor, mask: Tensor) -> Tensor:
         """src, pos (B, S, D); mask (B, S) True on padding -> memory (B, S, D)."""
         reference_points = encoder_reference_points(shapes, valid_ratios)
         for layer in self.layers:

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from dinokit.config import ModelConfig
+from dinokit.model.attention import Shapes
 from dinokit.model.heads import box_head
 
 
@@ -22,9 +23,10 @@ class SelectedQueries:
     content: Tensor  # (B, K, D) decoder input queries
     anchors: Tensor  # (B, K, 4) inverse-sigmoid cxcywh, detached from the encoder
     enc_outputs: dict[str, Tensor] | None  # encoder proposals' logits (B, K, C) and boxes (B, K, 4)
+    indices: Tensor | None = None  # (B, K) selected memory tokens, best first (to compare with other code)
 
 
-def encoder_proposals(memory: Tensor, mask: Tensor, shapes: Tensor) -> tuple[Tensor, Tensor]:
+def encoder_proposals(memory: Tensor, mask: Tensor, shapes: Shapes) -> tuple[Tensor, Tensor]:
     """One anchor per memory token: its cell centre, size 0.05 * 2^level (official two-stage).
 
     memory (B, S, D), mask (B, S) True on padding. Returns the memory with padded and border
@@ -32,13 +34,13 @@ def encoder_proposals(memory: Tensor, mask: Tensor, shapes: Tensor) -> tuple[Ten
     """
     B = memory.shape[0]
     proposals, start = [], 0
-    for lvl, (h, w) in enumerate(shapes.tolist()):
+    for lvl, (h, w) in enumerate(shapes):
         level_mask = mask[:, start : start + h * w].view(B, h, w)
         valid_h = (~level_mask[:, :, 0]).sum(1)
         valid_w = (~level_mask[:, 0, :]).sum(1)
-        ys, xs = torch.meshgrid(
-            torch.linspace(0, h - 1, h, dtype=torch.float32, device=memory.device),
-            torch.linspace(0, w - 1, w, dtype=torch.float32, device=memory.device),
+        ys, xs = torch.meshgrid(  # arange == the official linspace(0, h - 1, h), and it exports
+            torch.arange(h, dtype=torch.float32, device=memory.device),
+            torch.arange(w, dtype=torch.float32, device=memory.device),
             indexing="ij",
         )
         grid = torch.stack((xs, ys), -1)[None]  # (1, h, w, 2)
@@ -74,8 +76,8 @@ class QuerySelection(nn.Module):
             self.refpoint_embed = nn.Embedding(cfg.num_queries, 4)
             nn.init.uniform_(self.refpoint_embed.weight, -2.0, 2.0)
 
-    def forward(self, memory: Tensor, mask: Tensor, shapes: Tensor) -> SelectedQueries:
-        """memory (B, S, D), mask (B, S), shapes (L, 2) -> K = num_queries decoder queries."""
+    def forward(self, memory: Tensor, mask: Tensor, shapes: Shapes) -> SelectedQueries:
+        """memory (B, S, D), mask (B, S), shapes [(H, W)] per level -> K = num_queries decoder queries."""
         B = memory.shape[0]
         if self.mode == "static":
             content = self.tgt_embed.weight[None].expand(B, -1, -1)
@@ -94,4 +96,4 @@ class QuerySelection(nn.Module):
             content = self.tgt_embed.weight[None, :k].expand(B, -1, -1)
         else:
             content = memory_k.detach()
-        return SelectedQueries(content, coords_k.detach(), enc_outputs)
+        return SelectedQueries(content, coords_k.detach(), enc_outputs, topk)
