@@ -54,7 +54,8 @@ def test_pretrained_weights_from_a_local_file_freeze_bn_and_stem(tmp_path):
         x = torch.rand(1, 3, 64, 64)
         expected = reference.layer4(reference.layer3(reference.layer2(reference.layer1(
             reference.maxpool(reference.relu(reference.bn1(reference.conv1(x))))))))
-        assert torch.allclose(backbone(x)[-1], expected, atol=1e-5)
+        # FrozenBatchNorm2d folds the statistics into one scale and shift: equal up to float rounding
+        assert torch.allclose(backbone(x)[-1], expected, rtol=1e-4, atol=1e-4)
 
 
 def test_bad_backbone_and_weights_are_clear_errors(tmp_path):
