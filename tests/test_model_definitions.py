@@ -52,15 +52,21 @@ def _clone(dn: DenoisingQueries, **changes) -> DenoisingQueries:
     return DenoisingQueries(**fields)
 
 
-def test_denoising_never_leaks_into_matching_queries_or_other_groups():
+def _cdn_setup():
+    """A CDN model in training mode, a batch with 3 and 1 boxes (two groups), its denoising
+    queries and the outputs they give."""
     torch.manual_seed(0)
     cfg = micro_config(denoising="cdn", dn_number=6)
     model = build_model(cfg).train()
     targets = make_targets([3, 1])
     images = torch.rand(2, 3, 64, 64)
     dn = Denoising.forward(model.denoising, targets, cfg.num_queries)
+    return model, targets, images, dn, _run_with(model, dn, images, targets)
+
+
+def test_denoising_never_leaks_into_matching_queries_or_other_groups():
+    model, targets, images, dn, base = _cdn_setup()
     assert dn.groups == 2
-    base = _run_with(model, dn, images, targets)
 
     noisy_content = dn.content + torch.randn_like(dn.content)
     noisy_anchors = dn.anchors + torch.randn_like(dn.anchors)
@@ -80,13 +86,7 @@ def test_denoising_never_leaks_into_matching_queries_or_other_groups():
 
 def test_padded_denoising_slots_are_masked_keys():
     """Image 1 has 1 box, image 0 has 3: image 1's real slots must not depend on its padding."""
-    torch.manual_seed(0)
-    cfg = micro_config(denoising="cdn", dn_number=6)
-    model = build_model(cfg).train()
-    targets = make_targets([3, 1])
-    images = torch.rand(2, 3, 64, 64)
-    dn = Denoising.forward(model.denoising, targets, cfg.num_queries)
-    base = _run_with(model, dn, images, targets)
+    model, targets, images, dn, base = _cdn_setup()
     content = dn.content.clone()
     content[dn.padding] = torch.randn_like(content[dn.padding])
     changed = _run_with(model, _clone(dn, content=content), images, targets)
