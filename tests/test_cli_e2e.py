@@ -14,8 +14,8 @@ import pytest
 import torch
 from PIL import Image
 
-from dinokit.cli import main
 from dinokit.engine.checkpoint import load_checkpoint
+from tests.cli_helpers import run_cli
 
 FAST = [
     "data.shapes_train=8", "data.shapes_val=4", "data.shapes_size=64", "data.image_size=64", "data.min_size=64",
@@ -25,11 +25,6 @@ FAST = [
 ]
 SETS = [arg for item in FAST for arg in ("--set", item)]
 
-
-def run_cli(argv: list[str]) -> int:
-    with pytest.raises(SystemExit) as info:
-        main(argv)
-    return info.value.code
 
 
 @pytest.fixture(scope="module")

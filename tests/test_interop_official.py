@@ -12,12 +12,12 @@ import torch
 from PIL import Image
 from torchvision.transforms.functional import pil_to_tensor
 
-from dinokit.cli import main
 from dinokit.engine.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from dinokit.engine.official import COCO_91, load_initial_weights, official_checkpoint
 from dinokit.errors import CheckpointError
 from dinokit.model.dino import build_model
 from dinokit.model.postprocess import postprocess
+from tests.cli_helpers import run_cli
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
 SMALL = SHARED / "official_small"
@@ -28,11 +28,6 @@ needs_keys = pytest.mark.skipif(not KEYS_JSON.is_file(), reason="../shared/refer
 SMALL_SETTINGS = ["model.nheads=4"]  # the one setting the small model's shapes cannot tell
 TOL = 1e-4
 
-
-def run_cli(argv: list[str]) -> int:
-    with pytest.raises(SystemExit) as info:
-        main(argv)
-    return info.value.code
 
 
 def small_weights() -> dict[str, torch.Tensor]:

@@ -18,15 +18,11 @@ from dinokit.engine.checkpoint import make_checkpoint, save_checkpoint  # noqa: 
 from dinokit.engine.export import OUTPUTS, OnnxDetector  # noqa: E402
 from dinokit.model.dino import build_model  # noqa: E402
 from dinokit.model.postprocess import postprocess  # noqa: E402
+from tests.cli_helpers import run_cli
 
 CLASSES = ["circle", "square", "triangle"]
 TOL = 1e-3
 
-
-def run_cli(argv: list[str]) -> int:
-    with pytest.raises(SystemExit) as info:
-        main(argv)
-    return info.value.code
 
 
 @pytest.fixture(scope="module")
