@@ -10,7 +10,8 @@ from dinokit.config import load_preset
 from dinokit.loss import build_criterion
 from dinokit.loss.criterion import closest_gt_targets
 from dinokit.loss.matcher import HungarianMatcher
-from dinokit.model.attention import deformable_sampling
+from dinokit.model import sampling
+from dinokit.model.sampling import sample_levels_gather, sample_levels_grid
 from dinokit.model.denoising import Denoising, DenoisingQueries, noise_boxes, noise_labels
 from dinokit.model.dino import DenoisingOutputs, build_model
 from dinokit.model.postprocess import postprocess
@@ -209,7 +210,8 @@ def test_matcher_finds_the_known_optimal_assignment():
 
 # ---------------------------------------------------------------- deformable sampling
 
-def test_deformable_sampling_on_pixel_centres_equals_gather():
+@pytest.mark.parametrize("sample", [sample_levels_gather, sample_levels_grid], ids=["gather", "grid"])
+def test_deformable_sampling_on_pixel_centres_equals_gather(sample):
     torch.manual_seed(0)
     shapes = [(4, 6), (2, 3)]
     B, M, Dh, Q, P = 2, 2, 3, 5, 3
@@ -222,7 +224,7 @@ def test_deformable_sampling_on_pixel_centres_equals_gather():
     ws = torch.tensor([w for _, w in shapes]).view(1, 1, 1, L, 1)
     locations = torch.stack(((ix + 0.5) / ws, (iy + 0.5) / hs), -1)
     weights = torch.rand(B, Q, M, L, P)
-    out = deformable_sampling(value, shapes, locations, weights)
+    out = sample(value, shapes, locations, weights)
     starts = [0, shapes[0][0] * shapes[0][1]]
     expected = torch.zeros(B, Q, M, Dh)
     for b in range(B):
@@ -233,6 +235,39 @@ def test_deformable_sampling_on_pixel_centres_equals_gather():
                         flat = starts[lvl] + iy[b, q, m, lvl, p] * shapes[lvl][1] + ix[b, q, m, lvl, p]
                         expected[b, q, m] += weights[b, q, m, lvl, p] * value[b, flat, m]
     assert torch.allclose(out, expected.view(B, Q, M * Dh), atol=1e-5)
+
+
+def _random_sampling_inputs(dtype: torch.dtype) -> tuple:
+    """Random value, locations (some outside the map, some on borders) and weights at 3 levels."""
+    g = torch.Generator().manual_seed(1)
+    shapes = [(9, 13), (5, 7), (3, 4)]
+    B, Q, M, Dh, P = 2, 23, 3, 4, 4
+    S = sum(h * w for h, w in shapes)
+    value = torch.randn(B, S, M, Dh, generator=g, dtype=dtype)
+    locations = torch.rand(B, Q, M, len(shapes), P, 2, generator=g, dtype=dtype) * 1.3 - 0.15
+    locations[0, 0, 0, 0, 0] = torch.tensor([0.0, 1.0], dtype=dtype)  # exactly on the border
+    weights = torch.rand(B, Q, M, len(shapes), P, generator=g, dtype=dtype)
+    return value, shapes, locations, weights
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_gather_sampling_equals_grid_sample_with_gradients(dtype, monkeypatch):
+    monkeypatch.setattr(sampling, "_SCATTER_ROWS", 7)  # several chunks in the value-gradient scatter
+    results = []
+    for sample in (sample_levels_grid, sample_levels_gather):
+        value, shapes, locations, weights = (
+            t.requires_grad_() if isinstance(t, torch.Tensor) else t for t in _random_sampling_inputs(dtype)
+        )
+        out = sample(value, shapes, locations, weights)
+        grad_out = torch.linspace(-1, 1, out.numel(), dtype=dtype).view_as(out)
+        grads = torch.autograd.grad(out, (value, locations, weights), grad_out)
+        results.append((out, grads))
+    (out_ref, grads_ref), (out_fast, grads_fast) = results
+    assert out_fast.shape == out_ref.shape
+    assert (out_fast - out_ref).abs().max() < 1e-5
+    for name, a, b in zip(("value", "locations", "weights"), grads_ref, grads_fast):
+        scale = max(1.0, a.abs().max().item())  # location gradients are scaled by the map size
+        assert (a - b).abs().max() / scale < 1e-5, name
 
 
 # ---------------------------------------------------------------- sizes and postprocess

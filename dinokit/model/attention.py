@@ -15,40 +15,15 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dinokit.config import ModelConfig
-
-Shapes = list[tuple[int, int]]  # (H_l, W_l) of every level, finest first
-
+from dinokit.model.sampling import Shapes, deformable_sampling
 
 def shapes_tensor(shapes: Shapes) -> Tensor:
     """(L, 2) int64 (H_l, W_l). Built by stacking, not `torch.tensor`, so that the ONNX tracer keeps
     the sizes symbolic (they are ints in eager mode, traced 0-dim tensors during export)."""
     return torch.stack([torch.stack([torch.as_tensor(h), torch.as_tensor(w)]) for h, w in shapes])
-
-
-def deformable_sampling(value: Tensor, shapes: Shapes, locations: Tensor, weights: Tensor) -> Tensor:
-    """Bilinear sampling of every level at the given locations, weighted and summed.
-
-    value (B, S, M, Dh); locations (B, Q, M, L, P, 2) (x, y) in [0, 1]; weights (B, Q, M, L, P).
-    Returns (B, Q, M * Dh). Same semantics as the official CUDA kernel: bilinear, zero padding,
-    align_corners=False (pixel centres at (i + 0.5) / size).
-    """
-    B, _, M, Dh = value.shape
-    _, Q, _, L, P, _ = locations.shape
-    per_level = value.split([h * w for h, w in shapes], dim=1)
-    grids = 2 * locations - 1
-    sampled = []
-    for lvl, (h, w) in enumerate(shapes):
-        v = per_level[lvl].flatten(2).transpose(1, 2).reshape(B * M, Dh, h, w)
-        g = grids[:, :, :, lvl].transpose(1, 2).flatten(0, 1)  # (B*M, Q, P, 2)
-        sampled.append(F.grid_sample(v, g, mode="bilinear", padding_mode="zeros", align_corners=False))
-    stacked = torch.stack(sampled, dim=-2).flatten(-2)  # (B*M, Dh, Q, L*P)
-    w = weights.transpose(1, 2).reshape(B * M, 1, Q, L * P)
-    out = (stacked * w).sum(-1).view(B, M * Dh, Q)
-    return out.transpose(1, 2).contiguous()
 
 
 class MultiScaleDeformableAttention(nn.Module):

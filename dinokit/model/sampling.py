@@ -1,0 +1,137 @@
+"""Multi-scale deformable sampling: bilinear samples of every level, weighted and summed per query.
+
+Two implementations with the same semantics as the official CUDA kernel (bilinear, zero padding,
+align_corners=False, pixel centres at (i + 0.5) / size):
+
+- `sample_levels_grid`: one `grid_sample` per level, the straightforward form. It is the reference
+  the tests hold the fast form to, and the form exported to ONNX (GridSample is a standard op).
+- `sample_levels_gather`: every bilinear corner of every level becomes one row index into the
+  flattened value and one weight (bilinear weight x attention weight x in-bounds), and a single
+  `embedding_bag(mode="sum")` gathers and sums them. No Python loop over levels or points, and no
+  (batch, query, head, level, point, channel) tensor is ever materialised: a forward reads each
+  corner row once. Its backward scatters the value gradient in cache-sized chunks and leaves the
+  per-corner weight gradient to embedding_bag's own kernel.
+
+`deformable_sampling` picks the fast form, except while exporting.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+Shapes = list[tuple[int, int]]  # (H_l, W_l) of every level, finest first
+
+_SCATTER_ROWS = 512  # queries per chunk in the value-gradient scatter: keeps the chunk in L2 on a CPU
+
+
+def sample_levels_grid(value: Tensor, shapes: Shapes, locations: Tensor, weights: Tensor) -> Tensor:
+    """value (B, S, M, Dh); locations (B, Q, M, L, P, 2) (x, y) in [0, 1]; weights (B, Q, M, L, P).
+    Returns (B, Q, M * Dh)."""
+    B, _, M, Dh = value.shape
+    _, Q, _, L, P, _ = locations.shape
+    per_level = value.split([h * w for h, w in shapes], dim=1)
+    grids = 2 * locations - 1
+    sampled = []
+    for lvl, (h, w) in enumerate(shapes):
+        v = per_level[lvl].flatten(2).transpose(1, 2).reshape(B * M, Dh, h, w)
+        g = grids[:, :, :, lvl].transpose(1, 2).flatten(0, 1)  # (B*M, Q, P, 2)
+        sampled.append(F.grid_sample(v, g, mode="bilinear", padding_mode="zeros", align_corners=False))
+    stacked = torch.stack(sampled, dim=-2).flatten(-2)  # (B*M, Dh, Q, L*P)
+    w = weights.transpose(1, 2).reshape(B * M, 1, Q, L * P)
+    out = (stacked * w).sum(-1).view(B, M * Dh, Q)
+    return out.transpose(1, 2).contiguous()
+
+
+class _WeightedRowSum(torch.autograd.Function):
+    """out[n] = sum_k coeffs[n, k] * table[rows[n, k]]: embedding_bag forward, chunked backward.
+
+    embedding_bag's own table gradient sorts every index (slower than the forward by ~20x on a
+    CPU); scattering `coeffs * grad` in chunks of a few hundred queries is several times faster.
+    """
+
+    @staticmethod
+    def forward(ctx, table: Tensor, rows: Tensor, coeffs: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(table, rows, coeffs)
+        return F.embedding_bag(rows, table, per_sample_weights=coeffs, mode="sum")
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, None, Tensor | None]:  # type: ignore[override]
+        table, rows, coeffs = ctx.saved_tensors
+        grad = grad.contiguous()
+        grad_table = grad_coeffs = None
+        if ctx.needs_input_grad[2]:  # d out / d coeffs[n, k] = <grad[n], table[rows[n, k]]>: embedding_bag's kernel
+            with torch.enable_grad():
+                c = coeffs.detach().requires_grad_()
+                out = F.embedding_bag(rows, table.detach(), per_sample_weights=c, mode="sum")
+                (grad_coeffs,) = torch.autograd.grad(out, c, grad)
+        if ctx.needs_input_grad[0]:
+            grad_table = torch.zeros_like(table)
+            n, k = rows.shape
+            chunk = _SCATTER_ROWS if table.device.type == "cpu" else n
+            buffer = grad.new_empty(min(chunk, n), k, grad.shape[1])  # reused: no page faults per chunk
+            for start in range(0, n, chunk):
+                stop = min(start + chunk, n)
+                part = buffer[: stop - start]
+                torch.mul(coeffs[start:stop, :, None], grad[start:stop, None, :], out=part)
+                # int64 indices: index_add_ is ~3x slower with int32 ones on a CPU
+                grad_table.index_add_(0, rows[start:stop].reshape(-1).long(), part.view(-1, grad.shape[1]))
+        return grad_table, None, grad_coeffs
+
+
+def corner_rows_and_coeffs(
+    shapes: Shapes, locations: Tensor, weights: Tensor, batch_heads_rows: int
+) -> tuple[Tensor, Tensor]:
+    """For every query, head, level, point and bilinear corner: its row in the (B*M*S, Dh) table
+    and its coefficient (bilinear weight x attention weight, 0 outside the map).
+
+    Bilinear weights are separable, so x and y are handled apart (2 corners each) and combined by
+    one broadcast: half the elementwise work of treating the 4 corners one by one.
+    Returns rows (B*Q*M, 4*L*P) int32 (int64 past 2**31 rows) and coeffs (B*Q*M, 4*L*P).
+    """
+    B, Q, M, L, P, _ = locations.shape
+    dev, dtype = locations.device, locations.dtype
+    sizes = torch.tensor(shapes, dtype=torch.int64, device=dev)  # (L, 2) as (H, W)
+    h, w = sizes[:, 0].view(L, 1), sizes[:, 1].view(L, 1)
+    starts = torch.cumsum(sizes[:, 0] * sizes[:, 1], 0) - sizes[:, 0] * sizes[:, 1]
+    S = int(sum(a * b for a, b in shapes))
+    x = locations[..., 0] * w.to(dtype) - 0.5  # pixel coordinates, (B, Q, M, L, P)
+    y = locations[..., 1] * h.to(dtype) - 0.5
+    with torch.no_grad():
+        x0, y0 = x.floor(), y.floor()
+    fx, fy = x - x0, y - y0
+    with torch.no_grad():
+        # corners sit before (level, point) inside each query's bag (order within a bag is free):
+        # broadcasts then run over contiguous blocks of L*P instead of pairs
+        corner = torch.arange(2, device=dev).view(2, 1, 1)
+        xi = x0.long()[:, :, :, None] + corner  # (B, Q, M, 2, L, P) for dx = 0, 1
+        yi = y0.long()[:, :, :, None] + corner
+        x_inside = ((xi >= 0) & (xi < w)).to(dtype)
+        y_inside = ((yi >= 0) & (yi < h)).to(dtype)
+        head_base = torch.arange(B * M, device=dev).view(B, 1, M, 1, 1, 1) * S + starts.view(L, 1)
+        row_y = head_base + yi.clamp(min=0).minimum(h - 1) * w
+        col_x = xi.clamp(min=0).minimum(w - 1)
+        index_dtype = torch.int32 if batch_heads_rows < 2**31 else torch.int64
+        rows = (row_y[:, :, :, :, None] + col_x[:, :, :, None]).to(index_dtype).view(B * Q * M, 4 * L * P)
+    wx = torch.stack((1 - fx, fx), 3) * x_inside
+    wy = torch.stack((1 - fy, fy), 3) * y_inside * weights[:, :, :, None]
+    coeffs = (wy[:, :, :, :, None] * wx[:, :, :, None]).view(B * Q * M, 4 * L * P)  # (dy, dx, L, P)
+    return rows, coeffs
+
+
+def sample_levels_gather(value: Tensor, shapes: Shapes, locations: Tensor, weights: Tensor) -> Tensor:
+    """Same contract as `sample_levels_grid`, one gather-and-sum over all levels and points."""
+    B, S, M, Dh = value.shape
+    Q = locations.shape[1]
+    table = value.permute(0, 2, 1, 3).reshape(B * M * S, Dh)  # row (b, m, s)
+    rows, coeffs = corner_rows_and_coeffs(shapes, locations, weights.to(value.dtype), B * M * S)
+    out = _WeightedRowSum.apply(table, rows, coeffs.to(value.dtype))
+    return out.view(B, Q, M * Dh)
+
+
+def deformable_sampling(value: Tensor, shapes: Shapes, locations: Tensor, weights: Tensor) -> Tensor:
+    """The fast gather form; the grid_sample form while exporting to ONNX (standard ops only)."""
+    if torch.onnx.is_in_onnx_export():
+        return sample_levels_grid(value, shapes, locations, weights)
+    return sample_levels_gather(value, shapes, locations, weights)
