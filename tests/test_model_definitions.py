@@ -253,6 +253,7 @@ def _random_sampling_inputs(dtype: torch.dtype) -> tuple:
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_gather_sampling_equals_grid_sample_with_gradients(dtype, monkeypatch):
     monkeypatch.setattr(sampling, "_SCATTER_ROWS", 7)  # several chunks in the value-gradient scatter
+    monkeypatch.setattr(sampling, "_QUERY_BLOCK", 30)  # and several query blocks (5 queries each)
     results = []
     for sample in (sample_levels_grid, sample_levels_gather):
         value, shapes, locations, weights = (
