@@ -34,6 +34,8 @@ app.add_typer(ablate_app, name="ablate", help="Ablation studio: which DINO compo
 console = Console()
 
 BUDGET_HELP = "Budget: choose one of --epochs, --steps, --time-budget"
+QUANTIZE_HELP = "none or int8 (dynamic int8 linear layers, CPU only; changes outputs slightly)."
+COMPILE_HELP = "torch.compile the model (the first batch compiles, for minutes on a CPU)."
 
 
 # --------------------------------------------------------------------------- train
@@ -106,6 +108,7 @@ def train(
     ema: Optional[bool] = typer.Option(None, "--ema/--no-ema", help="Keep an EMA of the weights; evaluate it."),
     deterministic: bool = typer.Option(False, "--deterministic", help="Ask torch for deterministic kernels."),
     skip_bad_images: bool = typer.Option(False, "--skip-bad-images", help="Skip unreadable images instead of failing."),
+    compile_: bool = typer.Option(False, "--compile", help=COMPILE_HELP),
     set_: list[str] = typer.Option([], "--set", help="Override any field: section.field=value (repeatable)."),
 ) -> None:
     """Train a DINO detector (default: the tiny preset on the built-in shapes data)."""
@@ -122,6 +125,7 @@ def train(
         "train": {
             **_budget_flags(epochs, steps, time_budget), "batch_size": batch_size, "device": device,
             "out": out, "name": name, "seed": seed, "ema": ema, "deterministic": deterministic or None,
+            "compile": compile_ or None,
         },
     }
     base = None
@@ -164,15 +168,22 @@ def evaluate(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per forward pass."),
     runs: str = typer.Option("runs", "--runs", help="Runs folder searched for the latest checkpoint."),
     weights: Optional[Path] = typer.Option(None, help="Same as CHECKPOINT; also takes an official DINO .pth."),
+    quantize: str = typer.Option("none", help=QUANTIZE_HELP),
+    compile_: bool = typer.Option(False, "--compile", help=COMPILE_HELP),
 ) -> None:
     """COCO AP of a checkpoint on the validation split (table per metric and per class)."""
     from dinokit.engine.checkpoint import latest_run_checkpoint
     from dinokit.engine.console import metrics_table, per_class_table
     from dinokit.engine.evaluator import evaluate_checkpoint
 
+    from dinokit.engine.speed import check_quantize
+
+    check_quantize(quantize)  # a bad value fails before the model loads
     checkpoint = _one_checkpoint(checkpoint, weights, "CHECKPOINT")
     path = checkpoint if checkpoint is not None else latest_run_checkpoint(runs)
-    metrics, dets = evaluate_checkpoint(path, data=data, device=device, batch_size=batch_size)
+    metrics, dets = evaluate_checkpoint(
+        path, data=data, device=device, batch_size=batch_size, quantize=quantize, compile=compile_
+    )
     console.print(f"checkpoint {path}", highlight=False)
     console.print(metrics_table(metrics))
     console.print(per_class_table(metrics))
@@ -208,6 +219,8 @@ def predict(
     runs: str = typer.Option("runs", "--runs", help="Runs folder (latest checkpoint; default output)."),
     weights: Optional[Path] = typer.Option(None, help="Same as --checkpoint; also takes an official DINO .pth."),
     backend: Optional[str] = typer.Option(None, help="torch or onnx (default: onnx for a .onnx file)."),
+    quantize: str = typer.Option("none", help=QUANTIZE_HELP),
+    compile_: bool = typer.Option(False, "--compile", help=COMPILE_HELP),
 ) -> None:
     """Detect objects in images; write annotated copies and a JSON of detections."""
     from dinokit.engine.checkpoint import latest_run_checkpoint
@@ -220,13 +233,20 @@ def predict(
         raise ConfigError(f"--batch-size must be positive, got {batch_size}")
     if backend not in (None, "torch", "onnx"):
         raise ConfigError(f"--backend must be torch or onnx, got '{backend}'")
+    from dinokit.engine.speed import check_quantize
+
+    quantize = check_quantize(quantize)
     expand_sources(sources)  # a missing file is reported before anything is created
     checkpoint = _one_checkpoint(checkpoint, weights, "--checkpoint")
     path = checkpoint if checkpoint is not None else latest_run_checkpoint(runs)
     backend = backend or ("onnx" if path.suffix.lower() == ".onnx" else "torch")
     out_dir = out if out is not None else new_run_dir(runs, "exp", command="predict")
     json_path = json_file if json_file is not None else out_dir / "detections.json"
-    results = run_predict(sources, path, score, out_dir, json_path, device, batch_size, backend)
+    if backend == "onnx" and (quantize != "none" or compile_):
+        raise ConfigError("--quantize and --compile apply to the torch backend, not to an ONNX model")
+    results = run_predict(
+        sources, path, score, out_dir, json_path, device, batch_size, backend, quantize=quantize, compile=compile_
+    )
     count = sum(len(r["detections"]) for r in results)
     console.print(
         f"{len(results)} image(s), {count} detection(s) >= {score}: images in {out_dir}, JSON {json_path}",
@@ -340,6 +360,9 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry: run the app, turning user errors into one line and exit code 2."""
+    from dinokit.engine.allocator import tune_allocator
+
+    tune_allocator()  # large tensors reuse freed memory instead of page-faulting fresh pages
     command = typer.main.get_command(app)
     try:
         rv = command.main(args=argv, prog_name="dinokit", standalone_mode=False)

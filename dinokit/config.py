@@ -111,6 +111,7 @@ class TrainConfig:
     name: str = ""
     eval_every: int = 1  # epochs
     threads: int = 0  # 0: torch's default
+    compile: bool = False  # torch.compile the model for the training steps (first steps compile)
 
 
 @dataclass

@@ -89,7 +89,7 @@ def run_evaluation(
 
     mapping = list(label_to_cat if label_to_cat is not None else dataset.cat_ids)
     loader = DataLoader(  # own generator: evaluating must not shift the training random streams
-        dataset, batch_size=batch_size, shuffle=False, collate_fn=collate, num_workers=workers,
+        dataset, batch_sampler=batches_by_shape(dataset, batch_size), collate_fn=collate, num_workers=workers,
         generator=torch.Generator().manual_seed(0),
     )
     was_training = model.training
@@ -106,6 +106,18 @@ def run_evaluation(
     finally:
         model.train(was_training)
     return evaluate_detections(dataset.coco, detections), detections
+
+
+def batches_by_shape(dataset: Dataset, batch_size: int) -> list[list[int]]:
+    """Item indices in batches of similar aspect ratio (from the COCO image records), so that
+    little of a batch is padding; plain order when the records carry no sizes."""
+    coco, ids = getattr(dataset, "coco", None), getattr(dataset, "ids", None)
+    order = list(range(len(dataset)))  # type: ignore[arg-type]
+    if coco is not None and ids is not None:
+        records = [coco.imgs.get(i, {}) for i in ids]
+        if all(r.get("width") and r.get("height") for r in records):
+            order.sort(key=lambda i: records[i]["height"] / records[i]["width"])
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
 
 def _to_coco(image_id: int, result: dict[str, torch.Tensor], mapping: list[int]) -> list[dict[str, Any]]:
@@ -125,15 +137,19 @@ def evaluate_checkpoint(
     data: str | None = None,
     device: torch.device | str = "auto",
     batch_size: int | None = None,
+    quantize: str = "none",
+    compile: bool = False,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Metrics and COCO detections of a checkpoint on the validation split of its own data (or
     of `data`). Classes are matched by name, so another dataset with the same names works."""
     from dinokit.data.coco import build_dataset, resolve_source
     from dinokit.engine.checkpoint import model_from_checkpoint
     from dinokit.engine.device import resolve_device
+    from dinokit.engine.speed import prepare_for_inference
 
     device = resolve_device(device) if isinstance(device, str) else device
     model, cfg, classes, _ = model_from_checkpoint(checkpoint, device)
+    model = prepare_for_inference(model, quantize, compile)
     if data is not None:
         cfg.data.data = data
     dataset = build_dataset(resolve_source(cfg.data), cfg.data, "val", train=False)

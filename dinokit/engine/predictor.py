@@ -64,12 +64,15 @@ def predict(
     device: torch.device | str = "auto",
     batch_size: int = 4,
     backend: str = "torch",
+    quantize: str = "none",
+    compile: bool = False,
 ) -> list[dict[str, Any]]:
     """Detect objects in every image of `sources`.
 
     Returns one dict per image: file, width, height and detections (label name, score, box
     xyxy in original-image pixels). Writes annotated images to `out_dir` and the list as JSON
-    to `json_path` (each when given). `backend` "onnx" runs an exported .onnx file in onnxruntime.
+    to `json_path` (each when given). `backend` "onnx" runs an exported .onnx file in onnxruntime;
+    `quantize` "int8" and `compile` apply to the torch backend (see dinokit.engine.speed).
     """
     from dinokit.data.transforms import collate, eval_transforms
     from dinokit.engine.checkpoint import require_checkpoint_file
@@ -81,7 +84,7 @@ def predict(
     require_checkpoint_file(checkpoint)
     device = resolve_device(device) if isinstance(device, str) else device
     shapes = [image_shape(p) for p in files]  # (h, w); fail on a bad file before loading the model
-    detect, cfg, classes = _detector(checkpoint, backend, device)
+    detect, cfg, classes = _detector(checkpoint, backend, device, quantize, compile)
     transform = eval_transforms(cfg.data)
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
@@ -112,7 +115,9 @@ def predict(
 Detector = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], list[dict[str, torch.Tensor]]]
 
 
-def _detector(checkpoint: str | Path, backend: str, device: torch.device) -> tuple[Detector, Any, list[str]]:
+def _detector(
+    checkpoint: str | Path, backend: str, device: torch.device, quantize: str = "none", compile: bool = False
+) -> tuple[Detector, Any, list[str]]:
     """(images, masks, sizes) -> per-image detections, with the config and class names, for a backend."""
     if backend == "onnx":
         from dinokit.engine.export import OnnxDetector
@@ -120,9 +125,11 @@ def _detector(checkpoint: str | Path, backend: str, device: torch.device) -> tup
         onnx_model = OnnxDetector(checkpoint, device)
         return onnx_model.detect, onnx_model.cfg, onnx_model.classes
     from dinokit.engine.checkpoint import model_from_checkpoint
+    from dinokit.engine.speed import prepare_for_inference
     from dinokit.model.postprocess import postprocess
 
     model, cfg, classes, _ = model_from_checkpoint(checkpoint, device)
+    model = prepare_for_inference(model, quantize, compile)
     return lambda images, masks, sizes: postprocess(model(images, masks), sizes, cfg.model.num_select), cfg, classes
 
 

@@ -32,6 +32,7 @@ from dinokit.engine.evaluator import run_evaluation
 from dinokit.engine.official import detector_checkpoint, load_initial_weights
 from dinokit.engine.optim import LrSchedule, build_ema, build_optimizer
 from dinokit.engine.rng import capture_rng, restore_rng, seed_everything
+from dinokit.engine.speed import compile_model
 from dinokit.engine.rundir import find_resume_dir, new_run_dir, plot_curves, safe_name, write_metrics_csv
 from dinokit.errors import DataError, DinokitError
 
@@ -195,6 +196,8 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             # every DINO switch keeps all parameters in the graph (even for batches without boxes)
             self.model = DistributedDataParallel(self.raw_model, device_ids=ids)
+        if t.compile:
+            self.model = compile_model(self.model)
         self.t0 = time.monotonic()
         where = f"resuming {self.run_dir} at step {self.step}" if resume else f"training into {self.run_dir}"
         self.console.message(

@@ -130,6 +130,8 @@ class Backbone(nn.Module):
         self.picked = picked[-levels:]
         self.num_channels = [channels[i] for i in self.picked]
         self.nhwc = nhwc
+        if not nhwc:
+            self.body.to(memory_format=torch.channels_last)  # 4-D weights in the layout of the inputs
         self.depth = self.picked[-1] + 1
         if pretrained:
             freeze_batchnorm(self.body)
@@ -160,9 +162,12 @@ class Backbone(nn.Module):
         return strides, channels, nhwc
 
     def forward(self, images: Tensor) -> list[Tensor]:
-        """(B, 3, H, W) normalised images -> maps (B, C_l, H_l, W_l), finest first."""
+        """(B, 3, H, W) normalised images -> maps (B, C_l, H_l, W_l), finest first.
+
+        Convolutional bodies run channels_last (oneDNN's native layout on a CPU: no reorder per
+        convolution); the maps come out channels_last, which flattens to (B, HW, C) for free."""
         out = []
-        x = images
+        x = images if self.nhwc else images.contiguous(memory_format=torch.channels_last)
         for i, name in enumerate(self.stages[: self.depth]):
             x = self._module(name)(x)
             if i in self.picked:

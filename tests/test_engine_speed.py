@@ -1,0 +1,181 @@
+"""Speed options: int8 quantisation, torch.compile, the allocator, batching by shape, and the
+fast attention inside whole models (its own equality test is in test_model_definitions.py)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import nn
+
+from dinokit.engine import speed
+from dinokit.engine.allocator import tune_allocator
+from dinokit.engine.evaluator import batches_by_shape
+from dinokit.model import sampling
+from dinokit.model.dino import build_model
+from tests.cli_helpers import run_cli
+from tests.model_helpers import make_targets, micro_config
+
+
+def _micro_model(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return build_model(micro_config(), load_weights=False).eval()
+
+
+def _images(batch: int = 2, size: int = 64) -> torch.Tensor:
+    return torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(1))
+
+
+def test_int8_quantization_replaces_every_linear_and_stays_close():
+    model = _micro_model()
+    quantized = speed.prepare_for_inference(model, "int8")
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicInt8Linear
+
+    assert sum(isinstance(m, DynamicInt8Linear) for m in quantized.modules()) >= 30
+    assert [n for n, m in quantized.named_modules() if type(m) is nn.Linear] == []
+    assert any(type(m) is nn.Linear for m in model.modules())  # the fp32 model is left as it was
+    # one encoder layer on the same input: close, not equal (a whole random-weight detector is not
+    # a fair probe: its top-k query selection flips on tiny changes)
+    g = torch.Generator().manual_seed(2)
+    shapes = [(8, 8), (4, 4), (2, 2), (1, 1)]
+    S = sum(h * w for h, w in shapes)
+    src, pos = torch.randn(2, S, 32, generator=g), torch.randn(2, S, 32, generator=g)
+    ref_points = torch.rand(2, S, 4, 2, generator=g)
+    mask = torch.zeros(2, S, dtype=torch.bool)
+    with torch.inference_mode():
+        ref = model.encoder.layers[0](src, pos, ref_points, shapes, mask)
+        out = quantized.encoder.layers[0](src, pos, ref_points, shapes, mask)
+    relative = ((out - ref).norm() / ref.norm()).item()
+    assert 0 < relative < 0.05
+
+
+def test_bad_quantize_value_is_a_config_error():
+    with pytest.raises(speed.ConfigError, match="--quantize must be one of none, int8"):
+        speed.check_quantize("int4")
+
+
+def test_compiled_model_gives_the_eager_outputs():
+    """torch.compile traces the whole detector (custom autograd function included); the eager
+    backend keeps the test at seconds while still running dynamo over every module."""
+    torch._dynamo.reset()
+    model = _micro_model()
+    x = _images()
+    compiled = speed.compile_model(model, backend="eager")
+    with torch.inference_mode():
+        ref, out = model(x), compiled(x)
+    assert torch.allclose(out["pred_logits"], ref["pred_logits"], atol=1e-5)
+    assert torch.allclose(out["pred_boxes"], ref["pred_boxes"], atol=1e-5)
+
+
+def test_compiled_training_step_matches_eager_gradients():
+    torch._dynamo.reset()
+    from dinokit.loss.criterion import build_criterion
+
+    grads = []
+    for use_compile in (False, True):
+        model = _micro_model().train()
+        runner = speed.compile_model(model, backend="eager") if use_compile else model
+        targets = make_targets([2, 3])
+        torch.manual_seed(5)  # the same denoising noise in both runs
+        loss = build_criterion(model.cfg)(runner(_images(), None, targets), targets)["loss"]
+        loss.backward()
+        grads.append(model.decoder.layers[0].cross_attn.sampling_offsets.weight.grad.clone())
+    assert torch.allclose(grads[0], grads[1], atol=1e-5)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt is Linux-only")
+def test_allocator_tuning_applies_once_on_glibc():
+    assert tune_allocator() is True
+    assert tune_allocator() is True  # idempotent
+
+
+class _FakeDataset:
+    def __init__(self, coco: SimpleNamespace, ids: list[int]) -> None:
+        self.coco, self.ids = coco, ids
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def test_eval_batches_group_similar_aspect_ratios():
+    sizes = [(100, 50), (50, 100), (100, 52), (48, 100), (100, 100), (99, 101)]  # (w, h)
+    coco = SimpleNamespace(imgs={i + 10: {"width": w, "height": h} for i, (w, h) in enumerate(sizes)})
+    dataset = _FakeDataset(coco, [i + 10 for i in range(len(sizes))])
+    batches = batches_by_shape(dataset, 2)
+    assert sorted(i for b in batches for i in b) == list(range(len(sizes)))
+    assert [sorted(b) for b in batches] == [[0, 2], [4, 5], [1, 3]]  # wide, square, tall
+
+
+def test_fast_and_reference_attention_give_the_same_detector_outputs(monkeypatch):
+    model = _micro_model()
+    x = _images()
+    with torch.inference_mode():
+        fast = model(x)
+        monkeypatch.setattr(sampling, "sample_levels_gather", sampling.sample_levels_grid)
+        ref = model(x)
+    assert (fast["pred_logits"] - ref["pred_logits"]).abs().max() < 1e-5
+    assert (fast["pred_boxes"] - ref["pred_boxes"]).abs().max() < 1e-5
+
+
+# ------------------------------------------------------------------ the CLI flags
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    from tests.test_cli_e2e import SETS
+
+    root = tmp_path_factory.mktemp("speed")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DINOKIT_CACHE", str(root / "cache"))
+        mp.chdir(root)
+        assert run_cli(["train", "--steps", "1", "--batch-size", "4", "--name", "q", *SETS]) == 0
+        yield root
+
+
+def test_predict_and_eval_with_int8(trained, monkeypatch, capsys):
+    monkeypatch.chdir(trained)
+    ckpt = str(trained / "runs" / "train" / "q" / "best.pt")
+    pics = trained / "pics"
+    pics.mkdir(exist_ok=True)
+    from PIL import Image
+
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(pics / "a.png")
+    assert run_cli(["predict", "pics", "--checkpoint", ckpt, "--score", "0", "--quantize", "int8", "--out", "q8"]) == 0
+    results = json.loads((trained / "q8" / "detections.json").read_text())
+    assert len(results) == 1 and results[0]["detections"]
+    assert run_cli(["eval", ckpt, "--quantize", "int8", "--json", "m8.json"]) == 0
+    assert 0.0 <= json.loads((trained / "m8.json").read_text())["AP"] <= 1.0
+
+
+def test_bad_quantize_flag_is_one_line_exit_2(trained, monkeypatch, capsys):
+    monkeypatch.chdir(trained)
+    capsys.readouterr()
+    assert run_cli(["eval", "--quantize", "fp4"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: --quantize must be one of none, int8, got 'fp4'"]
+
+
+def test_train_compile_flag_compiles_the_training_model(trained, monkeypatch):
+    from dinokit.engine import trainer
+
+    monkeypatch.chdir(trained)
+    calls = []
+
+    def eager_compile(model):
+        calls.append(type(model).__name__)
+        return speed.compile_model(model, backend="eager")
+
+    monkeypatch.setattr(trainer, "compile_model", eager_compile)
+    from tests.test_cli_e2e import SETS
+
+    assert run_cli(["train", "--steps", "1", "--batch-size", "4", "--name", "c", "--compile", *SETS]) == 0
+    assert calls == ["DINO"]
+    from dinokit.engine.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(trained / "runs" / "train" / "c" / "last.pt")
+    assert ckpt["config"]["train"]["compile"] is True
+    assert not any(k.startswith("_orig_mod") for k in ckpt["model"])  # saved from the plain module
