@@ -9,8 +9,8 @@ own size (inference 1x3x128x128, training step 8x3x128x128). Random weights, not
 
 Each case (and each implementation, with --peers: HF transformers' Deformable DETR, see
 peers.py) runs in its own subprocess at the same thread count, so that its peak RSS is its own.
-The child counts the model's FLOPs (one forward, or forward + backward, under FlopCounterMode;
-then one warm-up run), then times --repeats runs and reports the median. The parent
+The child runs one warm-up, times --repeats runs and reports the median and its peak RSS, then
+counts the model's FLOPs (one forward, or forward + backward, under FlopCounterMode). The parent
 times a 2048^3 fp32 matmul at the same thread count: GFLOP / that rate is the time the case would
 take if it ran at matmul speed throughout ("bound"), and time / bound says how far from it it is.
 
@@ -170,7 +170,7 @@ def build(impl: str, case: Case) -> tuple[nn.Module, nn.Module | None, int, dict
 
 
 def run_child(name: str, impl: str, args: argparse.Namespace) -> dict[str, Any]:
-    """Build, count FLOPs, optionally compile / quantize, warm up once,
+    """Build, optionally compile / quantize, warm up once, time the repeats, then count FLOPs,
     time the repeats. Everything the parent prints comes from this dict."""
     rss_imports = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # interpreter + torch, no model
     if impl == "dinokit":  # what the dinokit command does before any work
@@ -191,9 +191,8 @@ def run_child(name: str, impl: str, args: argparse.Namespace) -> dict[str, Any]:
             return peers.make_step(m, images, masks, targets, case.train, no_grad)
         return dinokit_step(m, criterion, images, masks, targets, case.train, no_grad)
 
-    gflop, flop_run_s = count_gflop(model, make(model, no_grad=False), case.train)
+    fp32_model = model
     variant: dict[str, Any] = {"compile": False, "quantize": None}
-    warmup_s = None
     if impl == "dinokit" and args.quantize and not case.train:
         from dinokit.engine.speed import quantize_dynamic_int8
 
@@ -205,16 +204,18 @@ def run_child(name: str, impl: str, args: argparse.Namespace) -> dict[str, Any]:
         model = compile_model(model)
         variant["compile"] = True
     step = make(model)
-    start = time.perf_counter()  # a real warm-up: the FLOP run took other paths (autograd on)
+    start = time.perf_counter()
     step()
     warmup_s = time.perf_counter() - start
     times = time_runs(step, repeats)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # the peak of the runs themselves
+    gflop, flop_run_s = count_gflop(fp32_model, make(fp32_model, no_grad=False), case.train)  # after: own peak
     return {
         "case": name, "impl": impl, "train": case.train, "shape": [case.batch, 3, case.height, case.width],
         "boxes_per_image": case.boxes if case.train else 0, "threads": torch.get_num_threads(),
         "repeats": repeats, "times_s": times, "median_s": statistics.median(times), "gflop": gflop,
         "build_s": build_s, "flop_run_s": flop_run_s, "warmup_s": warmup_s, **variant,
-        "rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "rss_imports_kib": rss_imports,
+        "rss_kib": rss, "rss_imports_kib": rss_imports,
         "model": info,
     }
 

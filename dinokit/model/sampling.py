@@ -45,28 +45,54 @@ def sample_levels_grid(value: Tensor, shapes: Shapes, locations: Tensor, weights
     return out.transpose(1, 2).contiguous()
 
 
-class _WeightedRowSum(torch.autograd.Function):
-    """out[n] = sum_k coeffs[n, k] * table[rows[n, k]]: embedding_bag forward, chunked backward.
+def _coefficients(fx: Tensor, fy: Tensor, attw: Tensor, inside_x: Tensor, inside_y: Tensor) -> Tensor:
+    """(B*Q*M, 4*L*P) corner coefficients in (dy, dx, level, point) order from (L, P, N) parts:
+    attention weight x bilinear weight, 0 for a corner outside its map."""
+    wx = torch.stack((1 - fx, fx)) * inside_x  # (2, L, P, N) for dx = 0, 1
+    wy = torch.stack((1 - fy, fy)) * inside_y * attw
+    coeffs = wy[:, None] * wx[None]  # (2, 2, L, P, N)
+    return coeffs.view(-1, fx.shape[-1]).t().contiguous()
 
-    embedding_bag's own table gradient sorts every index (slower than the forward by ~20x on a
-    CPU); scattering `coeffs * grad` in chunks of a few hundred queries is several times faster.
+
+class _BilinearGather(torch.autograd.Function):
+    """out[n] = sum_k coeffs[n, k] * table[rows[n, k]], coefficients built inside from the
+    fractional positions and attention weights.
+
+    Forward: one embedding_bag. Backward: the per-corner coefficient gradient from
+    embedding_bag's own kernel, mapped to fx, fy and the attention weight by hand (saving 3
+    (L, P, N) tensors instead of the ~15 an autograd graph of the coefficients keeps), and the
+    table gradient scattered in chunks of a few hundred queries (embedding_bag's own sorts every
+    index: ~20x slower than its forward on a CPU).
     """
 
     @staticmethod
-    def forward(ctx, table: Tensor, rows: Tensor, coeffs: Tensor) -> Tensor:  # type: ignore[override]
-        ctx.save_for_backward(table, rows, coeffs)
+    def forward(  # type: ignore[override]
+        ctx, table: Tensor, rows: Tensor, fx: Tensor, fy: Tensor, attw: Tensor, inside_x: Tensor, inside_y: Tensor
+    ) -> Tensor:
+        coeffs = _coefficients(fx, fy, attw, inside_x, inside_y)
+        ctx.save_for_backward(table, rows, fx, fy, attw, inside_x, inside_y)
         return F.embedding_bag(rows, table, per_sample_weights=coeffs, mode="sum")
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, None, Tensor | None]:  # type: ignore[override]
-        table, rows, coeffs = ctx.saved_tensors
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        table, rows, fx, fy, attw, inside_x, inside_y = ctx.saved_tensors
         grad = grad.contiguous()
-        grad_table = grad_coeffs = None
-        if ctx.needs_input_grad[2]:  # d out / d coeffs[n, k] = <grad[n], table[rows[n, k]]>: embedding_bag's kernel
-            with torch.enable_grad():
+        coeffs = _coefficients(fx, fy, attw, inside_x, inside_y)
+        grad_table = grad_fx = grad_fy = grad_attw = None
+        if any(ctx.needs_input_grad[2:5]):
+            with torch.enable_grad():  # d out / d coeffs[n, k] = <grad[n], table[rows[n, k]]>
                 c = coeffs.detach().requires_grad_()
                 out = F.embedding_bag(rows, table.detach(), per_sample_weights=c, mode="sum")
                 (grad_coeffs,) = torch.autograd.grad(out, c, grad)
+            g = grad_coeffs.t().reshape(2, 2, *fx.shape)  # (dy, dx, L, P, N)
+            ix, iy = inside_x.to(fx.dtype), inside_y.to(fx.dtype)
+            wx = torch.stack((1 - fx, fx)) * ix
+            wy = torch.stack((1 - fy, fy)) * iy  # without the attention weight
+            grad_attw = (g * (wy[:, None] * wx[None])).sum((0, 1))
+            d_wx = g[:, 1] * ix[1] - g[:, 0] * ix[0]  # (dy, L, P, N): d / d fx through wx[dx]
+            d_wy = g[1] * iy[1] - g[0] * iy[0]  # (dx, L, P, N): d / d fy through wy[dy]
+            grad_fx = attw * (wy * d_wx).sum(0)
+            grad_fy = attw * (wx * d_wy).sum(0)
         if ctx.needs_input_grad[0]:
             grad_table = torch.zeros_like(table)
             n, k = rows.shape
@@ -78,24 +104,25 @@ class _WeightedRowSum(torch.autograd.Function):
                 torch.mul(coeffs[start:stop, :, None], grad[start:stop, None, :], out=part)
                 # int64 indices: index_add_ is ~3x slower with int32 ones on a CPU
                 grad_table.index_add_(0, rows[start:stop].reshape(-1).long(), part.view(-1, grad.shape[1]))
-        return grad_table, None, grad_coeffs
+        return grad_table, None, grad_fx, grad_fy, grad_attw, None, None
 
 
-def corner_rows_and_coeffs(
-    shapes: Shapes, locations: Tensor, weights: Tensor, batch_heads_rows: int
-) -> tuple[Tensor, Tensor]:
-    """For every query, head, level, point and bilinear corner: its row in the (B*M*S, Dh) table
-    and its coefficient (bilinear weight x attention weight, 0 outside the map).
+def corner_rows(
+    shapes: Shapes, locations: Tensor, table_rows: int
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """For every query, head, level, point and bilinear corner: its row in the (B*S*M, Dh) table,
+    and the parts its coefficient is made of.
 
     The arithmetic runs with (batch, query, head) as the innermost, contiguous dimension, so each
     elementwise op streams long vectors against per-level scalars (with (level, point) innermost
     the same ops ran 3-5x slower on short broadcast loops). Bilinear weights are separable: x and y
-    are handled apart, two corners each, and combined at the end.
-    Returns rows (B*Q*M, 4*L*P) int32 (int64 past 2**31 rows) and coeffs (B*Q*M, 4*L*P).
+    are handled apart, two corners each.
+    Returns rows (B*Q*M, 4*L*P) int32 (int64 past 2**31 rows) in (dy, dx, L, P) order; fx, fy
+    (L, P, N) fractional pixel positions; inside_x, inside_y (2, L, P, N) bool per corner.
     """
     B, Q, M, L, P, _ = locations.shape
     N, dev, dtype = B * Q * M, locations.device, locations.dtype
-    index_dtype = torch.int32 if batch_heads_rows < 2**31 else torch.int64
+    index_dtype = torch.int32 if table_rows < 2**31 else torch.int64
     sizes = torch.tensor(shapes, dtype=index_dtype, device=dev)  # (L, 2) as (H, W)
     h, w = sizes[:, 0].view(L, 1, 1), sizes[:, 1].view(L, 1, 1)
     loc = locations.permute(5, 3, 4, 0, 1, 2).reshape(2, L, P, N)
@@ -109,18 +136,14 @@ def corner_rows_and_coeffs(
         starts = (torch.cumsum(h * w, 0) - h * w).view(L, 1, 1)
         zero = torch.zeros((), dtype=index_dtype, device=dev)
         xi, yi = x0.to(index_dtype), y0.to(index_dtype)
-        x_in = [((xi >= 0) & (xi < w)).to(dtype), ((xi >= -1) & (xi < w - 1)).to(dtype)]
-        y_in = [((yi >= 0) & (yi < h)).to(dtype), ((yi >= -1) & (yi < h - 1)).to(dtype)]
-        cols = [xi.clamp(zero, w - 1), (xi + 1).clamp(zero, w - 1)]
-        head_base = torch.arange(B * M, dtype=index_dtype, device=dev).view(B, 1, M) * S
-        base = head_base.expand(B, Q, M).reshape(1, 1, N) + starts
-        row_starts = [base + yi.clamp(zero, h - 1) * w, base + (yi + 1).clamp(zero, h - 1) * w]
+        inside_x = torch.stack(((xi >= 0) & (xi < w), (xi >= -1) & (xi < w - 1)))
+        inside_y = torch.stack(((yi >= 0) & (yi < h), (yi >= -1) & (yi < h - 1)))
+        cols = [xi.clamp(zero, w - 1) * M, (xi + 1).clamp(zero, w - 1) * M]
+        batch_base = torch.arange(B, dtype=index_dtype, device=dev).view(B, 1, 1) * (S * M)
+        base = (batch_base + torch.arange(M, dtype=index_dtype, device=dev)).expand(B, Q, M).reshape(1, 1, N)
+        row_starts = [base + (starts + (yi + dy).clamp(zero, h - 1) * w) * M for dy in (0, 1)]
         rows = torch.stack([r + c for r in row_starts for c in cols])  # (4, L, P, N) in (dy, dx) order
-    attw = weights.permute(3, 4, 0, 1, 2).reshape(L, P, N)
-    wx = [(1 - fx) * x_in[0], fx * x_in[1]]
-    wy = [(1 - fy) * y_in[0] * attw, fy * y_in[1] * attw]
-    coeffs = torch.stack([a * b for a in wy for b in wx])
-    return rows.view(4 * L * P, N).t().contiguous(), coeffs.view(4 * L * P, N).t().contiguous()
+    return rows.view(4 * L * P, N).t().contiguous(), fx, fy, inside_x, inside_y
 
 
 def sample_levels_gather(value: Tensor, shapes: Shapes, locations: Tensor, weights: Tensor) -> Tensor:
@@ -131,12 +154,15 @@ def sample_levels_gather(value: Tensor, shapes: Shapes, locations: Tensor, weigh
     encoder queries at 800x1216 cost more than the gather itself.
     """
     B, S, M, Dh = value.shape
-    table = value.permute(0, 2, 1, 3).reshape(B * M * S, Dh)  # row (b, m, s)
+    table = value.reshape(B * S * M, Dh)  # row (b, s, m): the value as it is, no copy
     block = max(1, _QUERY_BLOCK // (B * M))
     outs = []
     for loc, w in zip(locations.split(block, 1), weights.split(block, 1)):
-        rows, coeffs = corner_rows_and_coeffs(shapes, loc, w.to(value.dtype), B * M * S)
-        outs.append(_WeightedRowSum.apply(table, rows, coeffs.to(value.dtype)).view(B, loc.shape[1], M * Dh))
+        rows, fx, fy, inside_x, inside_y = corner_rows(shapes, loc.to(value.dtype), table.shape[0])
+        _, Qb, _, L, P = w.shape
+        attw = w.to(value.dtype).permute(3, 4, 0, 1, 2).reshape(L, P, B * Qb * M)
+        out = _BilinearGather.apply(table, rows, fx, fy, attw, inside_x, inside_y)
+        outs.append(out.view(B, Qb, M * Dh))
     return outs[0] if len(outs) == 1 else torch.cat(outs, 1)
 
 
