@@ -46,12 +46,12 @@ def sample_levels_grid(value: Tensor, shapes: Shapes, locations: Tensor, weights
 
 
 def _coefficients(fx: Tensor, fy: Tensor, attw: Tensor, inside_x: Tensor, inside_y: Tensor) -> Tensor:
-    """(B*Q*M, 4*L*P) corner coefficients in (dy, dx, level, point) order from (L, P, N) parts:
-    attention weight x bilinear weight, 0 for a corner outside its map."""
+    """(4*L*P, B*Q*M) corner coefficients in (dy, dx, level, point) order from (L, P, N) parts:
+    attention weight x bilinear weight, 0 for a corner outside its map. Transposed: the gather
+    wants (N, 4*L*P), the backward's chunks read it as it is."""
     wx = torch.stack((1 - fx, fx)) * inside_x  # (2, L, P, N) for dx = 0, 1
     wy = torch.stack((1 - fy, fy)) * inside_y * attw
-    coeffs = wy[:, None] * wx[None]  # (2, 2, L, P, N)
-    return coeffs.view(-1, fx.shape[-1]).t().contiguous()
+    return (wy[:, None] * wx[None]).view(-1, fx.shape[-1])  # (2, 2, L, P, N) flattened
 
 
 class _BilinearGather(torch.autograd.Function):
@@ -69,7 +69,7 @@ class _BilinearGather(torch.autograd.Function):
     def forward(  # type: ignore[override]
         ctx, table: Tensor, rows: Tensor, fx: Tensor, fy: Tensor, attw: Tensor, inside_x: Tensor, inside_y: Tensor
     ) -> Tensor:
-        coeffs = _coefficients(fx, fy, attw, inside_x, inside_y)
+        coeffs = _coefficients(fx, fy, attw, inside_x, inside_y).t().contiguous()
         ctx.save_for_backward(table, rows, fx, fy, attw, inside_x, inside_y)
         return F.embedding_bag(rows, table, per_sample_weights=coeffs, mode="sum")
 
@@ -77,14 +77,16 @@ class _BilinearGather(torch.autograd.Function):
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
         table, rows, fx, fy, attw, inside_x, inside_y = ctx.saved_tensors
         grad = grad.contiguous()
-        coeffs = _coefficients(fx, fy, attw, inside_x, inside_y)
         grad_table = grad_fx = grad_fy = grad_attw = None
+        n, k = rows.shape
         if any(ctx.needs_input_grad[2:5]):
-            with torch.enable_grad():  # d out / d coeffs[n, k] = <grad[n], table[rows[n, k]]>
-                c = coeffs.detach().requires_grad_()
-                out = F.embedding_bag(rows, table.detach(), per_sample_weights=c, mode="sum")
-                (grad_coeffs,) = torch.autograd.grad(out, c, grad)
-            g = grad_coeffs.t().reshape(2, 2, *fx.shape)  # (dy, dx, L, P, N)
+            # d out / d coeffs[n, k] = <grad[n], table[rows[n, k]]>: embedding_bag's own kernel for
+            # exactly this (the op its autograd calls), without recomputing the forward
+            offsets = torch.arange(0, n * k, k, dtype=rows.dtype, device=rows.device)
+            bag_of = torch.arange(n, dtype=rows.dtype, device=rows.device).repeat_interleave(k)
+            grad_coeffs = torch.ops.aten._embedding_bag_per_sample_weights_backward(
+                grad, table, rows.reshape(-1), offsets, bag_of, 0)  # mode 0 = sum
+            g = grad_coeffs.view(n, k).t().reshape(2, 2, *fx.shape)  # (dy, dx, L, P, N)
             ix, iy = inside_x.to(fx.dtype), inside_y.to(fx.dtype)
             wx = torch.stack((1 - fx, fx)) * ix
             wy = torch.stack((1 - fy, fy)) * iy  # without the attention weight
@@ -94,14 +96,14 @@ class _BilinearGather(torch.autograd.Function):
             grad_fx = attw * (wy * d_wx).sum(0)
             grad_fy = attw * (wx * d_wy).sum(0)
         if ctx.needs_input_grad[0]:
+            coeffs = _coefficients(fx, fy, attw, inside_x, inside_y)  # (K, N), read per chunk
             grad_table = torch.zeros_like(table)
-            n, k = rows.shape
             chunk = _SCATTER_ROWS if table.device.type == "cpu" else n
             buffer = grad.new_empty(min(chunk, n), k, grad.shape[1])  # reused: no page faults per chunk
             for start in range(0, n, chunk):
                 stop = min(start + chunk, n)
                 part = buffer[: stop - start]
-                torch.mul(coeffs[start:stop, :, None], grad[start:stop, None, :], out=part)
+                torch.mul(coeffs[:, start:stop].t()[:, :, None], grad[start:stop, None, :], out=part)
                 # int64 indices: index_add_ is ~3x slower with int32 ones on a CPU
                 grad_table.index_add_(0, rows[start:stop].reshape(-1).long(), part.view(-1, grad.shape[1]))
         return grad_table, None, grad_fx, grad_fy, grad_attw, None, None
