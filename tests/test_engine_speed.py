@@ -4,7 +4,7 @@ fast attention inside whole models (its own equality test is in test_model_defin
 from __future__ import annotations
 
 import json
-import sys
+import platform
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -87,7 +87,7 @@ def test_compiled_training_step_matches_eager_gradients():
     assert torch.allclose(grads[0], grads[1], atol=1e-5)
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt is Linux-only")
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt tuning is glibc-only")
 def test_allocator_tuning_applies_once_on_glibc():
     assert tune_allocator() is True
     assert tune_allocator() is True  # idempotent
