@@ -123,9 +123,8 @@ def dinokit_step(
 
 def count_gflop(model: nn.Module, step: Callable[[], None], train: bool) -> tuple[float, float]:
     """GFLOP of one run of `step` on the eager fp32 model (before any --compile / --quantize), and
-    its wall time. Inference runs with requires_grad off
-    instead of under no_grad, which trips FlopCounterMode's module tracker, so that no autograd
-    graph inflates the peak RSS either."""
+    its wall time. Inference runs with requires_grad off instead of under no_grad, which trips
+    FlopCounterMode's module tracker."""
     saved = [p.requires_grad for p in model.parameters()]
     if not train:
         for p in model.parameters():
@@ -170,8 +169,8 @@ def build(impl: str, case: Case) -> tuple[nn.Module, nn.Module | None, int, dict
 
 
 def run_child(name: str, impl: str, args: argparse.Namespace) -> dict[str, Any]:
-    """Build, optionally compile / quantize, warm up once, time the repeats, then count FLOPs,
-    time the repeats. Everything the parent prints comes from this dict."""
+    """Build, optionally compile / quantize, warm up once, time the repeats, record the peak RSS,
+    then count FLOPs. Everything the parent prints comes from this dict."""
     rss_imports = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # interpreter + torch, no model
     if impl == "dinokit":  # what the dinokit command does before any work
         from dinokit.engine.allocator import tune_allocator

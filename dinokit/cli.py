@@ -175,7 +175,6 @@ def evaluate(
     from dinokit.engine.checkpoint import latest_run_checkpoint
     from dinokit.engine.console import metrics_table, per_class_table
     from dinokit.engine.evaluator import evaluate_checkpoint
-
     from dinokit.engine.speed import check_quantize
 
     check_quantize(quantize)  # a bad value fails before the model loads

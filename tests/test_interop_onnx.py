@@ -53,8 +53,8 @@ def test_exported_file_is_valid_and_carries_metadata(exported):
     assert detector.classes == CLASSES and detector.cfg.model.hidden_dim == cfg.model.hidden_dim
 
 
-@pytest.mark.parametrize("batch,height,width", [(1, 128, 128), (2, 96, 160)])
-def test_onnx_matches_pytorch_at_two_sizes(exported, batch, height, width):
+@pytest.mark.parametrize("batch,height,width", [(1, 128, 128), (2, 96, 160), (2, 160, 192)])
+def test_onnx_matches_pytorch_at_other_sizes(exported, batch, height, width):
     root, model, cfg = exported
     gen = torch.Generator().manual_seed(height)
     images = torch.rand(batch, 3, height, width, generator=gen)

@@ -17,6 +17,7 @@ from dinokit.config import ConfigError
 
 QUANTIZE_CHOICES = ("none", "int8")
 
+
 def quantize_dynamic_int8(model: nn.Module) -> nn.Module:
     """int8 weights, activations quantised on the fly, for every nn.Linear (CPU inference only).
 

@@ -32,8 +32,8 @@ from dinokit.engine.evaluator import run_evaluation
 from dinokit.engine.official import detector_checkpoint, load_initial_weights
 from dinokit.engine.optim import LrSchedule, build_ema, build_optimizer
 from dinokit.engine.rng import capture_rng, restore_rng, seed_everything
-from dinokit.engine.speed import compile_model
 from dinokit.engine.rundir import find_resume_dir, new_run_dir, plot_curves, safe_name, write_metrics_csv
+from dinokit.engine.speed import compile_model
 from dinokit.errors import DataError, DinokitError
 
 MAX_BAD_STEPS = 20  # consecutive non-finite gradient steps before giving up

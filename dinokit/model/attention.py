@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from dinokit.config import ModelConfig
 from dinokit.model.sampling import Shapes, deformable_sampling
 
+
 def shapes_tensor(shapes: Shapes) -> Tensor:
     """(L, 2) int64 (H_l, W_l). Built by stacking, not `torch.tensor`, so that the ONNX tracer keeps
     the sizes symbolic (they are ints in eager mode, traced 0-dim tensors during export)."""

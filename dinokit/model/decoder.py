@@ -83,6 +83,23 @@ class DecoderLayer(nn.Module):
         return attn.out_proj(out.transpose(1, 2).reshape(B, Q, D))
 
 
+def self_attention_mask(
+    attn_mask: Tensor | None, query_padding: Tensor | None, batch: int, queries: int
+) -> Tensor | None:
+    """(B, 1, Q, Q) bool, True where a query may attend, from the (Q, Q) denoising mask and the
+    (B, Q) padded-slot mask (both True where blocked); None when nothing is blocked. Built once
+    and shared by every layer and head."""
+    if attn_mask is None and query_padding is None:
+        return None
+    device = (attn_mask if attn_mask is not None else query_padding).device
+    blocked = torch.zeros(batch, 1, queries, queries, dtype=torch.bool, device=device)
+    if attn_mask is not None:
+        blocked |= attn_mask
+    if query_padding is not None:
+        blocked |= query_padding[:, None, None, :]
+    return ~blocked
+
+
 class Decoder(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -114,14 +131,7 @@ class Decoder(nn.Module):
         reference = anchors.sigmoid()  # (B, Q, 4), input box of the current layer
         predicted_on = reference  # the box the current layer's prediction is built on
         logits, boxes, refined = [], [], []
-        allowed = None  # computed once for all layers
-        if attn_mask is not None or query_padding is not None:
-            blocked = torch.zeros(1, 1, 1, 1, dtype=torch.bool, device=content.device)
-            if attn_mask is not None:
-                blocked = blocked | attn_mask[None, None]
-            if query_padding is not None:
-                blocked = blocked | query_padding[:, None, None, :]
-            allowed = ~blocked.expand(content.shape[0], 1, content.shape[1], content.shape[1]).contiguous()
+        allowed = self_attention_mask(attn_mask, query_padding, content.shape[0], content.shape[1])
         for layer in self.layers:
             ref_input = reference[:, :, None] * ratios  # (B, Q, L, 4)
             query_pos = self.ref_point_head(box_sine_embedding(ref_input[:, :, 0], half))

@@ -28,7 +28,7 @@ class EncoderLayer(nn.Module):
     def forward(self, src: Tensor, pos: Tensor, reference_points: Tensor, shapes: Shapes, mask: Tensor) -> Tensor:
         """src, pos (B, S, D); reference_points (B, S, L, 2); returns (B, S, D)."""
         attn = self.self_attn(src + pos, reference_points, src, pos, shapes, mask)
-        if torch.is_grad_enabled():
+        if torch.is_grad_enabled() or torch.jit.is_tracing():  # a traced loop would fix the block count
             return self.residual_ffn(src, attn)
         # Without autograd, rows are independent: run the feed-forward in blocks of tokens so that
         # the (tokens, dim_feedforward) intermediate stays in cache instead of streaming through
