@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 
 from dinokit.config import load_preset
-from dinokit.engine.checkpoint import make_checkpoint, save_checkpoint
-from dinokit.engine.export import OnnxDetector, export_onnx
+from dinokit.checkpoint import make_checkpoint, save_checkpoint
+from dinokit.infer.export import OnnxDetector, export_onnx
 from dinokit.model.dino import build_model
 
 

@@ -14,9 +14,9 @@ import time
 
 import torch
 
-from dinokit.engine.allocator import tune_allocator
-from dinokit.engine.checkpoint import latest_run_checkpoint
-from dinokit.engine.evaluator import evaluate_checkpoint
+from dinokit.runtime.allocator import tune_allocator
+from dinokit.checkpoint import latest_run_checkpoint
+from dinokit.infer.evaluator import evaluate_checkpoint
 
 
 def main() -> None:

@@ -173,7 +173,7 @@ def run_child(name: str, impl: str, args: argparse.Namespace) -> dict[str, Any]:
     then count FLOPs. Everything the parent prints comes from this dict."""
     rss_imports = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # interpreter + torch, no model
     if impl == "dinokit":  # what the dinokit command does before any work
-        from dinokit.engine.allocator import tune_allocator
+        from dinokit.runtime.allocator import tune_allocator
 
         tune_allocator()
     torch.set_num_threads(args.threads)
@@ -193,12 +193,12 @@ def run_child(name: str, impl: str, args: argparse.Namespace) -> dict[str, Any]:
     fp32_model = model
     variant: dict[str, Any] = {"compile": False, "quantize": None}
     if impl == "dinokit" and args.quantize and not case.train:
-        from dinokit.engine.speed import quantize_dynamic_int8
+        from dinokit.infer.speed import quantize_dynamic_int8
 
         model = quantize_dynamic_int8(model) or model
         variant["quantize"] = args.quantize
     if impl == "dinokit" and args.compile:
-        from dinokit.engine.speed import compile_model
+        from dinokit.infer.speed import compile_model
 
         model = compile_model(model)
         variant["compile"] = True
@@ -307,11 +307,11 @@ def check_options(args: argparse.Namespace) -> None:
         sys.exit(peers.INSTALL_HINT)
     if args.quantize:
         try:
-            speed = importlib.import_module("dinokit.engine.speed")
+            speed = importlib.import_module("dinokit.infer.speed")
         except ImportError:
             speed = None
         if not hasattr(speed, "quantize_dynamic_int8"):
-            sys.exit("--quantize int8: this dinokit has no dinokit.engine.speed.quantize_dynamic_int8 yet")
+            sys.exit("--quantize int8: this dinokit has no dinokit.infer.speed.quantize_dynamic_int8 yet")
 
 
 def run_parent(args: argparse.Namespace) -> None:

@@ -16,7 +16,7 @@ import time
 import torch
 
 from dinokit.config import apply_overrides, load_preset
-from dinokit.engine.trainer import train
+from dinokit.train.trainer import train
 
 
 def main() -> None:

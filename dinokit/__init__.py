@@ -1,3 +1,5 @@
 """dinokit: a command-line toolkit and ablation studio for DINO object detection."""
 
-__version__ = "0.1.0"
+from dinokit.version import __version__
+
+__all__ = ["__version__"]

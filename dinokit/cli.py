@@ -1,4 +1,4 @@
-"""The `dinokit` command line. Thin: flags -> Config -> one engine function.
+"""The `dinokit` command line. Thin: flags -> Config -> one train / infer function.
 
 Every user error (a `DinokitError`, a bad flag) ends as one `error: ...` line on stderr and exit
 code 2, never a traceback. Heavy imports (torch, the model) happen inside the commands so that
@@ -112,8 +112,8 @@ def train(
     set_: list[str] = typer.Option([], "--set", help="Override any field: section.field=value (repeatable)."),
 ) -> None:
     """Train a DINO detector (default: the tiny preset on the built-in shapes data)."""
-    from dinokit.engine.rundir import find_resume_dir
-    from dinokit.engine.trainer import train as run_training
+    from dinokit.runtime.rundir import find_resume_dir
+    from dinokit.train.trainer import train as run_training
 
     flags = {
         "model": {
@@ -135,7 +135,7 @@ def train(
         if preset is None:  # continue with the run's own configuration
             base = load_yaml(run / "config.yaml", Config())
     elif preset is None and weights is not None:  # fine-tuning a detector: start from its configuration
-        from dinokit.engine.official import detector_checkpoint
+        from dinokit.interop.load import detector_checkpoint
 
         ckpt = detector_checkpoint(weights, set_)
         base = Config.from_dict(ckpt["config"]) if ckpt is not None else None
@@ -172,10 +172,10 @@ def evaluate(
     compile_: bool = typer.Option(False, "--compile", help=COMPILE_HELP),
 ) -> None:
     """COCO AP of a checkpoint on the validation split (table per metric and per class)."""
-    from dinokit.engine.checkpoint import latest_run_checkpoint
-    from dinokit.engine.console import metrics_table, per_class_table
-    from dinokit.engine.evaluator import evaluate_checkpoint
-    from dinokit.engine.speed import check_quantize
+    from dinokit.checkpoint import latest_run_checkpoint
+    from dinokit.infer.tables import metrics_table, per_class_table
+    from dinokit.infer.evaluator import evaluate_checkpoint
+    from dinokit.infer.speed import check_quantize
 
     check_quantize(quantize)  # a bad value fails before the model loads
     checkpoint = _one_checkpoint(checkpoint, weights, "CHECKPOINT")
@@ -222,9 +222,9 @@ def predict(
     compile_: bool = typer.Option(False, "--compile", help=COMPILE_HELP),
 ) -> None:
     """Detect objects in images; write annotated copies and a JSON of detections."""
-    from dinokit.engine.checkpoint import latest_run_checkpoint
-    from dinokit.engine.predictor import expand_sources, predict as run_predict
-    from dinokit.engine.rundir import new_run_dir
+    from dinokit.checkpoint import latest_run_checkpoint
+    from dinokit.infer.predictor import expand_sources, predict as run_predict
+    from dinokit.runtime.rundir import new_run_dir
 
     if not 0.0 <= score <= 1.0:
         raise ConfigError(f"--score must be in [0, 1], got {score}")
@@ -232,7 +232,7 @@ def predict(
         raise ConfigError(f"--batch-size must be positive, got {batch_size}")
     if backend not in (None, "torch", "onnx"):
         raise ConfigError(f"--backend must be torch or onnx, got '{backend}'")
-    from dinokit.engine.speed import check_quantize
+    from dinokit.infer.speed import check_quantize
 
     quantize = check_quantize(quantize)
     expand_sources(sources)  # a missing file is reported before anything is created
@@ -266,8 +266,8 @@ def export(
     runs: str = typer.Option("runs", "--runs", help="Runs folder searched for the latest checkpoint."),
 ) -> None:
     """Export the inference path (dynamic batch and image size) for onnxruntime."""
-    from dinokit.engine.checkpoint import latest_run_checkpoint
-    from dinokit.engine.export import export_onnx
+    from dinokit.checkpoint import latest_run_checkpoint
+    from dinokit.infer.export import export_onnx
 
     if fmt != "onnx":
         raise ConfigError(f"--format must be onnx, got '{fmt}'")
@@ -276,7 +276,7 @@ def export(
     console.print(
         f"wrote {result.path} (opset {result.opset}; inputs images, masks, orig_sizes; outputs pred_logits, "
         f"pred_boxes, scores, labels, boxes); run it with: dinokit predict IMAGES --checkpoint {result.path}",
-        highlight=False,
+        highlight=False, soft_wrap=True,
     )
 
 
@@ -291,13 +291,13 @@ def convert_official(
     set_: list[str] = typer.Option([], "--set", help="What the weights cannot tell: model.nheads (default 8)."),
 ) -> None:
     """Turn an official ResNet-50 4-scale or 5-scale checkpoint into a dinokit checkpoint."""
-    from dinokit.engine.official import convert_official as run_convert
+    from dinokit.interop.official import convert_official as run_convert
 
     path, cfg = run_convert(checkpoint, out, set_)
     m = cfg.model
     console.print(
         f"wrote {path}: {m.num_feature_levels}-scale {m.backbone}, {m.num_queries} queries, {m.num_classes} "
-        f"COCO class slots", highlight=False,
+        f"COCO class slots", highlight=False, soft_wrap=True,
     )
 
 
@@ -359,7 +359,7 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry: run the app, turning user errors into one line and exit code 2."""
-    from dinokit.engine.allocator import tune_allocator
+    from dinokit.runtime.allocator import tune_allocator
 
     tune_allocator()  # large tensors reuse freed memory instead of page-faulting fresh pages
     command = typer.main.get_command(app)

@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from dinokit.engine.checkpoint import load_checkpoint
+from dinokit.interop.load import load_checkpoint
 from tests.cli_helpers import run_cli
 
 FAST = [

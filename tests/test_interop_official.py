@@ -12,8 +12,9 @@ import torch
 from PIL import Image
 from torchvision.transforms.functional import pil_to_tensor
 
-from dinokit.engine.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
-from dinokit.engine.official import COCO_91, load_initial_weights, official_checkpoint
+from dinokit.checkpoint import save_checkpoint
+from dinokit.interop.load import load_checkpoint, load_initial_weights, model_from_checkpoint
+from dinokit.interop.official import COCO_91, official_checkpoint
 from dinokit.errors import CheckpointError
 from dinokit.model.dino import build_model
 from dinokit.model.postprocess import postprocess
@@ -181,7 +182,7 @@ def test_wrong_and_partial_official_files_name_the_problem(tmp_path):
     not_official = tmp_path / "resnet.pth"
     torch.save({k: v for k, v in state.items() if k.startswith("backbone.")}, not_official)
     with pytest.raises(CheckpointError, match="not an official DINO checkpoint"):
-        from dinokit.engine.official import convert_official
+        from dinokit.interop.official import convert_official
 
         convert_official(not_official, tmp_path / "x.pt")
 

@@ -14,8 +14,8 @@ pytest.importorskip("onnxruntime")
 
 from dinokit.cli import main  # noqa: E402
 from dinokit.config import load_preset  # noqa: E402
-from dinokit.engine.checkpoint import make_checkpoint, save_checkpoint  # noqa: E402
-from dinokit.engine.export import OUTPUTS, OnnxDetector  # noqa: E402
+from dinokit.checkpoint import make_checkpoint, save_checkpoint  # noqa: E402
+from dinokit.infer.export import OUTPUTS, OnnxDetector  # noqa: E402
 from dinokit.model.dino import build_model  # noqa: E402
 from dinokit.model.postprocess import postprocess  # noqa: E402
 from tests.cli_helpers import run_cli

@@ -39,7 +39,7 @@ from dinokit.ablate.ledger import (
 from dinokit.config import Config, ConfigError, diff_configs, plain
 from dinokit.errors import DinokitError
 
-DEFAULT_TRAINER = "dinokit.engine.trainer:train"
+DEFAULT_TRAINER = "dinokit.train.trainer:train"
 # may differ between the processes and machines that share one study
 _LOCAL = ("train.threads", "train.out", "train.name", "train.seed", "train.device", "data.workers")
 Say = Callable[[str], None]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from dinokit.engine.checkpoint import load_checkpoint
+from dinokit.interop.load import load_checkpoint
 
 FAST = [
     "data.shapes_train=8", "data.shapes_val=4", "data.shapes_size=64", "data.image_size=64", "data.min_size=64",

@@ -1,6 +1,6 @@
 """CPU speed options that change how the model runs, never what it computes in fp32.
 
-- `dinokit.engine.allocator.tune_allocator` (applied by the CLI) keeps freed memory for reuse.
+- `dinokit.runtime.allocator.tune_allocator` (applied by the CLI) keeps freed memory for reuse.
 - `compile_model`: torch.compile, opt-in (`--compile`): the first call compiles for minutes.
 - `quantize_dynamic_int8`: dynamic int8 quantisation of the linear layers for CPU inference,
   opt-in (`--quantize int8`) because it changes the outputs (its AP change is in the benchmark).

@@ -10,8 +10,8 @@ import torch
 import yaml
 
 from dinokit.config import Config, ConfigError, apply_overrides, load_preset
-from dinokit.engine.checkpoint import load_checkpoint, model_from_checkpoint
-from dinokit.engine.trainer import TrainResult, train
+from dinokit.interop.load import load_checkpoint, model_from_checkpoint
+from dinokit.train.trainer import TrainResult, train
 
 # A DINO small enough that a step takes about a second on a busy 2-core CPU.
 FAST = [
@@ -114,7 +114,7 @@ def test_time_budget_stops_then_evaluates_with_ema(workdir):
 
 
 def test_auto_names_do_not_collide(workdir):
-    from dinokit.engine.rundir import new_run_dir
+    from dinokit.runtime.rundir import new_run_dir
 
     root = workdir / "names"
     assert [new_run_dir(root, "").name for _ in range(3)] == ["exp", "exp2", "exp3"]

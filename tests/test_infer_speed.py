@@ -12,9 +12,9 @@ import pytest
 import torch
 from torch import nn
 
-from dinokit.engine import speed
-from dinokit.engine.allocator import tune_allocator
-from dinokit.engine.evaluator import batches_by_shape
+from dinokit.infer import speed
+from dinokit.runtime.allocator import tune_allocator
+from dinokit.infer.evaluator import batches_by_shape
 from dinokit.model import sampling
 from dinokit.model.dino import build_model
 from tests.cli_helpers import run_cli
@@ -160,7 +160,7 @@ def test_bad_quantize_flag_is_one_line_exit_2(trained, monkeypatch, capsys):
 
 
 def test_train_compile_flag_compiles_the_training_model(trained, monkeypatch):
-    from dinokit.engine import trainer
+    from dinokit.train import trainer
 
     monkeypatch.chdir(trained)
     calls = []
@@ -174,7 +174,7 @@ def test_train_compile_flag_compiles_the_training_model(trained, monkeypatch):
 
     assert run_cli(["train", "--steps", "1", "--batch-size", "4", "--name", "c", "--compile", *SETS]) == 0
     assert calls == ["DINO"]
-    from dinokit.engine.checkpoint import load_checkpoint
+    from dinokit.interop.load import load_checkpoint
 
     ckpt = load_checkpoint(trained / "runs" / "train" / "c" / "last.pt")
     assert ckpt["config"]["train"]["compile"] is True

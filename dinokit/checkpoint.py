@@ -1,9 +1,10 @@
-"""Checkpoints: atomic writes, safe loads, and the run metadata a checkpoint carries.
+"""The dinokit checkpoint format: atomic writes, safe reads, and the run metadata a checkpoint carries.
 
 A checkpoint is a plain dict loadable with `torch.load(weights_only=True)` (no pickled code):
 weights, optimiser/scheduler/EMA state, counters, RNG state, the full `Config` as a dict, the
 class names and COCO category ids. Writes go to a temporary file in the same folder and are
 moved into place with `os.replace`, so a crash mid-write never destroys the previous file.
+Reading *any* checkpoint file (official DINO ones too) into a model is `dinokit.interop.load`.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-import dinokit
+from dinokit.version import __version__
 from dinokit.config import Config, ConfigError, diff_configs
 from dinokit.errors import CheckpointError
 
@@ -41,7 +42,7 @@ def versions() -> dict[str, str]:
     import torchvision
 
     # plain str: torch.__version__ is a TorchVersion, which the weights-only loader refuses
-    return {"dinokit": str(dinokit.__version__), "torch": str(torch.__version__),
+    return {"dinokit": str(__version__), "torch": str(torch.__version__),
             "torchvision": str(torchvision.__version__)}
 
 
@@ -124,28 +125,6 @@ def read_torch_file(path: str | Path) -> Any:
         raise CheckpointError(f"{path} is corrupt or not a torch checkpoint ({reason})") from None
 
 
-def load_checkpoint(path: str | Path, official_overrides: list[str] | None = None) -> dict[str, Any]:
-    """Load a dinokit checkpoint on the CPU with the safe (weights-only) unpickler. An official
-    IDEA-Research/DINO checkpoint is converted in memory (`official_overrides`: settings its
-    shapes cannot tell, e.g. model.nheads=8; see `dinokit.engine.official`)."""
-    return as_checkpoint(read_torch_file(path), path, official_overrides)
-
-
-def as_checkpoint(ckpt: Any, path: str | Path, official_overrides: list[str] | None = None) -> dict[str, Any]:
-    """A loaded file's contents as a dinokit checkpoint dict, or CheckpointError."""
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        from dinokit.engine.official import official_checkpoint, official_settings, official_state
-
-        state = official_state(ckpt)
-        if state is not None:
-            return official_checkpoint(state, official_settings(ckpt) + list(official_overrides or []))
-        raise CheckpointError(f"{path} is not a dinokit checkpoint (no '{FORMAT}' marker)")
-    missing = [key for key in ("model", "config", "classes", "cat_ids") if key not in ckpt]
-    if missing:
-        raise CheckpointError(f"{path} is an incomplete dinokit checkpoint (missing {', '.join(missing)})")
-    return ckpt
-
-
 def checkpoint_config(ckpt: dict[str, Any]) -> Config:
     """The `Config` a checkpoint was trained with."""
     try:
@@ -191,20 +170,6 @@ def inference_state(ckpt: dict[str, Any]) -> dict[str, torch.Tensor]:
     if ema:
         return {k[len("module."):]: v for k, v in ema.items() if k.startswith("module.")}
     return ckpt["model"]
-
-
-def model_from_checkpoint(path: str | Path, device: torch.device) -> tuple[nn.Module, Config, list[str], list[int]]:
-    """Build the model a checkpoint describes and load its (EMA) weights, in eval mode."""
-    from dinokit.model.dino import build_model
-
-    ckpt = load_checkpoint(path)
-    cfg = checkpoint_config(ckpt)
-    model = build_model(cfg.model, load_weights=False)  # the checkpoint provides every weight
-    state = inference_state(ckpt)
-    check_compatible({"config": ckpt["config"], "model": state}, cfg, model)
-    model.load_state_dict(state)
-    model.to(device).eval()
-    return model, cfg, list(ckpt["classes"]), [int(c) for c in ckpt["cat_ids"]]
 
 
 def latest_run_checkpoint(out: str | Path = "runs") -> Path:

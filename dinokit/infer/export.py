@@ -88,7 +88,8 @@ def export_onnx(checkpoint: str | Path, out: str | Path, opset: int = 17, side: 
     onnx = _require("onnx")
     if opset < MIN_OPSET:
         raise DinokitError(f"--opset must be >= {MIN_OPSET} (GridSample), got {opset}")
-    from dinokit.engine.checkpoint import model_from_checkpoint, versions
+    from dinokit.checkpoint import versions
+    from dinokit.interop.load import model_from_checkpoint
 
     model, cfg, classes, cat_ids = model_from_checkpoint(checkpoint, torch.device("cpu"))
     graph = InferenceGraph(model, cfg.model.num_select)

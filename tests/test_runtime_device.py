@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dinokit.engine.device import resolve_device
+from dinokit.runtime.device import resolve_device
 from dinokit.errors import DinokitError
 
 

@@ -9,30 +9,8 @@ from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
 
-from dinokit.engine.evaluator import METRIC_NAMES
-
-
-def metrics_table(metrics: dict[str, Any], title: str = "COCO bbox") -> Table:
-    table = Table(title=title)
-    for name in METRIC_NAMES:
-        table.add_column(name, justify="right")
-    table.add_row(*(f"{100 * float(metrics.get(name, 0.0)):.1f}" for name in METRIC_NAMES))
-    return table
-
-
-def per_class_table(metrics: dict[str, Any]) -> Table:
-    table = Table(title="AP per class")
-    table.add_column("class")
-    table.add_column("AP", justify="right")
-    for name, ap in metrics.get("per_class", {}).items():
-        table.add_row(str(name), f"{100 * float(ap):.1f}")
-    return table
-
-
-def metrics_line(metrics: dict[str, Any]) -> str:
-    return " ".join(f"{name} {100 * float(metrics.get(name, 0.0)):.1f}" for name in METRIC_NAMES)
+from dinokit.infer.tables import metrics_line, metrics_table
 
 
 class TrainConsole:

@@ -13,12 +13,15 @@ import torch
 from torch import nn
 
 from dinokit.config import load_preset
-from dinokit.engine import checkpoint as ckpt_mod
-from dinokit.engine.checkpoint import (
-    check_compatible, inference_state, latest_run_checkpoint, load_checkpoint, make_checkpoint, save_checkpoint,
+from dinokit import checkpoint as ckpt_mod
+from dinokit.checkpoint import (
+    check_compatible, inference_state, latest_run_checkpoint, make_checkpoint, save_checkpoint,
 )
-from dinokit.engine.optim import build_ema
-from dinokit.engine.rng import capture_rng, restore_rng
+from dinokit.interop.load import (
+    load_checkpoint,
+)
+from dinokit.train.optim import build_ema
+from dinokit.train.rng import capture_rng, restore_rng
 from dinokit.errors import CheckpointError
 
 

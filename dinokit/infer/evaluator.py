@@ -143,9 +143,9 @@ def evaluate_checkpoint(
     """Metrics and COCO detections of a checkpoint on the validation split of its own data (or
     of `data`). Classes are matched by name, so another dataset with the same names works."""
     from dinokit.data.coco import build_dataset, resolve_source
-    from dinokit.engine.checkpoint import model_from_checkpoint
-    from dinokit.engine.device import resolve_device
-    from dinokit.engine.speed import prepare_for_inference
+    from dinokit.interop.load import model_from_checkpoint
+    from dinokit.runtime.device import resolve_device
+    from dinokit.infer.speed import prepare_for_inference
 
     device = resolve_device(device) if isinstance(device, str) else device
     model, cfg, classes, _ = model_from_checkpoint(checkpoint, device)

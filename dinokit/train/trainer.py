@@ -24,16 +24,16 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from dinokit.config import Config, ConfigError, save_yaml
-from dinokit.engine import distributed as dist_utils
-from dinokit.engine.checkpoint import check_compatible, load_checkpoint, make_checkpoint, save_checkpoint
-from dinokit.engine.console import TrainConsole
-from dinokit.engine.device import process_device
-from dinokit.engine.evaluator import run_evaluation
-from dinokit.engine.official import detector_checkpoint, load_initial_weights
-from dinokit.engine.optim import LrSchedule, build_ema, build_optimizer
-from dinokit.engine.rng import capture_rng, restore_rng, seed_everything
-from dinokit.engine.rundir import find_resume_dir, new_run_dir, plot_curves, safe_name, write_metrics_csv
-from dinokit.engine.speed import compile_model
+from dinokit.train import distributed as dist_utils
+from dinokit.checkpoint import check_compatible, make_checkpoint, save_checkpoint
+from dinokit.train.console import TrainConsole
+from dinokit.runtime.device import process_device
+from dinokit.infer.evaluator import run_evaluation
+from dinokit.interop.load import detector_checkpoint, load_checkpoint, load_initial_weights
+from dinokit.train.optim import LrSchedule, build_ema, build_optimizer
+from dinokit.train.rng import capture_rng, restore_rng, seed_everything
+from dinokit.runtime.rundir import find_resume_dir, new_run_dir, plot_curves, safe_name, write_metrics_csv
+from dinokit.infer.speed import compile_model
 from dinokit.errors import DataError, DinokitError
 
 MAX_BAD_STEPS = 20  # consecutive non-finite gradient steps before giving up

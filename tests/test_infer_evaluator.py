@@ -8,7 +8,7 @@ import io
 import pytest
 from pycocotools.coco import COCO
 
-from dinokit.engine.evaluator import METRIC_NAMES, evaluate_detections
+from dinokit.infer.evaluator import METRIC_NAMES, evaluate_detections
 
 
 def make_gt() -> COCO:

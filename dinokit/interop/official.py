@@ -2,8 +2,7 @@
 
 An official file (`{'model': state_dict, 'args': ...}` or a bare state_dict) becomes a dinokit
 checkpoint in memory (`official_checkpoint`), so `eval`, `predict` and `export` read it directly
-and `dinokit convert official` only has to save the result. `load_initial_weights` is the trainer's
-hook for `--weights FILE` when FILE holds a whole detector rather than backbone weights.
+(through `dinokit.interop.load`) and `dinokit convert official` only has to save the result.
 """
 
 from __future__ import annotations
@@ -16,8 +15,9 @@ from torch import Tensor, nn
 
 from dinokit.config import Config, ConfigError, apply_dict, apply_overrides, load_preset
 from dinokit.errors import CheckpointError
-from dinokit.model.convert import (
-    CLASS_DEPENDENT, check_state, fits_official, is_official_state, official_name, official_shapes, official_to_dinokit,
+from dinokit.checkpoint import make_checkpoint, read_torch_file, save_checkpoint
+from dinokit.interop.keys import (
+    check_state, fits_official, is_official_state, official_name, official_shapes, official_to_dinokit,
 )
 
 # The 91 category-id slots of the official COCO heads (label i = COCO category id i); "N/A" marks
@@ -84,7 +84,6 @@ def official_checkpoint(state: dict[str, Tensor], overrides: list[str] | None = 
 
     Raises CheckpointError naming missing or unexpected keys when the file is partial or not DINO.
     """
-    from dinokit.engine.checkpoint import make_checkpoint
     from dinokit.model.dino import build_model
 
     cfg = official_config(state, overrides)
@@ -98,8 +97,6 @@ def official_checkpoint(state: dict[str, Tensor], overrides: list[str] | None = 
 
 def convert_official(source: str | Path, out: str | Path, overrides: list[str] | None = None) -> tuple[Path, Config]:
     """`dinokit convert official`: read an official file and save it as a dinokit checkpoint."""
-    from dinokit.engine.checkpoint import read_torch_file, save_checkpoint
-
     source = Path(source)
     raw = read_torch_file(source)
     state = official_state(raw)
@@ -109,45 +106,3 @@ def convert_official(source: str | Path, out: str | Path, overrides: list[str] |
         )
     ckpt = official_checkpoint(state, official_settings(raw) + list(overrides or []))
     return save_checkpoint(ckpt, out), Config.from_dict(ckpt["config"])
-
-
-def detector_checkpoint(weights: str | None, official_overrides: list[str] | None = None) -> dict[str, Any] | None:
-    """The checkpoint `--weights` names when it is a whole detector (dinokit or official), else
-    None (a torchvision weights name, or a file of backbone weights)."""
-    from dinokit.engine.checkpoint import FORMAT, as_checkpoint, read_torch_file
-
-    if weights is None or Path(weights).suffix not in (".pt", ".pth") or not Path(weights).is_file():
-        return None
-    raw = read_torch_file(Path(weights))
-    if isinstance(raw, dict) and (raw.get("format") == FORMAT or official_state(raw) is not None):
-        return as_checkpoint(raw, weights, official_overrides)
-    return None
-
-
-def load_initial_weights(model: nn.Module, ckpt: dict[str, Any], classes: list[str]) -> str:
-    """Load a detector checkpoint into a freshly built model to fine-tune it; returns the line to print.
-
-    Every tensor is kept when the class names are the same. Otherwise the class-dependent ones
-    (class heads, denoising label embedding) keep their fresh initialisation: their rows mean other
-    classes. Anything else that does not fit is a CheckpointError naming the keys.
-    """
-    from dinokit.engine.checkpoint import inference_state
-
-    expected = model.state_dict()
-    # a model trained with plain BatchNorm fine-tunes with it frozen: its step counters have no place
-    state = {k: v for k, v in inference_state(ckpt).items() if not k.endswith("num_batches_tracked") or k in expected}
-    same = list(ckpt["classes"]) == list(classes)
-    if not same:
-        state = {k: v for k, v in state.items() if not k.startswith(CLASS_DEPENDENT)}
-        expected = {k: v for k, v in expected.items() if not k.startswith(CLASS_DEPENDENT)}
-    elif "denoising.label_enc.weight" not in expected:  # fine-tuning without denoising
-        state.pop("denoising.label_enc.weight", None)
-    check_state(state, expected, "the --weights detector (leave out --preset to train with its own configuration)")
-    model.load_state_dict(state, strict=False)
-    if same:
-        return f"weights: loaded every tensor of the detector checkpoint ({len(classes)} classes match)"
-    heads = ", ".join(p.rstrip(".") for p in CLASS_DEPENDENT)
-    return (
-        f"weights: kept every tensor of the detector checkpoint except the class-dependent ones "
-        f"({heads}), re-initialised for {len(classes)} classes (the checkpoint has {len(ckpt['classes'])})"
-    )

@@ -72,11 +72,11 @@ def predict(
     Returns one dict per image: file, width, height and detections (label name, score, box
     xyxy in original-image pixels). Writes annotated images to `out_dir` and the list as JSON
     to `json_path` (each when given). `backend` "onnx" runs an exported .onnx file in onnxruntime;
-    `quantize` "int8" and `compile` apply to the torch backend (see dinokit.engine.speed).
+    `quantize` "int8" and `compile` apply to the torch backend (see dinokit.infer.speed).
     """
     from dinokit.data.transforms import collate, eval_transforms
-    from dinokit.engine.checkpoint import require_checkpoint_file
-    from dinokit.engine.device import resolve_device
+    from dinokit.checkpoint import require_checkpoint_file
+    from dinokit.runtime.device import resolve_device
 
     if not 0.0 <= score <= 1.0:
         raise DataError(f"--score must be in [0, 1], got {score}")
@@ -120,12 +120,12 @@ def _detector(
 ) -> tuple[Detector, Any, list[str]]:
     """(images, masks, sizes) -> per-image detections, with the config and class names, for a backend."""
     if backend == "onnx":
-        from dinokit.engine.export import OnnxDetector
+        from dinokit.infer.export import OnnxDetector
 
         onnx_model = OnnxDetector(checkpoint, device)
         return onnx_model.detect, onnx_model.cfg, onnx_model.classes
-    from dinokit.engine.checkpoint import model_from_checkpoint
-    from dinokit.engine.speed import prepare_for_inference
+    from dinokit.interop.load import model_from_checkpoint
+    from dinokit.infer.speed import prepare_for_inference
     from dinokit.model.postprocess import postprocess
 
     model, cfg, classes, _ = model_from_checkpoint(checkpoint, device)

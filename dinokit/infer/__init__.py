@@ -1,0 +1,1 @@
+"""Inference: predictor, COCO evaluator, ONNX export, compile / quantise options, metric tables."""

@@ -1,0 +1,1 @@
+"""The process around a run: device choice, allocator tuning, run folders."""

@@ -1,0 +1,1 @@
+"""Training: the loop, optimiser and schedule, RNG, distributed helpers, progress output."""
