@@ -110,6 +110,7 @@ class TrainConfig:
     out: str = "runs"
     name: str = ""
     eval_every: int = 1  # epochs
+    eval_every_steps: int = 0  # >0: evaluate every N optimiser steps instead (curves, studies)
     threads: int = 0  # 0: torch's default
     compile: bool = False  # torch.compile the model for the training steps (first steps compile)
 

@@ -126,3 +126,16 @@ def test_nothing_to_train():
     apply_overrides(cfg, ["train.epochs=0", "train.time_budget=0"])
     with pytest.raises(ConfigError, match="nothing to train"):
         train(cfg, progress=False)
+
+
+def test_eval_every_steps_evaluates_at_step_marks_and_counts_training_time(workdir):
+    """3 steps per evaluation over 3 epochs of 2 steps: marks 3 and 6 cross epoch boundaries,
+    so evaluations follow the step count, not the epochs; train_seconds excludes evaluation."""
+    result = train(fast_config(workdir, "train.steps=6", "train.eval_every_steps=3", "train.name=marks"),
+                   progress=False)
+    assert [row["step"] for row in result.history] == [3, 6]
+    first, second = result.history
+    assert 0 < first["train_seconds"] < second["train_seconds"]
+    assert second["train_seconds"] < second["elapsed"]  # the first evaluation's time is left out
+    table = pd.read_csv(result.run_dir / "metrics.csv")
+    assert table["train_seconds"].tolist() == [first["train_seconds"], second["train_seconds"]]

@@ -166,6 +166,7 @@ class Trainer:
 
         self.step = self.epoch = self.epoch_step = 0
         self.elapsed_before = 0.0
+        self.eval_seconds = 0.0  # wall time spent evaluating (all sessions): train_seconds leaves it out
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] = {}
         self.loss_curve: list[list[float]] = []
@@ -240,12 +241,14 @@ class Trainer:
                 if reason:
                     return reason
                 self._train_step(images, masks, targets)
+                if t.eval_every_steps > 0 and self.step % t.eval_every_steps == 0:
+                    self._evaluate()
                 if self.total_steps and self.step >= self.total_steps:
                     break
             if self.epoch_step >= self.steps_per_epoch:
                 self.epoch += 1
                 self.epoch_step = 0
-                if self.epoch % max(1, t.eval_every) == 0:
+                if t.eval_every_steps <= 0 and self.epoch % max(1, t.eval_every) == 0:
                     self._evaluate()
                 self._save_last()
 
@@ -305,6 +308,7 @@ class Trainer:
     def _evaluate(self) -> None:
         """Evaluate (rank 0, EMA weights if kept), append a history row, write run files."""
         t = self.cfg.train
+        started = time.monotonic()
         logs = dist_utils.gather_objects((self.log_sums, self.log_count), self.info)
         if self.info.is_main:
             count = sum(c for _, c in logs)
@@ -322,6 +326,7 @@ class Trainer:
             row["lr"] = self.lr
             row.update({k: v for k, v in metrics.items() if k != "per_class"})
             row["elapsed"] = round(self._elapsed(), 2)
+            row["train_seconds"] = round(self._elapsed() - self.eval_seconds - (time.monotonic() - started), 2)
             row.update({k: v / count for k, v in sorted(sums.items()) if k != "loss" and count})
             self.history.append(row)
             if not self.best or row["AP"] > self.best["AP"]:
@@ -334,6 +339,7 @@ class Trainer:
                 self.on_epoch(dict(row))
         self.log_sums, self.log_count = {}, 0
         dist_utils.barrier(self.info)
+        self.eval_seconds += time.monotonic() - started
 
     def _checkpoint(self, full: bool, rng: list[Any] | None = None) -> dict[str, Any]:
         state: dict[str, Any] = {
@@ -344,7 +350,7 @@ class Trainer:
         if full:
             state.update(
                 optimizer=self.optimizer.state_dict(), scheduler=self.schedule.state_dict(),
-                rng=rng or [capture_rng()], elapsed=self._elapsed(), loss_curve=self.loss_curve,
+                rng=rng or [capture_rng()], elapsed=self._elapsed(), eval_seconds=self.eval_seconds, loss_curve=self.loss_curve,
                 log_sums=self.log_sums, log_count=self.log_count,
             )
         return make_checkpoint(
@@ -372,6 +378,7 @@ class Trainer:
                 self.ema = build_ema(self.raw_model, self.cfg.train.ema_decay)
         self.step, self.epoch, self.epoch_step = int(ckpt["step"]), int(ckpt["epoch"]), int(ckpt["epoch_step"])
         self.elapsed_before = float(ckpt.get("elapsed", 0.0))
+        self.eval_seconds = float(ckpt.get("eval_seconds", 0.0))
         self.history, self.best = list(ckpt.get("history", [])), dict(ckpt.get("best", {}))
         self.loss_curve = [list(p) for p in ckpt.get("loss_curve", [])]
         self.log_sums, self.log_count = dict(ckpt.get("log_sums", {})), int(ckpt.get("log_count", 0))
