@@ -111,6 +111,7 @@ class TrainConfig:
     name: str = ""
     eval_every: int = 1  # epochs
     eval_every_steps: int = 0  # >0: evaluate every N optimiser steps instead (curves, studies)
+    step_seeded: bool = False  # reseed from (seed, step) after each step: runs that differ share draws
     threads: int = 0  # 0: torch's default
     compile: bool = False  # torch.compile the model for the training steps (first steps compile)
 

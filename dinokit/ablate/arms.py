@@ -43,12 +43,14 @@ REMOVAL_BY_NAME = {r.name: r for r in REMOVALS}
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9+][A-Za-z0-9._+-]*$")
 _STUDY_KEYS = {"description", "baseline", "arms"}
-_ARM_KEYS = {"name", "model", "description"}
+_SECTIONS = ("loss", "train")  # besides `model`: sections an arm may change, stored as "section.field"
+_ARM_KEYS = {"name", "model", "description", *_SECTIONS}
 
 
 @dataclass(frozen=True)
 class Arm:
-    """A model variant: `overrides` are ModelConfig fields set on top of the base config."""
+    """A variant: `overrides` are ModelConfig fields ("queries") or other sections' fields
+    ("loss.cls") set on top of the base config."""
 
     name: str
     overrides: dict[str, Any] = field(default_factory=dict)
@@ -148,10 +150,13 @@ def load_study_file(path: str | Path) -> ArmSet:
             raise ConfigError(f"{where}: unknown key '{bad[0]}' (allowed: {', '.join(sorted(_ARM_KEYS))})")
         if "name" not in item:
             raise ConfigError(f"{where}: missing 'name'")
-        model = item.get("model") or {}
-        if not isinstance(model, dict):
-            raise ConfigError(f"{where}: 'model' must be a mapping of ModelConfig fields")
-        arms.append(Arm(str(item["name"]), dict(model), str(item.get("description", ""))))
+        overrides: dict[str, Any] = {}
+        for section in ("model", *_SECTIONS):
+            values = item.get(section) or {}
+            if not isinstance(values, dict):
+                raise ConfigError(f"{where}: '{section}' must be a mapping of {section.capitalize()}Config fields")
+            overrides.update({(k if section == "model" else f"{section}.{k}"): v for k, v in values.items()})
+        arms.append(Arm(str(item["name"]), overrides, str(item.get("description", ""))))
     baseline = raw.get("baseline")
     if baseline is None:
         plain = [a.name for a in arms if not a.overrides]
@@ -176,7 +181,7 @@ def validate_arms(arm_set: ArmSet, base: Config | None = None) -> ArmSet:
             cfg = arm_config(base or Config(), arm)
         except ConfigError as exc:
             raise ConfigError(f"arm '{arm.name}': {exc}") from None
-        key = repr(sorted(plain(cfg.model.__dict__).items()))
+        key = repr(sorted(plain({k: v for k, v in cfg.to_dict().items() if k in ("model", *_SECTIONS)}).items()))
         if key in seen.values():
             twin = next(n for n, k in seen.items() if k == key)
             raise ConfigError(f"arms '{twin}' and '{arm.name}' have identical model settings")
@@ -187,8 +192,18 @@ def validate_arms(arm_set: ArmSet, base: Config | None = None) -> ArmSet:
 
 
 def arm_config(base: Config, arm: Arm) -> Config:
-    """A copy of `base` with the arm's ModelConfig overrides applied (and validated)."""
+    """A copy of `base` with the arm's overrides applied (and validated)."""
     cfg = Config.from_dict(base.to_dict())
-    apply_dict(cfg, {"model": dict(arm.overrides)})
+    changes: dict[str, dict[str, Any]] = {"model": {}}
+    for key, value in arm.overrides.items():
+        section, _, name = key.rpartition(".")
+        changes.setdefault(section or "model", {})[name] = value
+    apply_dict(cfg, changes)
     return cfg
+
+
+def setting(cfg: Config, key: str) -> Any:
+    """The value of an override key ("queries" or "loss.cls") in a config."""
+    section, _, name = key.rpartition(".")
+    return getattr(getattr(cfg, section or "model"), name)
 

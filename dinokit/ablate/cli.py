@@ -38,9 +38,16 @@ def ablation_name(removals: list[str], grid: bool, study: Optional[Path]) -> str
     return f"grid-{body}" if grid else ("leave-one-out" if not removals else body)
 
 
+EVALS_PER_TRIAL = 10  # default number of step marks per trial (--eval-every)
+TIME_BUDGET_MARK = 100  # default --eval-every under --time-budget (the step count is unknown)
+
+
 def base_config(preset: str, data: Optional[str], sets: list[str], steps: Optional[int],
-                time_budget: Optional[float]) -> Config:
-    """The config every arm starts from, with the per-trial budget; a zero budget is an error."""
+                time_budget: Optional[float], eval_every: Optional[int] = None) -> Config:
+    """The config every arm starts from, with the per-trial budget; a zero budget is an error.
+
+    Every arm is evaluated at the same step marks (`eval_every` steps; default about ten marks
+    per trial) and runs with step-seeded random streams, so arms of one seed are paired."""
     cfg = load_preset(preset)
     if data is not None:
         if data != "shapes" and not Path(data).exists():
@@ -59,6 +66,14 @@ def base_config(preset: str, data: Optional[str], sets: list[str], steps: Option
         cfg.train.time_budget, cfg.train.steps = float(time_budget), 0
     if cfg.train.steps <= 0 and cfg.train.time_budget <= 0 and cfg.train.epochs <= 0:
         raise DinokitError("the training budget is zero: give --steps N or --time-budget MINUTES")
+    if eval_every is not None and eval_every <= 0:
+        raise DinokitError(f"--eval-every must be a positive number of steps, got {eval_every}")
+    if eval_every is not None:
+        cfg.train.eval_every_steps = eval_every
+    elif cfg.train.eval_every_steps <= 0:
+        cfg.train.eval_every_steps = max(1, cfg.train.steps // EVALS_PER_TRIAL) if cfg.train.steps > 0 else \
+            TIME_BUDGET_MARK
+    cfg.train.step_seeded = True  # paired seeds: see dinokit/ablate/pairing.py
     return cfg
 
 
@@ -84,6 +99,8 @@ def ablate(
     seeds: int = typer.Option(3, "--seeds", help="Seeds per arm (the same seeds for every arm)."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Optimiser steps per trial."),
     time_budget: Optional[float] = typer.Option(None, "--time-budget", help="Minutes per trial."),
+    eval_every: Optional[int] = typer.Option(None, "--eval-every", help="Evaluate every N steps, the same "
+                                             "marks for every arm (default: steps/10; 100 with --time-budget)."),
     preset: str = typer.Option("tiny", "--preset", help="Base configuration."),
     data: Optional[str] = typer.Option(None, "--data", help="shapes, a dataset folder or a COCO JSON."),
     name: Optional[str] = typer.Option(None, "--name", help="Ablation name (default: from the flags)."),
@@ -115,8 +132,9 @@ def ablate(
     name = name or ablation_name(removals, grid, study)
     if not _NAME_RE.match(name):
         raise DinokitError(f"--name '{name}' may only use letters, digits and . _ + -")
-    cfg = base_config(preset, data, sets, steps, time_budget)
-    meta = {"preset": preset, "data": cfg.data.data, "budget": budget_text(cfg)}
+    cfg = base_config(preset, data, sets, steps, time_budget, eval_every)
+    meta = {"preset": preset, "data": cfg.data.data, "budget": budget_text(cfg),
+            "evaluations": f"every {cfg.train.eval_every_steps} steps"}
     if sets:
         meta["overrides"] = " ".join(sets)
     spec = study_mod.AblationSpec(name, arm_set, [cfg.train.seed + i for i in range(seeds)], cfg,

@@ -36,6 +36,7 @@ from dinokit.ablate.arms import Arm, ArmSet, arm_config, validate_arms
 from dinokit.ablate.ledger import (
     HOST, PID_SPACE, Ledger, Pair, holder_of, open_storage, pair_of, reap_dead, safe_url,
 )
+from dinokit.ablate.pairing import SharedInit
 from dinokit.config import Config, ConfigError, diff_configs, plain
 from dinokit.errors import DinokitError
 
@@ -175,13 +176,14 @@ class Objective:
         def on_epoch(row: dict[str, Any]) -> None:
             history.append(_row(row))
             trial.set_user_attr("history", history)  # partial curves survive an interruption
-            if isinstance(row.get("AP"), (int, float)):
-                trial.report(float(row["AP"]), step=int(row.get("step", len(history))))
+            if isinstance(row.get("AP50"), (int, float)):  # the convergence curve, mark by mark
+                trial.report(float(row["AP50"]), step=int(row.get("step", len(history))))
 
         self.say(f"{tag} ({cfg.train.name})")
         start = time.perf_counter()
         try:
-            result = _trainer(self.spec.trainer)(cfg, progress=self.progress, on_epoch=on_epoch)
+            init = SharedInit(plain(self.spec.base.model.__dict__), int(seed))  # paired initial weights
+            result = _trainer(self.spec.trainer)(cfg, progress=self.progress, on_epoch=on_epoch, init_model=init)
         except BaseException as exc:  # KeyboardInterrupt too: the trial is failed, then we stop
             text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             reason = "interrupted (KeyboardInterrupt)" if isinstance(exc, KeyboardInterrupt) else \

@@ -56,10 +56,12 @@ def train(
     resume: bool = False,
     progress: bool = True,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    init_model: Callable[[nn.Module, Any], None] | None = None,
 ) -> TrainResult:
     """Train a DINO model as `cfg` describes; `resume` continues `<out>/train/<name>/last.pt`
     (the latest run when `cfg.train.name` is empty). `on_epoch` gets each evaluation's history
-    row (rank 0 only)."""
+    row (rank 0 only). `init_model(model, model_cfg)` may overwrite initial weights of a fresh
+    run (ablations: the weights the arms share come from one reference build)."""
     cfg = copy.deepcopy(cfg)
     if cfg.train.epochs == 0 and cfg.train.steps == 0 and cfg.train.time_budget == 0:
         raise ConfigError("nothing to train: set train.epochs, train.steps or train.time_budget above 0")
@@ -67,7 +69,7 @@ def train(
     info = dist_utils.init_distributed(device)
     try:
         with _StopRequest() as stop:
-            trainer = Trainer(cfg, device, info, progress, on_epoch, stop, resume)
+            trainer = Trainer(cfg, device, info, progress, on_epoch, stop, resume, init_model)
             return trainer.run(resume)
     finally:
         dist_utils.cleanup_distributed(info)
@@ -116,6 +118,7 @@ class Trainer:
     def __init__(
         self, cfg: Config, device: torch.device, info: dist_utils.DistInfo, progress: bool,
         on_epoch: Callable[[dict[str, Any]], None] | None, stop: _StopRequest, resume: bool = False,
+        init_model: Callable[[nn.Module, Any], None] | None = None,
     ) -> None:
         from dinokit.data.coco import build_dataset, resolve_source
         from dinokit.data.transforms import collate
@@ -144,6 +147,8 @@ class Trainer:
         detector = None if resume else detector_checkpoint(cfg.model.weights, [f"model.nheads={cfg.model.nheads}"])
         self.raw_model: nn.Module = build_model(cfg.model, load_weights=not resume and detector is None)
         weights_note = load_initial_weights(self.raw_model, detector, self.classes) if detector else ""
+        if init_model is not None and not resume and detector is None:
+            init_model(self.raw_model, cfg.model)
         self.raw_model.to(device)
         self.criterion = build_criterion(cfg.model).to(device)
         self.params = sum(p.numel() for p in self.raw_model.parameters())
@@ -243,6 +248,8 @@ class Trainer:
                 self._train_step(images, masks, targets)
                 if t.eval_every_steps > 0 and self.step % t.eval_every_steps == 0:
                     self._evaluate()
+                if t.step_seeded:  # the next batch's augmentation and the next step's noise
+                    seed_everything((t.seed * 1_000_003 + self.step * 101 + self.info.rank) % 2**31)
                 if self.total_steps and self.step >= self.total_steps:
                     break
             if self.epoch_step >= self.steps_per_epoch:
