@@ -187,7 +187,7 @@ def _show(data_: ReportData, summary: pd.DataFrame, out_dir: Path) -> None:
     for row in fails.itertuples():
         _say(f"failed trial {row.trial} ({row.arm} seed {row.seed}): {row.error or 'interrupted'}")
     _say(f"{len(completed(data_.trials))} finished trials; report: {out_dir / 'report.md'} "
-         "(also report.html, trials.csv, ap.png, convergence.png)")
+         "(also report.html, trials.csv, summary.csv, convergence.png, forest.png, ap.png)")
 
 
 def main() -> None:

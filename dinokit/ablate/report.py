@@ -18,13 +18,20 @@ from typing import Any
 
 import pandas as pd
 
-from dinokit.ablate.arms import ArmSet, arm_config
+from dinokit.ablate.arms import ArmSet, arm_config, setting
+from dinokit.ablate.plots import plot_ap, plot_convergence, plot_forest
+from dinokit.ablate.stats import (
+    THRESHOLDS, PairedDiff, curve_stats, paired_difference, seeds_needed, threshold_column,
+)
 from dinokit.config import Config
 
 METRICS = ("AP", "AP50", "AP75", "APs")
 ALL_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR100")
+CURVE = ("auc", *(threshold_column(t) for t in THRESHOLDS))  # per-trial convergence numbers
+COMPARED = (*METRICS, *CURVE)  # each gets a paired difference vs the baseline and a power estimate
 SWITCHES = ("queries", "denoising", "neg_target", "lft", "dn_draws", "attention")
-CI_LEVEL = 0.95
+MIN_SEEDS_FOR_CI = 3  # below this a paired t interval has one degree of freedom or none
+__all__ = ["PairedDiff", "paired_difference"]  # re-exported: the report's statistics live in stats
 
 
 @dataclass
@@ -47,30 +54,35 @@ def report_data(name: str, arm_set: ArmSet, base: Config, seeds: list[int], reco
                 meta: dict[str, Any]) -> ReportData:
     """Tables from stored trial records ({trial, state, arm, seed, attrs, started, finished}).
 
-    Each row carries the arm's resolved switches (and any other field an arm overrides), so
-    trials.csv alone says what was trained.
+    Metrics are the trial's final evaluation (the last step mark); each row also carries its
+    curve's AUC and steps-to-threshold, and the arm's resolved switches (and any other field an
+    arm overrides), so trials.csv alone says what was trained and how it converged.
     """
-    models = {a.name: arm_config(base, a).model for a in arm_set.arms}
+    configs = {a.name: arm_config(base, a) for a in arm_set.arms}
     extra = dict.fromkeys(k for a in arm_set.arms for k in a.overrides if k not in SWITCHES)
     rows, hist = [], []
     for rec in records:
-        if rec["arm"] not in models:
+        if rec["arm"] not in configs:
             continue
-        ua, model = rec["attrs"], models[rec["arm"]]
-        metrics, history = ua.get("metrics", {}), ua.get("history", [])
+        ua, cfg = rec["attrs"], configs[rec["arm"]]
+        history = ua.get("history", [])
+        last = history[-1] if history else {}
+        metrics = {**ua.get("metrics", {}), **{m: last[m] for m in ALL_METRICS if isinstance(last.get(m), float)}}
         row: dict[str, Any] = {k: rec[k] for k in ("trial", "state", "arm", "seed")}
         row.update({m: metrics.get(m, math.nan) for m in ALL_METRICS})
         row.update(train_time=ua.get("train_time", math.nan), params=ua.get("params", math.nan),
-                   steps=history[-1].get("step") if history else None, error=ua.get("error", ""),
+                   steps=last.get("step"), error=ua.get("error", ""),
                    run_dir=ua.get("run_dir", ""), host=ua.get("host", ""),
                    started=_iso(rec.get("started")), finished=_iso(rec.get("finished")))
-        row.update({k: getattr(model, k) for k in (*SWITCHES, *extra)})
+        row.update({k: setting(cfg, k) for k in (*SWITCHES, *extra)})
         rows.append(row)
         if rec["state"] == "COMPLETE":
             hist += [{"trial": rec["trial"], "arm": rec["arm"], "seed": rec["seed"], **h} for h in history]
     trials, history = pd.DataFrame(rows), pd.DataFrame(hist)
     if not history.empty:  # only the curves of the trials the table uses
         history = history[history["trial"].isin(completed(trials)["trial"])]
+    if not trials.empty:
+        trials = trials.merge(curve_stats(history), on="trial", how="left")
     settings = {a.name: (", ".join(f"{k}={_show(v)}" for k, v in a.overrides.items()) or "base config")
                 + (f" — {a.description}" if a.description else "") for a in arm_set.arms}
     meta = {**({"description": arm_set.description} if arm_set.description else {}), **meta,
@@ -86,36 +98,6 @@ def _show(value: Any) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
-@dataclass(frozen=True)
-class PairedDiff:
-    """Mean of per-seed differences (arm - baseline) and its two-sided t confidence interval."""
-
-    mean: float
-    low: float
-    high: float
-    n: int
-
-
-def paired_difference(arm: pd.Series, base: pd.Series, level: float = CI_LEVEL) -> PairedDiff:
-    """Paired t interval over the seeds both series have (index = seed).
-
-    Pairing by seed removes the variance both arms share through the seed (data order,
-    augmentation, initialisation stream), which is why three seeds can still resolve an effect.
-    """
-    common = arm.index.intersection(base.index)
-    d = (arm.loc[common] - base.loc[common]).astype(float).dropna()
-    n = len(d)
-    if n == 0:
-        return PairedDiff(math.nan, math.nan, math.nan, 0)
-    mean = float(d.mean())
-    if n < 2:
-        return PairedDiff(mean, math.nan, math.nan, n)
-    from scipy import stats
-
-    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * float(d.std(ddof=1)) / math.sqrt(n)
-    return PairedDiff(mean, mean - half, mean + half, n)
-
-
 def completed(trials: pd.DataFrame) -> pd.DataFrame:
     """Finished trials, one per (arm, seed) (the latest if storage ever holds two)."""
     if trials.empty or "state" not in trials:
@@ -125,23 +107,31 @@ def completed(trials: pd.DataFrame) -> pd.DataFrame:
 
 
 def summarize(trials: pd.DataFrame, arms: list[str], baseline: str) -> pd.DataFrame:
-    """One row per arm: n, mean/std of each metric and train time, paired dAP vs the baseline."""
+    """One row per arm: n, mean/std of each metric, curve number and train time; for each of
+    COMPARED the paired difference vs the baseline (d<col>, d<col>_low, d<col>_high, d<col>_n)
+    and the seeds a paired t test needs to resolve it (d<col>_seeds). dAP's pair count is `pairs`."""
     done = completed(trials)
     base = done[done["arm"] == baseline].set_index("seed") if not done.empty else None
     rows = []
     for arm in arms:
         g = done[done["arm"] == arm] if not done.empty else done
         row: dict[str, Any] = {"arm": arm, "n": len(g)}
-        for col in METRICS + ("train_time",):
-            values = g[col].astype(float) if col in g else pd.Series(dtype=float)
+        for col in (*METRICS, *CURVE, "train_time"):
+            values = g[col].astype(float).dropna() if col in g else pd.Series(dtype=float)
             row[f"{col}_mean"] = float(values.mean()) if len(values) else math.nan
             row[f"{col}_std"] = float(values.std(ddof=1)) if len(values) > 1 else math.nan
+            if col in CURVE[1:]:
+                row[f"{col}_reached"] = len(values)
         row["params"] = float(g["params"].max()) if "params" in g and len(g) else math.nan
-        if base is not None and len(g):
-            diff = paired_difference(g.set_index("seed")["AP"], base["AP"])
-        else:
-            diff = PairedDiff(math.nan, math.nan, math.nan, 0)
-        row.update(dAP=diff.mean, dAP_low=diff.low, dAP_high=diff.high, pairs=diff.n)
+        for col in COMPARED:
+            if base is not None and len(g) and col in g:
+                diff = paired_difference(g.set_index("seed")[col], base[col])
+            else:
+                diff = PairedDiff(math.nan, math.nan, math.nan, 0)
+            row.update({f"d{col}": diff.mean, f"d{col}_low": diff.low, f"d{col}_high": diff.high,
+                        f"d{col}_n": diff.n, f"d{col}_seeds": math.nan if arm == baseline else
+                        seeds_needed(diff.mean, diff.sd)})
+        row["pairs"] = row["dAP_n"]
         failed = trials[(trials["arm"] == arm) & (trials["state"] == "FAIL")] if not trials.empty else trials
         row["failed"] = len(failed)
         rows.append(row)
@@ -162,18 +152,30 @@ def _mean_std(mean: float, std: float, scale: float = 100.0, digits: int = 1) ->
     return text if pd.isna(std) else f"{text} ± {scale * std:.{digits}f}"
 
 
-def _signed(x: float) -> str:
-    return f"{100 * x:+.1f}".replace("-", "−")
+def _signed(x: float, scale: float = 100.0, digits: int = 1) -> str:
+    return f"{scale * x:+.{digits}f}".replace("-", "−")
 
 
-def _delta(row: pd.Series, baseline: str) -> str:
+def _delta(row: pd.Series, baseline: str, col: str = "AP", scale: float = 100.0, digits: int = 1) -> str:
+    """`mean [low, high]` of the paired difference; a dagger when too few pairs for a real CI."""
     if row["arm"] == baseline:
         return "(baseline)"
-    if pd.isna(row["dAP"]):
+    mean, low, high, n = row[f"d{col}"], row[f"d{col}_low"], row[f"d{col}_high"], row[f"d{col}_n"]
+    if pd.isna(mean):
         return "—"
-    if pd.isna(row["dAP_low"]):
-        return f"{_signed(row['dAP'])} (1 pair)"
-    return f"{_signed(row['dAP'])} [{_signed(row['dAP_low'])}, {_signed(row['dAP_high'])}]"
+    if pd.isna(low):
+        return f"{_signed(mean, scale, digits)} (1 pair)"
+    text = f"{_signed(mean, scale, digits)} [{_signed(low, scale, digits)}, {_signed(high, scale, digits)}]"
+    return text + (" †" if n < MIN_SEEDS_FOR_CI else "")
+
+
+def _seeds(row: pd.Series, baseline: str, col: str = "AP") -> str:
+    """Seeds a paired t test needs for this difference (80% power, 5% two-sided)."""
+    n = row[f"d{col}_seeds"]
+    if row["arm"] == baseline or pd.isna(n):
+        return "—"
+    return "never (Δ = 0)" if math.isinf(n) and row[f"d{col}"] == 0 else (
+        "> 1000" if math.isinf(n) else str(int(n)))
 
 
 def _params(x: float) -> str:
@@ -189,9 +191,34 @@ def display_table(summary: pd.DataFrame, baseline: str) -> pd.DataFrame:
             "seeds": str(int(r["n"])) + (f" ({int(r['failed'])} failed)" if r["failed"] else ""),
             **{m: _mean_std(r[f"{m}_mean"], r[f"{m}_std"]) for m in METRICS},
             f"ΔAP vs {baseline} [95% CI]": _delta(r, baseline),
+            "seeds for ΔAP": _seeds(r, baseline),
             "train time (s)": _mean_std(r["train_time_mean"], r["train_time_std"], scale=1.0),
             "params": _params(r["params"]),
         })
+    return pd.DataFrame(rows)
+
+
+def _reached(row: pd.Series, col: str) -> str:
+    """Mean first step reaching a threshold over the seeds that reached it, or "not reached"."""
+    k, n = int(row[f"{col}_reached"]), int(row["n"])
+    if k == 0:
+        return "not reached" if n else "—"
+    text = _mean_std(row[f"{col}_mean"], row[f"{col}_std"], scale=1.0, digits=0)
+    return text if k == n else f"{text} ({k}/{n} seeds; rest not reached)"
+
+
+def convergence_table(summary: pd.DataFrame, baseline: str) -> pd.DataFrame:
+    """AP50 area under the curve and steps to AP50 thresholds, with paired differences."""
+    rows = []
+    for _, r in summary.iterrows():
+        row = {"arm": r["arm"], "AP50 AUC": _mean_std(r["auc_mean"], r["auc_std"]),
+               "ΔAUC [95% CI]": _delta(r, baseline, "auc"), "seeds for ΔAUC": _seeds(r, baseline, "auc")}
+        for level, col in zip(THRESHOLDS, CURVE[1:]):
+            row[f"steps to AP50 {level:g}"] = _reached(r, col)
+            row[f"Δsteps {level:g} [95% CI]"] = _delta(r, baseline, col, scale=1.0, digits=0)
+        for m in METRICS[1:]:
+            row[f"Δ{m} [95% CI]"] = _delta(r, baseline, m)
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -223,10 +250,19 @@ def missing_pairs(data: ReportData) -> list[str]:
 
 
 NOTE = (
-    "AP metrics are COCO points (x100): mean ± sample standard deviation over seeds. "
-    "ΔAP is the mean over seeds of (arm − baseline) AP, each arm paired with the baseline run of "
-    "the same seed; the interval is the 95% paired-t confidence interval (n − 1 degrees of "
-    "freedom). An interval that excludes 0 means the component's effect is resolved at this budget."
+    "AP metrics are COCO points (x100) at the final step mark: mean ± sample standard deviation "
+    "over seeds. ΔAP is the mean over seeds of (arm − baseline) AP, each arm paired with the "
+    "baseline run of the same seed; the interval is the 95% paired-t confidence interval (n − 1 "
+    "degrees of freedom). An interval that excludes 0 means the effect is resolved at this budget; "
+    "† marks intervals from fewer than 3 pairs (1 degree of freedom: very wide, barely informative). "
+    "'seeds for Δ' is how many paired seeds a paired t test (two-sided, 5% significance) needs to "
+    "resolve the observed difference with 80% power, if the differences keep their observed spread."
+)
+CURVE_NOTE = (
+    "Every trial is evaluated at the same step marks. AP50 AUC is the area under the AP50-vs-step "
+    "curve over the marks divided by their step span (the curve's mean height, COCO points). Steps "
+    "to AP50 t is the first mark whose AP50 reaches t; Δsteps pairs only seeds where both arms "
+    "reached it (negative: the arm gets there sooner)."
 )
 
 
@@ -240,7 +276,9 @@ def render_markdown(data: ReportData, summary: pd.DataFrame) -> str:
         if key != "description":
             out.append(f"- **{key}**: {value}")
     out += ["", "## Results", "", _md_table(display_table(summary, data.baseline)), "", NOTE, ""]
-    out += ["![AP per arm](ap.png)", "", "![AP against step](convergence.png)", ""]
+    out += ["## Convergence", "", _md_table(convergence_table(summary, data.baseline)), "", CURVE_NOTE, ""]
+    out += ["![AP50 against step](convergence.png)", "", "![paired differences](forest.png)", "",
+            "![AP per arm](ap.png)", ""]
     if data.arm_settings:
         settings = pd.DataFrame({"arm": list(data.arm_settings), "settings": list(data.arm_settings.values())})
         out += ["## Arms", "", _md_table(settings), ""]
@@ -269,8 +307,10 @@ def render_html(data: ReportData, summary: pd.DataFrame) -> str:
         f"<h1>Ablation: {esc(data.name)}</h1><ul>",
         *(f"<li><b>{esc(str(k))}</b>: {esc(str(v))}</li>" for k, v in meta.items()),
         "</ul><h2>Results</h2>", table(display_table(summary, data.baseline)),
-        f"<p>{esc(NOTE)}</p>",
-        "<p><img src='ap.png' alt='AP per arm'> <img src='convergence.png' alt='AP against step'></p>",
+        f"<p>{esc(NOTE)}</p>", "<h2>Convergence</h2>", table(convergence_table(summary, data.baseline)),
+        f"<p>{esc(CURVE_NOTE)}</p>",
+        "<p><img src='convergence.png' alt='AP50 against step'> <img src='forest.png' alt='paired differences'>"
+        " <img src='ap.png' alt='AP per arm'></p>",
     ]
     if data.arm_settings:
         parts += ["<h2>Arms</h2>", table(pd.DataFrame({"arm": list(data.arm_settings),
@@ -285,60 +325,6 @@ def render_html(data: ReportData, summary: pd.DataFrame) -> str:
     return "\n".join(parts)
 
 
-# --------------------------------------------------------------------------- plots
-
-
-def _figure(width: float, height: float) -> Any:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=100)
-    FigureCanvasAgg(fig)  # Agg, no pyplot global state: safe in workers and headless machines
-    return fig
-
-
-def plot_ap(data: ReportData, summary: pd.DataFrame, path: Path) -> None:
-    """AP per arm: bars at the seed mean, error bars one standard deviation, dots per seed."""
-    fig = _figure(max(5.0, 1.1 * len(summary) + 2), 4.2)
-    ax = fig.subplots()
-    x = list(range(len(summary)))
-    means = (100 * summary["AP_mean"].fillna(0.0)).tolist()
-    stds = (100 * summary["AP_std"].fillna(0.0)).tolist()
-    colors = ["tab:orange" if a == data.baseline else "tab:blue" for a in summary["arm"]]
-    ax.bar(x, means, yerr=stds, capsize=5, color=colors, alpha=0.8)
-    done = completed(data.trials)
-    for i, arm in enumerate(summary["arm"]):
-        seeds_ap = 100 * done[done["arm"] == arm]["AP"].astype(float) if not done.empty else []
-        ax.plot([i] * len(seeds_ap), list(seeds_ap), "k.", markersize=6)
-    ax.set_xticks(x, summary["arm"].tolist(), rotation=20, ha="right")
-    ax.set(ylabel="AP (COCO points)", title=f"{data.name}: AP per arm (mean ± std over seeds)")
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    _save_figure(fig, path)
-
-
-def plot_convergence(data: ReportData, path: Path) -> None:
-    """AP against optimiser step, one line per arm, mean over the seeds evaluated at that step."""
-    fig = _figure(7.5, 4.5)
-    ax = fig.subplots()
-    hist = data.history
-    if hist.empty or "AP" not in hist:
-        ax.text(0.5, 0.5, "no evaluations recorded yet", ha="center", va="center", transform=ax.transAxes)
-    else:
-        for arm in data.arms:
-            h = hist[hist["arm"] == arm]
-            if h.empty:
-                continue
-            curve = h.groupby("step")["AP"].agg(["mean", "min", "max"]).sort_index()
-            line = ax.plot(curve.index, 100 * curve["mean"], "o-", markersize=3, label=arm)[0]
-            ax.fill_between(curve.index, 100 * curve["min"], 100 * curve["max"], color=line.get_color(), alpha=0.12)
-        ax.legend(loc="lower right", fontsize="small")
-    ax.set(xlabel="step", ylabel="AP (COCO points)", title=f"{data.name}: convergence (mean over seeds, band = range)")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    _save_figure(fig, path)
-
-
 # --------------------------------------------------------------------------- files
 
 
@@ -348,14 +334,9 @@ def atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _save_figure(fig: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fig.savefig(tmp, format="png")
-    os.replace(tmp, path)
-
-
 def write_report(data: ReportData, out_dir: Path) -> pd.DataFrame:
-    """Write trials.csv, report.md, report.html, ap.png, convergence.png; return the summary."""
+    """Write trials.csv, summary.csv, report.md, report.html, ap.png, convergence.png and
+    forest.png; return the summary (one row per arm, every statistic, fractions not points)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = summarize(data.trials, data.arms, data.baseline)
@@ -363,11 +344,15 @@ def write_report(data: ReportData, out_dir: Path) -> pd.DataFrame:
     tmp = out_dir / f".trials.csv.{os.getpid()}.tmp"
     trials.to_csv(tmp, index=False)
     os.replace(tmp, out_dir / "trials.csv")
+    tmp = out_dir / f".summary.csv.{os.getpid()}.tmp"
+    summary.to_csv(tmp, index=False)
+    os.replace(tmp, out_dir / "summary.csv")
     data.meta.setdefault("generated", datetime.now().strftime("%Y-%m-%d %H:%M"))
     atomic_write_text(out_dir / "report.md", render_markdown(data, summary))
     atomic_write_text(out_dir / "report.html", render_html(data, summary))
-    plot_ap(data, summary, out_dir / "ap.png")
+    plot_ap(data, summary, completed(data.trials), out_dir / "ap.png")
     plot_convergence(data, out_dir / "convergence.png")
+    plot_forest(data, summary, out_dir / "forest.png")
     return summary
 
 
