@@ -57,7 +57,8 @@ def _config() -> Any:
 
 def _cli(out: Path, *args: str) -> list[str]:
     sets = [x for s in SMALL for x in ("--set", s)]
-    return [sys.executable, "-m", "dinokit.ablate.cli", *args, "--steps", str(STEPS), "--out", str(out), *sets]
+    return [sys.executable, "-m", "dinokit.ablate.cli", *args, "--steps", str(STEPS), "--eval-every", "2",
+            "--out", str(out), *sets]
 
 
 def _env(cache: Path) -> dict[str, str]:
