@@ -57,6 +57,7 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
     if "://" not in url:
         raise DinokitError(f"--storage must be a database URL such as sqlite:///path/study.db, got '{url}'")
     sqlite = url.startswith("sqlite")
+    shown, url = url, _with_driver(url)
     for attempt in range(8):
         try:
             with warnings.catch_warnings():
@@ -71,7 +72,7 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
                 time.sleep(0.1 + 0.3 * random.random())  # another process is creating the tables
                 continue
             reason = text.splitlines()[0] if text else type(exc).__name__
-            raise DinokitError(f"cannot open storage {safe_url(url)}: {reason}") from None
+            raise DinokitError(f"cannot open storage {safe_url(shown)}: {reason}") from None
     if sqlite:
         from sqlalchemy import event
 
@@ -85,6 +86,20 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
 
         storage.engine.dispose()
     return storage
+
+
+def _with_driver(url: str) -> str:
+    """`postgresql://` means psycopg2 to SQLAlchemy; with only psycopg 3 installed (the
+    `[postgres]` extra) use it instead, so the plain URL works."""
+    if not url.startswith("postgresql://"):
+        return url
+    import importlib.util
+
+    if importlib.util.find_spec("psycopg2") is None and importlib.util.find_spec("psycopg") is not None:
+        return "postgresql+psycopg://" + url[len("postgresql://"):]
+    if importlib.util.find_spec("psycopg2") is None:
+        raise DinokitError("--storage postgresql://... needs a driver: pip install 'dinokit[postgres]'")
+    return url
 
 
 def pair_of(t: FrozenTrial) -> Pair | None:

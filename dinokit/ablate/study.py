@@ -202,7 +202,8 @@ class Objective:
             self.say(f"{tag} {reason}")
             raise KeyboardInterrupt(reason)
         best = {k: float(v) for k, v in result.best.items() if isinstance(v, (int, float))}
-        elapsed = float(rows[-1].get("elapsed", wall)) if rows else wall  # the trainer's budget clock
+        last = rows[-1] if rows else {}
+        elapsed = float(last.get("train_seconds", last.get("elapsed", wall)))  # training only, no evaluation
         for key, value in {"metrics": best, "params": int(result.params), "train_time": elapsed,
                            "wall_time": wall}.items():
             trial.set_user_attr(key, value)
