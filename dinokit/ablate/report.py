@@ -1,4 +1,4 @@
-"""The ablation report: per-arm statistics over seeds, paired confidence intervals, plots.
+"""The ablation report: per-arm statistics over seeds, paired differences, tables and files.
 
 Input is plain pandas (one row per trial, one row per evaluation), so the report can be rebuilt
 from storage at any time and tested on hand-made tables. AP-type numbers are fractions in
@@ -31,7 +31,6 @@ CURVE = ("auc", *(threshold_column(t) for t in THRESHOLDS))  # per-trial converg
 COMPARED = (*METRICS, *CURVE)  # each gets a paired difference vs the baseline and a power estimate
 SWITCHES = ("queries", "denoising", "neg_target", "lft", "dn_draws", "attention")
 MIN_SEEDS_FOR_CI = 3  # below this a paired t interval has one degree of freedom or none
-__all__ = ["PairedDiff", "paired_difference"]  # re-exported: the report's statistics live in stats
 
 
 @dataclass
@@ -350,9 +349,9 @@ def write_report(data: ReportData, out_dir: Path) -> pd.DataFrame:
     data.meta.setdefault("generated", datetime.now().strftime("%Y-%m-%d %H:%M"))
     atomic_write_text(out_dir / "report.md", render_markdown(data, summary))
     atomic_write_text(out_dir / "report.html", render_html(data, summary))
-    plot_ap(data, summary, completed(data.trials), out_dir / "ap.png")
-    plot_convergence(data, out_dir / "convergence.png")
-    plot_forest(data, summary, out_dir / "forest.png")
+    plot_ap(data.name, data.baseline, summary, completed(data.trials), out_dir / "ap.png")
+    plot_convergence(data.name, data.arms, data.baseline, data.history, out_dir / "convergence.png")
+    plot_forest(data.name, data.baseline, summary, out_dir / "forest.png")
     return summary
 
 
