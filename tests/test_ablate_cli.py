@@ -43,6 +43,7 @@ def _invoke(tmp_path: Path, *args: str) -> Any:
         (["--steps", "2", "--preset", "huge"], "unknown preset"),
         (["--steps", "2", "--data", "/no/such/data"], "no such file or folder"),
         (["--steps", "2", "--jobs", "0"], "--jobs must be at least 1"),
+        (["--steps", "2", "--eval-every", "0"], "--eval-every must be a positive number of steps"),
         (["--steps", "2", "--name", "a/b"], "--name 'a/b'"),
     ],
 )

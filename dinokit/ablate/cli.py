@@ -39,7 +39,7 @@ def ablation_name(removals: list[str], grid: bool, study: Optional[Path]) -> str
 
 
 EVALS_PER_TRIAL = 10  # default number of step marks per trial (--eval-every)
-TIME_BUDGET_MARK = 100  # default --eval-every under --time-budget (the step count is unknown)
+TIME_BUDGET_MARK = 100  # default --eval-every under a time or epoch budget (step count unknown here)
 
 
 def base_config(preset: str, data: Optional[str], sets: list[str], steps: Optional[int],
@@ -100,7 +100,8 @@ def ablate(
     steps: Optional[int] = typer.Option(None, "--steps", help="Optimiser steps per trial."),
     time_budget: Optional[float] = typer.Option(None, "--time-budget", help="Minutes per trial."),
     eval_every: Optional[int] = typer.Option(None, "--eval-every", help="Evaluate every N steps, the same "
-                                             "marks for every arm (default: steps/10; 100 with --time-budget)."),
+                                             "marks for every arm (default: steps/10; 100 under a time or "
+                                             "epoch budget)."),
     preset: str = typer.Option("tiny", "--preset", help="Base configuration."),
     data: Optional[str] = typer.Option(None, "--data", help="shapes, a dataset folder or a COCO JSON."),
     name: Optional[str] = typer.Option(None, "--name", help="Ablation name (default: from the flags)."),
