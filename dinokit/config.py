@@ -22,6 +22,7 @@ QueryMode = Literal["mixed", "pure", "static"]
 DenoisingMode = Literal["cdn", "dn", "none"]
 NegTarget = Literal["background", "closest-gt"]
 AttentionKind = Literal["deformable", "dense"]
+ClassLoss = Literal["focal", "vfl", "ia-bce", "mal"]
 
 
 class ConfigError(DinokitError, ValueError):
@@ -53,6 +54,10 @@ class ModelConfig:
     lft: bool = True
     dn_draws: int = 1
     attention: AttentionKind = "deformable"
+    # --- training-only aids (off = the paper's DINO; dropped at inference, see model/groups.py) ---
+    query_groups: int = 1  # Group DETR: K matching queries repeated in this many groups (1 = off)
+    one_to_many_queries: int = 0  # H-DETR: extra queries matched to each box repeated k times (0 = off)
+    one_to_many_k: int = 6  # H-DETR's k: repeats of each ground-truth box for the one-to-many queries
     # --- denoising ---
     dn_number: int = 100
     label_noise: float = 0.5
@@ -70,6 +75,16 @@ class ModelConfig:
     num_select: int = 300
     pixel_mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     pixel_std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class LossConfig:
+    """The classification loss on the matched logits (see loss/classification.py)."""
+
+    cls: ClassLoss = "focal"  # focal (DINO), vfl (RT-DETR), ia-bce (Align-DETR), mal (DEIM)
+    vfl_alpha: float = 0.75  # RT-DETR's negative weight for vfl
+    iabce_alpha: float = 0.25  # Align-DETR: positive target = score^alpha * IoU^(1 - alpha)
+    mal_gamma: float = 1.5  # DEIM: positive target = IoU^gamma, negative weight score^gamma
 
 
 @dataclass
@@ -121,6 +136,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -213,8 +229,8 @@ def apply_overrides(cfg: Config, items: list[str]) -> Config:
 
 def apply_dict(cfg: Config, raw: dict[str, Any]) -> Config:
     for section, values in raw.items():
-        if section not in ("model", "data", "train"):
-            raise ConfigError(f"unknown config section '{section}' (model, data, train)")
+        if section not in ("model", "data", "train", "loss"):
+            raise ConfigError(f"unknown config section '{section}' (model, data, train, loss)")
         if not isinstance(values, dict):
             raise ConfigError(f"config section '{section}' must be a mapping")
         target = getattr(cfg, section)
@@ -292,6 +308,10 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"model.box_noise must be >= 0, got {m.box_noise}")
     if m.dn_number < 0:
         raise ConfigError(f"model.dn_number must be >= 0, got {m.dn_number}")
+    if m.query_groups < 1:
+        raise ConfigError(f"model.query_groups must be >= 1 (1 = off), got {m.query_groups}")
+    if m.one_to_many_queries < 0 or m.one_to_many_k < 1:
+        raise ConfigError("model.one_to_many_queries must be >= 0 and model.one_to_many_k >= 1")
     if t.epochs < 0 or t.steps < 0 or t.time_budget < 0:
         raise ConfigError("train.epochs, train.steps and train.time_budget must be >= 0")
     if t.device not in ("auto", "cpu") and not t.device.startswith(("cuda", "mps")):

@@ -1,8 +1,12 @@
-"""DINO's training loss: focal class loss + L1 + GIoU on Hungarian-matched queries, for the last
-decoder layer, every auxiliary layer, the encoder proposals, and the denoising groups.
+"""DINO's training loss: class loss (focal, or an IoU-aware variant: loss/classification.py) + L1 +
+GIoU on Hungarian-matched queries, for the last decoder layer, every auxiliary layer, the encoder
+proposals, and the denoising groups; with the training-only aids (model/groups.py) also for every
+extra query group and the one-to-many queries.
 
 Every term is normalised by the number of ground-truth boxes in the batch (averaged over
-processes under torch.distributed); denoising terms by that number times the group count.
+processes under torch.distributed); denoising terms by that number times the group count; the
+query groups' (group 0 included) by that number times the query groups, so that they average;
+the one-to-many terms by the number of repeated boxes.
 """
 
 from __future__ import annotations
@@ -10,16 +14,20 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
-from torchvision.ops import box_convert, generalized_box_iou_loss, sigmoid_focal_loss
+from torchvision.ops import box_convert, box_iou, generalized_box_iou_loss
 
-from dinokit.config import ModelConfig
+from dinokit.config import LossConfig, ModelConfig
+from dinokit.loss.classification import classification_loss
 from dinokit.loss.matcher import HungarianMatcher
 from dinokit.model.dino import DenoisingOutputs
+from dinokit.model.groups import repeat_targets
 
 
 class SetCriterion(nn.Module):
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: ModelConfig, loss: LossConfig | None = None) -> None:
         super().__init__()
+        self.loss_cfg = loss if loss is not None else LossConfig()
+        self.query_groups, self.one_to_many_k = cfg.query_groups, cfg.one_to_many_k
         self.matcher = HungarianMatcher(cfg.cost_class, cfg.cost_bbox, cfg.cost_giou, cfg.focal_alpha, cfg.focal_gamma)
         self.num_classes = cfg.num_classes
         self.alpha, self.gamma = cfg.focal_alpha, cfg.focal_gamma
@@ -28,9 +36,10 @@ class SetCriterion(nn.Module):
 
     # ------------------------------------------------------------------ pieces
 
-    def class_loss(self, logits: Tensor, onehot: Tensor, keep: Tensor | None, norm: float) -> Tensor:
-        """Sigmoid focal loss summed over queries and classes; `keep` (..., Q) masks out queries."""
-        loss = sigmoid_focal_loss(logits, onehot, alpha=self.alpha, gamma=self.gamma, reduction="none")
+    def class_loss(self, logits: Tensor, onehot: Tensor, iou: Tensor, keep: Tensor | None, norm: float) -> Tensor:
+        """LossConfig.cls summed over queries and classes; iou (..., Q) of each query's box with its
+        target (IoU-aware losses); `keep` (..., Q) masks out queries."""
+        loss = classification_loss(self.loss_cfg.cls, logits, onehot, iou, self.loss_cfg, self.alpha, self.gamma)
         if keep is not None:
             loss = loss * keep[..., None]
         return loss.sum() / norm
@@ -55,7 +64,10 @@ class SetCriterion(nn.Module):
         tgt_boxes = torch.cat([t["boxes"].to(boxes.device)[j] for t, (_, j) in zip(targets, indices)])
         onehot = torch.zeros_like(logits)
         onehot[batch, src, labels] = 1.0
-        cls = self.class_loss(logits, onehot, None, num_boxes)
+        iou = torch.zeros_like(logits[..., 0])  # (B, Q)
+        if self.loss_cfg.cls != "focal":
+            iou[batch, src] = pair_iou(boxes[batch, src].detach(), tgt_boxes.to(boxes.dtype))
+        cls = self.class_loss(logits, onehot, iou, None, num_boxes)
         l1, giou = self.box_losses(boxes[batch, src], tgt_boxes.to(boxes.dtype), num_boxes)
         keep_in_graph = boxes.sum() * 0.0  # no boxes at all: the box head still gets a (zero) gradient
         return cls, l1 + keep_in_graph, giou
@@ -83,7 +95,10 @@ class SetCriterion(nn.Module):
             norm = num_boxes * q.groups
             total = logits.new_zeros(())
             for layer in range(logits.shape[0]):
-                cls = self.class_loss(logits[layer], onehot, valid.to(logits.dtype), norm)
+                iou = torch.zeros_like(logits[layer][..., 0])  # (B, Pd)
+                if self.loss_cfg.cls != "focal":
+                    iou[supervised] = pair_iou(boxes[layer][supervised].detach(), tgt_boxes[supervised])
+                cls = self.class_loss(logits[layer], onehot, iou, valid.to(logits.dtype), norm)
                 l1, giou = self.box_losses(boxes[layer][supervised], tgt_boxes[supervised], norm)
                 total = total + self.weighted(cls, l1, giou)
             per_draw.append(total)
@@ -93,26 +108,47 @@ class SetCriterion(nn.Module):
 
     # ------------------------------------------------------------------ total
 
+    def deep_loss(self, outputs: dict, targets: list[dict[str, Tensor]], num_boxes: float) -> Tensor:
+        """Weighted matched loss of one query set over its last and auxiliary layers."""
+        total = self.weighted(*self.set_loss(outputs["pred_logits"], outputs["pred_boxes"], targets, num_boxes))
+        for layer in outputs.get("aux_outputs", []):
+            total = total + self.weighted(*self.set_loss(layer["pred_logits"], layer["pred_boxes"], targets, num_boxes))
+        return total
+
     def forward(self, outputs: dict, targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
         """The weighted total under "loss" (to backpropagate) and detached parts for logging."""
         device = outputs["pred_logits"].device
         num_boxes = count_boxes(targets, device)
-        cls, l1, giou = self.set_loss(outputs["pred_logits"], outputs["pred_boxes"], targets, num_boxes)
+        groups = 1 + len(outputs.get("group_outputs") or [])
+        norm = num_boxes * groups  # Group DETR: the groups' losses average
+        cls, l1, giou = self.set_loss(outputs["pred_logits"], outputs["pred_boxes"], targets, norm)
         loss = self.weighted(cls, l1, giou)
         parts = {"loss_class": cls, "loss_bbox": l1, "loss_giou": giou}
         aux = loss.new_zeros(())
         for layer in outputs.get("aux_outputs", []):
-            aux = aux + self.weighted(*self.set_loss(layer["pred_logits"], layer["pred_boxes"], targets, num_boxes))
+            aux = aux + self.weighted(*self.set_loss(layer["pred_logits"], layer["pred_boxes"], targets, norm))
         parts["loss_aux"] = aux
         if outputs.get("enc_outputs") is not None:
             enc = outputs["enc_outputs"]
             parts["loss_enc"] = self.weighted(*self.set_loss(enc["pred_logits"], enc["pred_boxes"], targets, num_boxes))
         if outputs.get("dn") is not None:
             parts["loss_dn"], parts["dn_draw"] = self.denoising_loss(outputs["dn"], num_boxes)
-        total = loss + aux + parts.get("loss_enc", 0.0) + parts.get("loss_dn", 0.0)
+        if groups > 1:
+            parts["loss_groups"] = sum(self.deep_loss(g, targets, norm) for g in outputs["group_outputs"])
+        if outputs.get("one_to_many") is not None:
+            repeated = repeat_targets(targets, self.one_to_many_k)
+            parts["loss_one_to_many"] = self.deep_loss(outputs["one_to_many"], repeated, count_boxes(repeated, device))
+        total = loss + aux + sum(parts.get(k, 0.0) for k in ("loss_enc", "loss_dn", "loss_groups", "loss_one_to_many"))
         out = {"loss": total}
         out.update({k: (v.detach() if isinstance(v, Tensor) else torch.tensor(v)) for k, v in parts.items()})
         return out
+
+
+def pair_iou(a: Tensor, b: Tensor) -> Tensor:
+    """IoU of paired cxcywh boxes a, b (N, 4) -> (N,)."""
+    if a.shape[0] == 0:
+        return a.new_zeros(0)
+    return box_iou(box_convert(a, "cxcywh", "xyxy"), box_convert(b, "cxcywh", "xyxy")).diagonal()
 
 
 def closest_gt_targets(q, sl: slice) -> tuple[Tensor, Tensor]:
@@ -140,5 +176,5 @@ def count_boxes(targets: list[dict[str, Tensor]], device: torch.device) -> float
     return max(float(n.item()), 1.0)
 
 
-def build_criterion(cfg: ModelConfig) -> SetCriterion:
-    return SetCriterion(cfg)
+def build_criterion(cfg: ModelConfig, loss: LossConfig | None = None) -> SetCriterion:
+    return SetCriterion(cfg, loss)

@@ -19,6 +19,7 @@ from dinokit.model.backbone import Backbone
 from dinokit.model.decoder import Decoder
 from dinokit.model.denoising import Denoising, DenoisingQueries
 from dinokit.model.encoder import Encoder
+from dinokit.model.groups import QueryLayout, attention_mask
 from dinokit.model.position import SinePositionEmbedding
 from dinokit.model.queries import QuerySelection
 
@@ -78,7 +79,8 @@ class DINO(nn.Module):
 
         Returns pred_logits (B, K, C), pred_boxes (B, K, 4) cxcywh in [0, 1] of the unpadded image,
         aux_outputs (one dict per earlier decoder layer), enc_outputs (None for static queries),
-        dn (DenoisingOutputs or None).
+        dn (DenoisingOutputs or None); in training with the aids also group_outputs (one set per
+        extra query group) and one_to_many (a set, or None), each with the same three keys.
         """
         if masks is None:
             masks = torch.zeros(images.shape[0], *images.shape[-2:], dtype=torch.bool, device=images.device)
@@ -96,31 +98,49 @@ class DINO(nn.Module):
 
         memory = self.encoder(src, pos, shapes, valid_ratios, mask)
         selected = self.queries(memory, mask, shapes)
-        content, anchors = selected.content, selected.anchors
-        K = content.shape[1]
+        content, anchors = selected.content, selected.anchors  # (B, T, D), (B, T, 4)
+        layout = selected.layout or QueryLayout(content.shape[1])
+        T = content.shape[1]
         dn = None
         if self.training and self.denoising is not None and targets is not None:
-            dn = self.denoising(targets, K)
+            dn = self.denoising(targets, T)
         attn_mask = query_padding = None
         if dn is not None:
             content = torch.cat((dn.content, content), 1)
             anchors = torch.cat((dn.anchors, anchors), 1)
             attn_mask = dn.attn_mask
-            query_padding = torch.cat((dn.padding, torch.zeros_like(dn.padding[:, :1]).expand(-1, K)), 1)
-        dec = self.decoder(content, anchors, memory, pos, shapes, valid_ratios, mask, attn_mask, query_padding)
+            query_padding = torch.cat((dn.padding, torch.zeros_like(dn.padding[:, :1]).expand(-1, T)), 1)
         P = dn.size if dn is not None else 0
-        logits, boxes = dec.logits[:, :, P:], dec.boxes[:, :, P:]
+        attn_mask = attention_mask(layout, attn_mask, P, content.device)
+        dec = self.decoder(content, anchors, memory, pos, shapes, valid_ratios, mask, attn_mask, query_padding)
+        logits, boxes = dec.logits[:, :, P:], dec.boxes[:, :, P:]  # (layers, B, T, C | 4)
         if self.training and self.denoising is not None and dn is None:
             # a batch with no boxes: keep the label embedding in the graph (DistributedDataParallel)
             logits = logits + 0.0 * self.denoising.label_enc.weight[0, 0]
-        return {
-            "pred_logits": logits[-1],
-            "pred_boxes": boxes[-1],
-            "aux_outputs": [{"pred_logits": l, "pred_boxes": b} for l, b in zip(logits[:-1], boxes[:-1])],
+        group0 = layout.group_slice(0)
+        out = _set_outputs(logits[:, :, group0], boxes[:, :, group0])
+        out.update({
             "enc_outputs": selected.enc_outputs,
             "dn": DenoisingOutputs(dec.logits[:, :, :P], dec.boxes[:, :, :P], dn) if dn is not None else None,
-            "refined": dec.refined,  # per layer (B, P + K, 4), denoising queries first (for tests)
-        }
+            "refined": dec.refined,  # per layer (B, P + T, 4), denoising queries first (for tests)
+            # training-only aids (model/groups.py): groups 1.. and the one-to-many queries
+            "group_outputs": [_set_outputs(logits[:, :, layout.group_slice(g)], boxes[:, :, layout.group_slice(g)])
+                              for g in range(1, layout.groups)],
+            "one_to_many": None,
+        })
+        if layout.one_to_many > 0:
+            o2m = layout.one_to_many_slice()
+            out["one_to_many"] = _set_outputs(logits[:, :, o2m], boxes[:, :, o2m])
+        return out
+
+
+def _set_outputs(logits: Tensor, boxes: Tensor) -> dict[str, Any]:
+    """One query set's outputs from per-layer logits (layers, B, Q, C) and boxes (layers, B, Q, 4)."""
+    return {
+        "pred_logits": logits[-1],
+        "pred_boxes": boxes[-1],
+        "aux_outputs": [{"pred_logits": l, "pred_boxes": b} for l, b in zip(logits[:-1], boxes[:-1])],
+    }
 
 
 def build_model(cfg: ModelConfig, load_weights: bool = True) -> DINO:

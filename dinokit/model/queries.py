@@ -3,6 +3,10 @@
 mixed  : anchors from the top-K encoder proposals; content queries learned and static (DINO).
 pure   : anchors and content both from the top-K encoder outputs (Deformable DETR two-stage).
 static : learned anchors and content, no selection (DAB/DN-DETR).
+
+In training with the aids (model/groups.py) the selection also returns the extra groups (the
+same anchors, each group its own learned content; pure: the same content) and the one-to-many
+queries (the next-best M proposals; static: their own learned anchors and content).
 """
 
 from __future__ import annotations
@@ -15,15 +19,17 @@ from torch import Tensor, nn
 
 from dinokit.config import ModelConfig
 from dinokit.model.attention import Shapes
+from dinokit.model.groups import QueryLayout
 from dinokit.model.heads import box_head
 
 
 @dataclass
 class SelectedQueries:
-    content: Tensor  # (B, K, D) decoder input queries
-    anchors: Tensor  # (B, K, 4) inverse-sigmoid cxcywh, detached from the encoder
+    content: Tensor  # (B, T, D) decoder input queries (T = K at inference, layout.total in training)
+    anchors: Tensor  # (B, T, 4) inverse-sigmoid cxcywh, detached from the encoder
     enc_outputs: dict[str, Tensor] | None  # encoder proposals' logits (B, K, C) and boxes (B, K, 4)
     indices: Tensor | None = None  # (B, K) selected memory tokens, best first (to compare with other code)
+    layout: QueryLayout | None = None  # how the T queries split into groups (None: K one-to-one)
 
 
 def encoder_proposals(memory: Tensor, mask: Tensor, shapes: Shapes) -> tuple[Tensor, Tensor]:
@@ -62,6 +68,8 @@ class QuerySelection(nn.Module):
         super().__init__()
         self.mode = cfg.queries
         self.num_queries = cfg.num_queries
+        self.groups, self.one_to_many = cfg.query_groups, cfg.one_to_many_queries
+        learned = cfg.num_queries * cfg.query_groups + cfg.one_to_many_queries  # rows of the embeddings
         d = cfg.hidden_dim
         if self.mode != "static":
             self.enc_output = nn.Linear(d, d)
@@ -70,30 +78,40 @@ class QuerySelection(nn.Module):
             self.enc_box_head = box_head(d)
             nn.init.constant_(self.enc_class_head.bias, -math.log((1 - 0.01) / 0.01))
         if self.mode != "pure":
-            self.tgt_embed = nn.Embedding(cfg.num_queries, d)
+            self.tgt_embed = nn.Embedding(learned, d)
             nn.init.normal_(self.tgt_embed.weight)
         if self.mode == "static":
-            self.refpoint_embed = nn.Embedding(cfg.num_queries, 4)
+            self.refpoint_embed = nn.Embedding(learned, 4)
             nn.init.uniform_(self.refpoint_embed.weight, -2.0, 2.0)
 
     def forward(self, memory: Tensor, mask: Tensor, shapes: Shapes) -> SelectedQueries:
-        """memory (B, S, D), mask (B, S), shapes [(H, W)] per level -> K = num_queries decoder queries."""
+        """memory (B, S, D), mask (B, S), shapes [(H, W)] per level -> K = num_queries decoder
+        queries, plus the aids' queries in training (see `layout`)."""
         B = memory.shape[0]
+        K = self.num_queries
+        groups, extra = (self.groups, self.one_to_many) if self.training else (1, 0)
         if self.mode == "static":
-            content = self.tgt_embed.weight[None].expand(B, -1, -1)
-            anchors = self.refpoint_embed.weight[None].expand(B, -1, -1)
-            return SelectedQueries(content, anchors, None)
+            layout = QueryLayout(K, groups, extra)
+            content = self.tgt_embed.weight[None, : layout.total].expand(B, -1, -1)
+            anchors = self.refpoint_embed.weight[None, : layout.total].expand(B, -1, -1)
+            return SelectedQueries(content, anchors, None, layout=layout)
         out_memory, anchors_all = encoder_proposals(memory, mask, shapes)
         out_memory = self.enc_output_norm(self.enc_output(out_memory))
         logits = self.enc_class_head(out_memory)  # (B, S, C)
         coords = self.enc_box_head(out_memory) + anchors_all  # (B, S, 4) inverse sigmoid
-        k = min(self.num_queries, logits.shape[1])
-        topk = logits.max(-1)[0].topk(k, dim=1)[1]  # (B, K)
-        coords_k = coords.gather(1, topk[..., None].expand(-1, -1, 4))
-        memory_k = out_memory.gather(1, topk[..., None].expand(-1, -1, out_memory.shape[-1]))
+        k = min(K, logits.shape[1])
+        k_all = min(K + extra, logits.shape[1])  # one-to-many: the next-best proposals after the top k
+        order = logits.max(-1)[0].topk(k_all, dim=1)[1]  # (B, k_all), best first
+        coords_all = coords.gather(1, order[..., None].expand(-1, -1, 4))
+        memory_all = out_memory.gather(1, order[..., None].expand(-1, -1, out_memory.shape[-1]))
+        topk, coords_k, memory_k = order[:, :k], coords_all[:, :k], memory_all[:, :k]
         enc_outputs = {"pred_logits": self.enc_class_head(memory_k), "pred_boxes": coords_k.sigmoid()}
+        layout = QueryLayout(k, groups, k_all - k)
+        anchors = torch.cat([coords_k] * groups + [coords_all[:, k:]], 1) if layout.has_aids else coords_k  # (B, T, 4)
         if self.mode == "mixed":
-            content = self.tgt_embed.weight[None, :k].expand(B, -1, -1)
+            w = self.tgt_embed.weight  # rows: group g at [g K, g K + K), one-to-many after K G
+            parts = [w[g * K : g * K + k] for g in range(groups)] + [w[K * groups : K * groups + k_all - k]]
+            content = (torch.cat(parts) if layout.has_aids else parts[0])[None].expand(B, -1, -1)
         else:
-            content = memory_k.detach()
-        return SelectedQueries(content, coords_k.detach(), enc_outputs, topk)
+            content = (torch.cat([memory_k] * groups + [memory_all[:, k:]], 1) if layout.has_aids else memory_k).detach()
+        return SelectedQueries(content, anchors.detach(), enc_outputs, topk, layout)

@@ -150,7 +150,7 @@ class Trainer:
         if init_model is not None and not resume and detector is None:
             init_model(self.raw_model, cfg.model)
         self.raw_model.to(device)
-        self.criterion = build_criterion(cfg.model).to(device)
+        self.criterion = build_criterion(cfg.model, cfg.loss).to(device)
         self.params = sum(p.numel() for p in self.raw_model.parameters())
         self.optimizer = build_optimizer(self.raw_model, t)
         self.schedule = LrSchedule(self.optimizer, t.warmup_steps, t.lr_drop)
