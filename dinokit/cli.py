@@ -96,6 +96,9 @@ def train(
     dn_draws: Optional[int] = typer.Option(None, "--dn-draws", help="1 or 2 denoising noise draws."),
     neg_target: Optional[str] = typer.Option(None, "--neg-target", help="background or closest-gt."),
     attention: Optional[str] = typer.Option(None, help="deformable or dense."),
+    query_groups: Optional[int] = typer.Option(None, "--query-groups", help="Group DETR: N query groups in training (1 = off)."),
+    one_to_many: Optional[int] = typer.Option(None, "--one-to-many", help="H-DETR: N one-to-many queries in training (0 = off)."),
+    cls_loss: Optional[str] = typer.Option(None, "--cls-loss", help="focal, vfl, ia-bce or mal."),
     backbone: Optional[str] = typer.Option(None, help="A torchvision classification model, e.g. resnet50."),
     weights: Optional[str] = typer.Option(
         None, help="Backbone weights (imagenet, a torchvision name, a file) or a whole detector to fine-tune: "
@@ -119,8 +122,9 @@ def train(
         "model": {
             "queries": queries, "denoising": _denoising_flag(denoising, no_cdn, no_dn), "lft": lft,
             "dn_draws": dn_draws, "neg_target": neg_target, "attention": attention, "backbone": backbone,
-            "weights": weights,
+            "weights": weights, "query_groups": query_groups, "one_to_many_queries": one_to_many,
         },
+        "loss": {"cls": cls_loss},
         "data": {"data": data, "image_size": image_size, "skip_bad_images": skip_bad_images or None},
         "train": {
             **_budget_flags(epochs, steps, time_budget), "batch_size": batch_size, "device": device,

@@ -310,6 +310,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"model.dn_number must be >= 0, got {m.dn_number}")
     if m.query_groups < 1:
         raise ConfigError(f"model.query_groups must be >= 1 (1 = off), got {m.query_groups}")
+    if m.query_groups > 1 and m.queries == "pure":  # pure content comes from the shared proposals
+        raise ConfigError("model.query_groups > 1 needs learned content queries (model.queries mixed or static)")
     if m.one_to_many_queries < 0 or m.one_to_many_k < 1:
         raise ConfigError("model.one_to_many_queries must be >= 0 and model.one_to_many_k >= 1")
     if t.epochs < 0 or t.steps < 0 or t.time_budget < 0:

@@ -38,3 +38,27 @@ def test_every_combination_trains(queries, denoising, lft, draws, attention, neg
         assert "loss_dn" in losses
     if queries != "static":
         assert _grad_norm(model, "queries.enc_class_head.") > 0
+
+
+AID_COMBOS = [  # the training-only aids together with the paper's switches
+    ("mixed", "cdn", 2, 6, "vfl", 2), ("pure", "dn", 1, 8, "ia-bce", 1), ("static", "none", 3, 0, "mal", 1),
+]
+
+
+@pytest.mark.parametrize("queries,denoising,groups,one_to_many,cls,draws", AID_COMBOS)
+def test_aids_combine_with_the_switches(queries, denoising, groups, one_to_many, cls, draws):
+    from dinokit.config import LossConfig
+
+    torch.manual_seed(0)
+    cfg = micro_config(queries=queries, denoising=denoising, query_groups=groups,
+                       one_to_many_queries=one_to_many, one_to_many_k=2, dn_draws=draws)
+    model = build_model(cfg).train()
+    criterion = build_criterion(cfg, LossConfig(cls=cls))
+    targets = make_targets([3, 0])
+    losses = criterion(model(torch.rand(2, 3, 64, 64), None, targets), targets)
+    assert torch.isfinite(losses["loss"])
+    assert ("loss_groups" in losses) == (groups > 1) and ("loss_one_to_many" in losses) == (one_to_many > 0)
+    losses["loss"].backward()
+    if queries != "pure":  # every group's learned content (and the one-to-many rows) is trained
+        grad = model.queries.tgt_embed.weight.grad.abs().sum(-1)
+        assert (grad > 0).all()

@@ -5,7 +5,8 @@ pure   : anchors and content both from the top-K encoder outputs (Deformable DET
 static : learned anchors and content, no selection (DAB/DN-DETR).
 
 In training with the aids (model/groups.py) the selection also returns the extra groups (the
-same anchors, each group its own learned content; pure: the same content) and the one-to-many
+same anchors, each group its own learned content; config refuses groups with pure queries,
+whose groups would be identical copies) and the one-to-many
 queries (the next-best M proposals; static: their own learned anchors and content).
 """
 

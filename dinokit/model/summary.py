@@ -50,7 +50,21 @@ def model_summary(cfg: Config, size: tuple[int, int] | None = None) -> dict:
     size = size or (cfg.data.image_size, cfg.data.image_size)
     return {
         "preset_backbone": cfg.model.backbone,
+        "training_aids": training_aids(cfg),
         "parameters": parameter_counts(model),
         "size": list(size),
         "gflops": inference_gflops(model, size),
     }
+
+
+def training_aids(cfg: Config) -> str:
+    """Which training-only aids a configuration uses ("none" for the paper's DINO)."""
+    m = cfg.model
+    aids = []
+    if m.query_groups > 1:
+        aids.append(f"query groups x{m.query_groups}")
+    if m.one_to_many_queries > 0:
+        aids.append(f"one-to-many {m.one_to_many_queries} queries, k={m.one_to_many_k}")
+    if cfg.loss.cls != "focal":
+        aids.append(f"{cfg.loss.cls} class loss")
+    return ", ".join(aids) or "none"
