@@ -18,6 +18,7 @@ from rich.table import Table
 from typer._click import exceptions as click_exceptions
 
 from dinokit.ablate.cli import app as ablate_app
+from dinokit.tune.cli import tune as tune_command
 from dinokit.config import Config, ConfigError, apply_dict, apply_overrides, load_preset, load_yaml
 from dinokit.data.cli import app as data_app
 from dinokit.errors import DinokitError
@@ -356,6 +357,9 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
         else:
             rows.append((f"{prefix}{key}", value))
     return rows
+
+
+app.command("tune")(tune_command)  # dinokit/tune/cli.py
 
 
 # --------------------------------------------------------------------------- entry point

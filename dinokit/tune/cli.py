@@ -1,0 +1,55 @@
+"""`dinokit tune`: flags -> search space + base config -> search.run -> report.render.
+Every input error is a DinokitError raised before any training (the main CLI prints one line)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from dinokit.ablate.cli import base_config  # the same base config and budget flags as ablate
+from dinokit.errors import DinokitError
+
+console = Console()
+_NAME_RE = re.compile(r"^[A-Za-z0-9+][A-Za-z0-9._+-]*$")
+
+
+def tune(
+    space: Path = typer.Option(..., "--space", help="Search space YAML (e.g. ablations/tune_tiny.yaml)."),
+    trials: int = typer.Option(20, "--trials", help="Finished or pruned trials the study should hold."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Optimiser steps per trial."),
+    time_budget: Optional[float] = typer.Option(None, "--time-budget", help="Minutes per trial."),
+    preset: str = typer.Option("tiny", "--preset", help="Base configuration."),
+    data: Optional[str] = typer.Option(None, "--data", help="shapes, a dataset folder or a COCO JSON."),
+    name: Optional[str] = typer.Option(None, "--name", help="Study name (default: the space file's name)."),
+    storage: Optional[str] = typer.Option(None, "--storage", help="Optuna RDB URL (default: sqlite in OUT/tune/NAME)."),
+    jobs: int = typer.Option(1, "--jobs", help="Trials trained in parallel processes."),
+    seed: int = typer.Option(0, "--seed", help="TPE sampler seed."),
+    out: Path = typer.Option(Path("runs"), "--out", help="Root folder; results go to OUT/tune/NAME."),
+    sets: list[str] = typer.Option([], "--set", help="Config override key=value for every trial (repeatable)."),
+) -> None:
+    """Search hyperparameters with Optuna TPE and pruning; each trial is a training run."""
+    from dinokit.tune import report as report_mod
+    from dinokit.tune import search
+    from dinokit.tune.space import load_space
+
+    search_space = load_space(space)
+    name = name or space.stem
+    if not _NAME_RE.match(name):
+        raise DinokitError(f"--name '{name}' may only use letters, digits and . _ + -")
+    cfg = base_config(preset, data, sets, steps, time_budget)
+    spec = search.TuneSpec(name, search_space, cfg, out / "tune" / name, trials, storage or "", seed)
+    study = search.run(spec, jobs=jobs, say=lambda m: console.print(m, highlight=False, markup=False, soft_wrap=True))
+    table, summary = report_mod.render(study, cfg, spec.out_dir)
+    if not table.empty:
+        console.print(table.head(10).to_string(index=False), highlight=False, markup=False)
+    if summary["importances"]:
+        console.print("importance: " + ", ".join(f"{k} {v:.2f}" for k, v in summary["importances"].items()),
+                      highlight=False, markup=False)
+    console.print(f"report: {spec.out_dir / 'report.md'} (best.yaml, trials.csv, history.png, curves.png)",
+                  highlight=False, markup=False, soft_wrap=True)
+    if search.finished(study) < trials:
+        raise DinokitError(f"only {search.finished(study)} of {trials} trials finished; rerun the same command to continue")

@@ -1,0 +1,83 @@
+"""The report of a `dinokit tune` study, from storage alone: the best configuration as a ready
+`--config` YAML, the trials as a table (pandas), parameter importances (optuna.importance) and
+the optimisation history and per-trial curves as PNGs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pandas as pd
+from optuna.trial import TrialState
+
+from dinokit.config import Config, save_yaml
+from dinokit.tune.space import apply_values
+
+
+def trials_table(study: optuna.Study) -> pd.DataFrame:
+    """One row per finished or pruned trial, best first: value, state, steps reached, params."""
+    rows = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+        steps = max(t.intermediate_values) if t.intermediate_values else 0
+        value = t.value if t.state == TrialState.COMPLETE else max(t.intermediate_values.values(), default=None)
+        rows.append({"trial": t.number, "state": t.state.name, "value": value, "last_step": steps, **t.params})
+    table = pd.DataFrame(rows)
+    return table.sort_values("value", ascending=False, na_position="last") if not table.empty else table
+
+
+def importances(study: optuna.Study) -> dict[str, float]:
+    """optuna.importance over the complete trials; empty when there are too few to tell."""
+    try:
+        return dict(optuna.importance.get_param_importances(study))
+    except (RuntimeError, ValueError, ZeroDivisionError):
+        return {}
+
+
+def _plots(study: optuna.Study, out_dir: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from optuna.visualization.matplotlib import plot_intermediate_values, plot_optimization_history
+
+    written = []
+    for name, plot in (("history.png", plot_optimization_history), ("curves.png", plot_intermediate_values)):
+        try:
+            ax = plot(study)
+        except (ValueError, RuntimeError):
+            continue
+        ax.figure.savefig(out_dir / name, dpi=100, bbox_inches="tight")
+        plt.close(ax.figure)
+        written.append(name)
+    return written
+
+
+def render(study: optuna.Study, base: Config, out_dir: Path, top: int = 10) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Write best.yaml, trials.csv, history.png, curves.png and report.md into out_dir."""
+    import warnings
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    table = trials_table(study)
+    table.to_csv(out_dir / "trials.csv", index=False)
+    summary: dict[str, Any] = {"trials": len(table), "importances": {}}
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    lines = [f"# tune {study.study_name}", ""]
+    if complete:
+        best = max(complete, key=lambda t: t.value)
+        save_yaml(apply_values(base, best.params), out_dir / "best.yaml")
+        summary.update(best_trial=best.number, best_value=best.value, best_params=best.params)
+        lines += [f"Best: trial {best.number}, value {best.value:.4f}; config: `best.yaml` "
+                  f"(train with `dinokit train --config {out_dir / 'best.yaml'}`)", ""]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        summary["importances"] = importances(study)
+        summary["plots"] = _plots(study, out_dir)
+    shown = table.head(top).to_string(index=False) if not table.empty else "(none)"
+    lines += ["## Top trials", "", "```", shown, "```", ""]
+    if summary["importances"]:
+        lines += ["## Parameter importances", ""]
+        lines += [f"- {k}: {v:.3f}" for k, v in summary["importances"].items()] + [""]
+    lines += [f"![{p}]({p})" for p in summary["plots"]]
+    (out_dir / "report.md").write_text("\n".join(lines) + "\n")
+    return table, summary

@@ -1,0 +1,198 @@
+"""`dinokit tune`: Optuna TPE with a pruner over a search space; each trial is a training run.
+
+Each trial reports the space's metric (AP50 by default) at every evaluation of its run
+(trial.report); the pruner (median or Hyperband) stops poor trials there, by raising
+optuna.TrialPruned from the trainer's evaluation callback. The study lives in an Optuna RDB
+storage (default sqlite in runs/tune/NAME, or --storage URL shared by several processes or
+machines) exactly as `dinokit ablate`'s, so a rerun resumes: finished and pruned trials count,
+only the missing ones are trained; trials whose worker died are failed and not counted.
+"""
+
+from __future__ import annotations
+
+import importlib
+import multiprocessing
+import os
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import optuna
+from optuna.trial import TrialState
+
+from dinokit.ablate.ledger import HOST, PID_SPACE, open_storage, reap_dead, safe_url
+from dinokit.config import Config, diff_configs, plain
+from dinokit.errors import DinokitError
+from dinokit.tune.space import SearchSpace, apply_values, check_space
+
+DEFAULT_TRAINER = "dinokit.train.trainer:train"
+_LOCAL = ("train.threads", "train.out", "train.name", "train.device", "data.workers")  # may differ per worker
+COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)
+Say = Callable[[str], None]
+
+
+@dataclass
+class TuneSpec:
+    """One search: a space over a base config (preset + data + --set + per-trial budget)."""
+
+    name: str
+    space: SearchSpace
+    base: Config
+    out_dir: Path  # runs/tune/<name>: trial runs and the report
+    trials: int
+    storage: str = ""  # "" -> sqlite in out_dir
+    seed: int = 0  # the TPE sampler's
+    trainer: str | Callable[..., Any] = DEFAULT_TRAINER  # "module:function" or a function like train()
+
+    def __post_init__(self) -> None:
+        self.out_dir = Path(self.out_dir)
+        self.storage = self.storage or f"sqlite:///{(self.out_dir / 'study.db').resolve()}"
+
+    def identity(self) -> dict[str, Any]:
+        return plain({"space": self.space.to_dict(), "base": self.base.to_dict()})
+
+
+def _sampler(spec: TuneSpec) -> optuna.samplers.TPESampler:
+    return optuna.samplers.TPESampler(seed=spec.seed + os.getpid() % 997, n_startup_trials=3)
+
+
+def _pruner(spec: TuneSpec) -> optuna.pruners.BasePruner:
+    if spec.space.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner()
+    return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
+
+
+def prepare(spec: TuneSpec) -> optuna.Study:
+    """Create or load the study; a rerun with another space or base config is an error."""
+    if spec.trials < 1:
+        raise DinokitError(f"--trials must be at least 1, got {spec.trials}")
+    t = spec.base.train
+    if t.steps <= 0 and t.time_budget <= 0 and t.epochs <= 0:
+        raise DinokitError("the training budget is zero: give --steps N or --time-budget MINUTES (> 0)")
+    check_space(spec.space, spec.base)
+    if spec.storage.startswith("sqlite:///") and spec.storage.endswith(str(spec.out_dir.resolve() / "study.db")):
+        spec.out_dir.mkdir(parents=True, exist_ok=True)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = optuna.create_study(storage=open_storage(spec.storage), study_name=spec.name, direction="maximize",
+                                sampler=_sampler(spec), pruner=_pruner(spec), load_if_exists=True)
+    mine, stored = spec.identity(), study.user_attrs.get("dinokit_tune")
+    if stored is None:
+        if study.user_attrs.get("dinokit"):
+            raise DinokitError(f"'{spec.name}' in {safe_url(spec.storage)} is an ablation; use another --name")
+        study.set_user_attr("dinokit_tune", mine)
+        return study
+    where = f"tune study '{spec.name}' in {safe_url(spec.storage)}"
+    if stored["space"] != mine["space"]:
+        raise DinokitError(f"{where} searched another space; use another --name (or delete its folder)")
+    changed = [d for d in diff_configs(stored["base"], mine["base"]) if not d.startswith(_LOCAL)]
+    if changed:
+        raise DinokitError(f"{where} was started with other settings ({changed[0]}); use another --name")
+    return study
+
+
+def _trainer(path: str | Callable[..., Any]) -> Callable[..., Any]:
+    if callable(path):
+        return path
+    module, _, func = path.partition(":")
+    return getattr(importlib.import_module(module), func)
+
+
+class Objective:
+    """Trains one trial's configuration, reporting the metric at every evaluation."""
+
+    def __init__(self, spec: TuneSpec, threads: int, progress: bool, say: Say) -> None:
+        self.spec, self.threads, self.progress, self.say = spec, threads, progress, say
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        for key, value in {"host": HOST, "pid": os.getpid(), "pid_space": PID_SPACE}.items():
+            trial.set_user_attr(key, value)
+        values = {p.name: p.suggest(trial) for p in self.spec.space.params}
+        cfg = apply_values(self.spec.base, values)
+        cfg.train.threads = cfg.train.threads or self.threads
+        cfg.train.out, cfg.train.name = str(self.spec.out_dir), f"trial-{trial.number}"
+        metric = self.spec.space.metric
+        history: list[dict[str, Any]] = []
+
+        def on_epoch(row: dict[str, Any]) -> None:
+            history.append({k: v for k, v in row.items() if isinstance(v, (int, float, str)) or v is None})
+            trial.set_user_attr("history", history)
+            if isinstance(row.get(metric), (int, float)):
+                trial.report(float(row[metric]), step=int(row["step"]))
+                if trial.should_prune():
+                    raise optuna.TrialPruned(f"{metric} {row[metric]:.3f} at step {row['step']}")
+
+        shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
+        self.say(f"trial {trial.number}: {shown}")
+        try:
+            result = _trainer(self.spec.trainer)(cfg, progress=self.progress, on_epoch=on_epoch)
+        except optuna.TrialPruned as exc:
+            self.say(f"trial {trial.number} pruned: {exc}")
+            raise
+        except Exception as exc:
+            trial.set_user_attr("error", f"{type(exc).__name__}: {str(exc).strip()[:400]}")
+            self.say(f"trial {trial.number} FAILED: {exc}")
+            raise
+        if getattr(result, "interrupted", False):
+            raise KeyboardInterrupt(f"trial {trial.number} interrupted")
+        best = max((float(r[metric]) for r in history if isinstance(r.get(metric), (int, float))), default=0.0)
+        trial.set_user_attr("run_dir", str(result.run_dir))
+        (Path(result.run_dir) / "last.pt").unlink(missing_ok=True)  # trials restart rather than resume
+        self.say(f"trial {trial.number}: best {metric} {best:.3f}")
+        return best
+
+
+def finished(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=COUNTED))
+
+
+def work(spec: TuneSpec, threads: int, progress: bool = True, say: Say = print) -> None:
+    """One worker: train trials until the study holds `spec.trials` finished or pruned ones."""
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    storage = open_storage(spec.storage)
+    reap_dead(optuna.load_study(study_name=spec.name, storage=storage), storage)
+    study = optuna.load_study(study_name=spec.name, storage=storage, sampler=_sampler(spec), pruner=_pruner(spec))
+    objective = Objective(spec, threads, progress, say)
+    stop = optuna.study.MaxTrialsCallback(spec.trials, states=COUNTED)
+    for _ in range(2 * spec.trials):  # failed trials do not count; bounded so that a broken setup ends
+        if finished(study) >= spec.trials:
+            return
+        study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[stop])
+
+
+def _worker_main(spec: TuneSpec, threads: int) -> None:
+    def say(message: str) -> None:
+        print(f"[worker {os.getpid()}] {message}", flush=True)
+
+    try:
+        work(spec, threads, progress=False, say=say)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except DinokitError as exc:
+        say(f"error: {exc}")
+        sys.exit(2)
+
+
+def run(spec: TuneSpec, jobs: int = 1, progress: bool = True, say: Say = print) -> optuna.Study:
+    """Run (or resume) the search with `jobs` worker processes; returns the study."""
+    if jobs < 1:
+        raise DinokitError(f"--jobs must be at least 1, got {jobs}")
+    study = prepare(spec)
+    done = finished(study)
+    say(f"tune {spec.name}: {len(spec.space.params)} parameters, {spec.trials} trials, {done} done "
+        f"({safe_url(spec.storage)})")
+    if done < spec.trials:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        threads = max(1, cores // jobs)
+        if jobs == 1:
+            work(spec, threads, progress, say)
+        else:
+            ctx = multiprocessing.get_context("spawn")  # no forked torch or database state
+            procs = [ctx.Process(target=_worker_main, args=(spec, threads)) for _ in range(jobs)]
+            for p in procs:
+                p.start()
+            for p in procs:
+                p.join()
+    return optuna.load_study(study_name=spec.name, storage=open_storage(spec.storage))

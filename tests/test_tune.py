@@ -1,0 +1,144 @@
+"""`dinokit tune`: pruning stops a poor trial, resume trains only missing trials, bad space files
+are refused with one line, and a TrialPruned raised from the trainer's callback ends a real run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import optuna
+import pytest
+import yaml
+
+from dinokit.config import apply_overrides, load_preset
+from dinokit.tune import report as report_mod
+from dinokit.tune import search
+from dinokit.tune.space import SpaceError, load_space, parse_space
+from tests.cli_helpers import run_cli
+
+SMALL = [
+    "data.shapes_train=8", "data.shapes_val=4", "data.image_size=64", "data.min_size=64",
+    "model.backbone=mobilenet_v3_small", "model.enc_layers=1", "model.dec_layers=2",
+    "model.num_queries=20", "model.dn_number=6", "train.batch_size=4", "train.threads=1",
+    "train.eval_every_steps=2",
+]
+SPACE = {"metric": "AP50", "pruner": "median",
+         "params": {"train.lr": {"low": 1e-4, "high": 1e-3, "log": True}, "loss.cls": {"choices": ["focal", "vfl"]}}}
+
+
+class FakeTrainer:
+    """Reports AP50 0.5, 0.6, then 0.1 (one row per evaluation, 4 evaluations) for trials 1, 2, 3;
+    records how many evaluations each trial reached. Stands in for the trainer so that the
+    pruning decision is known in advance; the real trainer is covered below."""
+
+    def __init__(self, out: Path) -> None:
+        self.out, self.calls, self.reached = out, 0, []
+
+    def __call__(self, cfg: Any, progress: bool, on_epoch: Any) -> Any:
+        ap = [0.5, 0.6, 0.1][min(self.calls, 2)]
+        self.calls += 1
+        self.reached.append(0)
+        history = []
+        for step in (2, 4, 6, 8):
+            row = {"step": step, "AP": ap / 2, "AP50": ap}
+            history.append(row)
+            self.reached[-1] += 1
+            on_epoch(row)
+        run_dir = Path(cfg.train.out) / cfg.train.name
+        run_dir.mkdir(parents=True, exist_ok=True)
+        return SimpleNamespace(run_dir=run_dir, history=history, interrupted=False)
+
+
+def _spec(tmp_path: Path, trials: int, trainer: Any, steps: int = 8) -> search.TuneSpec:
+    cfg = apply_overrides(load_preset("tiny"), SMALL)
+    cfg.train.steps, cfg.train.time_budget = steps, 0.0
+    return search.TuneSpec("t", parse_space(SPACE, "space"), cfg, tmp_path / "tune" / "t", trials, trainer=trainer)
+
+
+def test_three_trials_one_pruned_and_resume(tmp_path: Path) -> None:
+    fake = FakeTrainer(tmp_path)
+    study = search.run(_spec(tmp_path, 3, fake), say=lambda m: None)
+    states = [t.state for t in sorted(study.trials, key=lambda t: t.number)]
+    assert states == [optuna.trial.TrialState.COMPLETE] * 2 + [optuna.trial.TrialState.PRUNED]
+    assert fake.reached == [4, 4, 1]  # the third trial stopped at its first evaluation
+    # resume: the three trials count, nothing is trained again; one more is trained on request
+    study = search.run(_spec(tmp_path, 3, fake), say=lambda m: None)
+    assert fake.calls == 3 and len(study.trials) == 3
+    search.run(_spec(tmp_path, 4, fake), say=lambda m: None)
+    assert fake.calls == 4
+    table, summary = report_mod.render(study, _spec(tmp_path, 3, fake).base, tmp_path / "report")
+    assert list(table["trial"])[:2] == [1, 0] and summary["best_value"] == pytest.approx(0.6)
+    best = yaml.safe_load((tmp_path / "report" / "best.yaml").read_text())
+    assert best["train"]["lr"] == pytest.approx(study.best_params["train.lr"])
+    assert (tmp_path / "report" / "history.png").is_file() and (tmp_path / "report" / "report.md").is_file()
+
+
+def test_rerun_with_another_space_is_refused(tmp_path: Path) -> None:
+    search.run(_spec(tmp_path, 1, FakeTrainer(tmp_path)), say=lambda m: None)
+    other = _spec(tmp_path, 1, FakeTrainer(tmp_path))
+    other.space = parse_space({**SPACE, "params": {"train.lr": {"low": 1e-4, "high": 2e-3}}}, "space")
+    with pytest.raises(Exception, match="another space"):
+        search.run(other, say=lambda m: None)
+
+
+@pytest.mark.parametrize("body,message", [
+    ("params: {}", "at least one"),
+    ("params: {train.lr: {low: 1e-3, high: 1e-4}}", "must be below"),
+    ("params: {train.lr: {low: 0, high: 1e-3, log: true}}", "log range"),
+    ("params: {train.nope: {choices: [1]}}", "unknown option 'train.nope'"),
+    ("params: {train.warmup_steps: {low: 0.5, high: 2.5}}", "must be an integer"),
+    ("params: {loss.cls: {choices: [focal, dice]}}", "loss.cls must be one of"),
+    ("metric: loss\nparams: {train.lr: {choices: [1e-3]}}", "metric must be"),
+    ("params: {train.lr: {low: 1, high: 2, step: 1}}", "unknown key 'step'"),
+    ("params: [", "not valid YAML"),
+])
+def test_invalid_space_files_are_refused_with_one_line(tmp_path: Path, body: str, message: str, capsys) -> None:
+    path = tmp_path / "space.yaml"
+    path.write_text(body)
+    code = run_cli(["tune", "--space", str(path), "--steps", "2", "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err, err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "tune").exists() or not any((tmp_path / "tune").rglob("trial-*"))
+
+
+def test_shipped_space_file_is_valid() -> None:
+    from dinokit.tune.space import check_space
+
+    space = load_space(Path(__file__).resolve().parents[1] / "ablations" / "tune_tiny.yaml")
+    check_space(space, load_preset("tiny"))
+
+
+def test_trial_pruned_from_the_callback_stops_a_real_run(tmp_path: Path) -> None:
+    """The real trainer: an evaluation callback that raises TrialPruned ends training there."""
+    from dinokit.train.trainer import train
+
+    cfg = apply_overrides(load_preset("tiny"), SMALL)
+    cfg.train.steps, cfg.train.time_budget, cfg.train.out = 8, 0.0, str(tmp_path)
+    seen = []
+
+    def on_epoch(row: dict[str, Any]) -> None:
+        seen.append(row["step"])
+        raise optuna.TrialPruned("poor")
+
+    with pytest.raises(optuna.TrialPruned):
+        train(cfg, progress=False, on_epoch=on_epoch)
+    assert seen == [2]
+    assert len((next((tmp_path / "train").iterdir()) / "metrics.csv").read_text().splitlines()) == 2
+
+
+@pytest.mark.slow
+def test_cli_tune_with_real_training(tmp_path: Path, capsys) -> None:
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump({"params": {"train.lr": {"low": 1e-4, "high": 1e-3, "log": True}}}))
+    sets = [x for s in SMALL for x in ("--set", s)]
+    args = ["tune", "--space", str(space), "--trials", "2", "--steps", "2", "--out", str(tmp_path), *sets]
+    code = run_cli(args)
+    assert code == 0, capsys.readouterr().err
+    folder = tmp_path / "tune" / "space"
+    assert sorted(p.name for p in folder.glob("train/trial-*")) == ["trial-0", "trial-1"]
+    assert (folder / "best.yaml").is_file() and (folder / "trials.csv").is_file()
+    capsys.readouterr()
+    code = run_cli(args)  # resume: nothing left to train
+    assert code == 0 and "2 done" in capsys.readouterr().out and len(list(folder.glob("train/trial-*"))) == 2
