@@ -145,3 +145,29 @@ def test_bad_aid_settings_are_refused_with_one_line(item, words):
     cfg = apply_overrides(load_preset("tiny"), ["model.queries=pure"])
     with pytest.raises(ConfigError, match="learned content"):
         apply_overrides(cfg, ["model.query_groups=2"])
+
+
+@pytest.mark.parametrize("groups,one_to_many", [(1, 0), (2, 5)])
+def test_split_self_attention_equals_the_masked_reference(groups, one_to_many):
+    """The matching queries' attention without the denoising keys (split) gives the same
+    outputs and gradients as one masked attention over all queries."""
+    torch.manual_seed(0)
+    cfg = micro_config(query_groups=groups, one_to_many_queries=one_to_many)
+    model = _train_mode_fixed_norms(build_model(cfg))
+    criterion = build_criterion(cfg)
+    images, targets = torch.rand(2, 3, 64, 64), make_targets([3, 1])
+    results = []
+    for split in (False, True):
+        model.decoder.split_self_attention = split
+        model.zero_grad()
+        torch.manual_seed(1)
+        out = model(images, None, targets)
+        criterion(out, targets)["loss"].backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results.append((torch.cat([r.flatten() for r in out["refined"]]), out["dn"].logits, grads))
+    (ref, ref_dn, ref_grads), (got, got_dn, got_grads) = results
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(got_dn, ref_dn, rtol=1e-5, atol=1e-6)
+    assert ref_grads.keys() == got_grads.keys()
+    for name in ref_grads:  # atol: a few gradients are ~1e-6 sums of cancelling terms (float order)
+        torch.testing.assert_close(got_grads[name], ref_grads[name], rtol=1e-4, atol=1e-5, msg=name)

@@ -55,10 +55,11 @@ class DecoderLayer(nn.Module):
         memory_pos: Tensor,
         shapes: Shapes,
         memory_mask: Tensor,
-        allowed: Tensor | None,
+        allowed: Tensor | SplitMask | None,
     ) -> Tensor:
         """tgt, query_pos (B, Q, D); reference_points (B, Q, L, 4); memory (B, S, D) -> (B, Q, D);
-        allowed (B, 1, Q, Q) bool, True where a query may attend (None: everywhere)."""
+        allowed (B, 1, Q, Q) bool, True where a query may attend (None: everywhere), or a
+        SplitMask (see split_self_attention_mask)."""
         sa = self.query_self_attention(tgt + query_pos, tgt, allowed)
         tgt = self.norm2(tgt + self.dropout(sa))
         ca = self.cross_attn(tgt + query_pos, reference_points, memory, memory_pos, shapes, memory_mask)
@@ -67,20 +68,50 @@ class DecoderLayer(nn.Module):
         return self.norm3(tgt + self.dropout(ffn))
 
 
-    def query_self_attention(self, qk: Tensor, value: Tensor, allowed: Tensor | None) -> Tensor:
+    def query_self_attention(self, qk: Tensor, value: Tensor, allowed: Tensor | SplitMask | None) -> Tensor:
         """nn.MultiheadAttention's computation with its parameters (official names), through
         scaled_dot_product_attention with one boolean mask shared by every layer and head:
         MultiheadAttention would merge the denoising and padding masks into a (B * heads, Q, Q)
-        float mask per layer and keep it for backward (77 MB per layer at 1,100 queries)."""
+        float mask per layer and keep it for backward (77 MB per layer at 1,100 queries).
+        With a SplitMask the matching queries attend among themselves only, without the
+        denoising keys they may not see anyway (exact: those keys get zero weight)."""
         attn = self.self_attn
         B, Q, D = qk.shape
         H = attn.num_heads
         q, k = F.linear(qk, attn.in_proj_weight[: 2 * D], attn.in_proj_bias[: 2 * D]).chunk(2, -1)
         v = F.linear(value, attn.in_proj_weight[2 * D:], attn.in_proj_bias[2 * D:])
-        heads = [t.view(B, Q, H, D // H).transpose(1, 2) for t in (q, k, v)]  # (B, H, Q, Dh)
+        q, k, v = [t.view(B, Q, H, D // H).transpose(1, 2) for t in (q, k, v)]  # (B, H, Q, Dh)
         dropout = attn.dropout if self.training else 0.0
-        out = F.scaled_dot_product_attention(*heads, attn_mask=allowed, dropout_p=dropout)
+        if isinstance(allowed, SplitMask):
+            P = allowed.dn_size
+            dn = F.scaled_dot_product_attention(q[:, :, :P], k, v, attn_mask=allowed.dn_rows, dropout_p=dropout)
+            matching = F.scaled_dot_product_attention(
+                q[:, :, P:], k[:, :, P:], v[:, :, P:], attn_mask=allowed.matching, dropout_p=dropout)
+            out = torch.cat((dn, matching), 2)  # (B, H, Q, Dh)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=dropout)
         return attn.out_proj(out.transpose(1, 2).reshape(B, Q, D))
+
+
+@dataclass
+class SplitMask:
+    """The self-attention mask in two exact parts, when the first `dn_size` (denoising) queries
+    are invisible to the rest: dn_rows (B, 1, P, Q) for the denoising queries over all keys,
+    matching (1, 1, T, T) among the T matching queries (None: no block is masked)."""
+
+    dn_size: int
+    dn_rows: Tensor
+    matching: Tensor | None
+
+
+def split_self_attention_mask(allowed: Tensor | None, dn_size: int) -> Tensor | SplitMask | None:
+    """A SplitMask from the full (B, 1, P + T, P + T) mask when the split is exact: the matching
+    queries see no denoising key and no key padding (padding is on denoising slots only);
+    otherwise the full mask unchanged."""
+    if allowed is None or dn_size <= 0:
+        return allowed
+    matching = allowed[:1, :, dn_size:, dn_size:]  # the same for every image: no padding there
+    return SplitMask(dn_size, allowed[:, :, :dn_size], None if bool(matching.all()) else matching)
 
 
 def self_attention_mask(
@@ -105,6 +136,7 @@ class Decoder(nn.Module):
         super().__init__()
         d = cfg.hidden_dim
         self.lft = cfg.lft
+        self.split_self_attention = True  # False: one masked attention over all queries (the reference)
         self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.dec_layers))
         self.norm = nn.LayerNorm(d)
         self.ref_point_head = MLP(2 * d, d, d, 2)
@@ -123,8 +155,10 @@ class Decoder(nn.Module):
         memory_mask: Tensor,
         attn_mask: Tensor | None = None,
         query_padding: Tensor | None = None,
+        dn_size: int = 0,
     ) -> DecoderOutput:
-        """content (B, Q, D); anchors (B, Q, 4) inverse-sigmoid cxcywh; valid_ratios (B, L, 2)."""
+        """content (B, Q, D); anchors (B, Q, 4) inverse-sigmoid cxcywh; valid_ratios (B, L, 2);
+        dn_size: the leading denoising queries, which no later query may see (0: none)."""
         ratios = torch.cat((valid_ratios, valid_ratios), -1)[:, None]  # (B, 1, L, 4)
         half = content.shape[-1] // 2
         out = content
@@ -132,6 +166,8 @@ class Decoder(nn.Module):
         predicted_on = reference  # the box the current layer's prediction is built on
         logits, boxes, refined = [], [], []
         allowed = self_attention_mask(attn_mask, query_padding, content.shape[0], content.shape[1])
+        if self.split_self_attention:
+            allowed = split_self_attention_mask(allowed, dn_size)
         for layer in self.layers:
             ref_input = reference[:, :, None] * ratios  # (B, Q, L, 4)
             query_pos = self.ref_point_head(box_sine_embedding(ref_input[:, :, 0], half))

@@ -112,7 +112,7 @@ class DINO(nn.Module):
             query_padding = torch.cat((dn.padding, torch.zeros_like(dn.padding[:, :1]).expand(-1, T)), 1)
         P = dn.size if dn is not None else 0
         attn_mask = attention_mask(layout, attn_mask, P, content.device)
-        dec = self.decoder(content, anchors, memory, pos, shapes, valid_ratios, mask, attn_mask, query_padding)
+        dec = self.decoder(content, anchors, memory, pos, shapes, valid_ratios, mask, attn_mask, query_padding, P)
         logits, boxes = dec.logits[:, :, P:], dec.boxes[:, :, P:]  # (layers, B, T, C | 4)
         if self.training and self.denoising is not None and dn is None:
             # a batch with no boxes: keep the label embedding in the graph (DistributedDataParallel)
