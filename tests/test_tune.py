@@ -50,6 +50,15 @@ class FakeTrainer:
         return SimpleNamespace(run_dir=run_dir, history=history, interrupted=False)
 
 
+def fake_train(cfg: Any, progress: bool, on_epoch: Any) -> Any:
+    """An importable stand-in for worker processes: AP50 grows with the learning rate."""
+    run_dir = Path(cfg.train.out) / "train" / cfg.train.name
+    run_dir.mkdir(parents=True)  # fails if two trials share a run folder
+    row = {"step": 2, "AP": cfg.train.lr, "AP50": 100 * cfg.train.lr}
+    on_epoch(row)
+    return SimpleNamespace(run_dir=run_dir, history=[row], interrupted=False)
+
+
 def _spec(tmp_path: Path, trials: int, trainer: Any, steps: int = 8) -> search.TuneSpec:
     cfg = apply_overrides(load_preset("tiny"), SMALL)
     cfg.train.steps, cfg.train.time_budget = steps, 0.0
@@ -72,6 +81,15 @@ def test_three_trials_one_pruned_and_resume(tmp_path: Path) -> None:
     best = yaml.safe_load((tmp_path / "report" / "best.yaml").read_text())
     assert best["train"]["lr"] == pytest.approx(study.best_params["train.lr"])
     assert (tmp_path / "report" / "history.png").is_file() and (tmp_path / "report" / "report.md").is_file()
+
+
+def test_two_worker_processes_share_the_study(tmp_path: Path) -> None:
+    spec = _spec(tmp_path, 4, "tests.test_tune:fake_train")
+    study = search.run(spec, jobs=2, say=lambda m: None)
+    counted = search.finished(study)
+    assert 4 <= counted <= 5  # a worker may start a trial while the other finishes the 4th
+    assert len({t.user_attrs["pid"] for t in study.trials}) == 2
+    assert len(list((tmp_path / "tune" / "t" / "train").iterdir())) == len(study.trials)
 
 
 def test_rerun_with_another_space_is_refused(tmp_path: Path) -> None:

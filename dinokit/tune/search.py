@@ -48,14 +48,19 @@ class TuneSpec:
 
     def __post_init__(self) -> None:
         self.out_dir = Path(self.out_dir)
-        self.storage = self.storage or f"sqlite:///{(self.out_dir / 'study.db').resolve()}"
+        self.storage = self.storage or default_storage(self.out_dir)
 
     def identity(self) -> dict[str, Any]:
         return plain({"space": self.space.to_dict(), "base": self.base.to_dict()})
 
 
-def _sampler(spec: TuneSpec) -> optuna.samplers.TPESampler:
-    return optuna.samplers.TPESampler(seed=spec.seed + os.getpid() % 997, n_startup_trials=3)
+def default_storage(out_dir: Path) -> str:
+    return f"sqlite:///{(Path(out_dir) / 'study.db').resolve()}"
+
+
+def _sampler(spec: TuneSpec, worker: int = 0) -> optuna.samplers.TPESampler:
+    """TPE after 3 random trials; parallel workers draw from different seeds."""
+    return optuna.samplers.TPESampler(seed=spec.seed + worker, n_startup_trials=3)
 
 
 def _pruner(spec: TuneSpec) -> optuna.pruners.BasePruner:
@@ -72,7 +77,7 @@ def prepare(spec: TuneSpec) -> optuna.Study:
     if t.steps <= 0 and t.time_budget <= 0 and t.epochs <= 0:
         raise DinokitError("the training budget is zero: give --steps N or --time-budget MINUTES (> 0)")
     check_space(spec.space, spec.base)
-    if spec.storage.startswith("sqlite:///") and spec.storage.endswith(str(spec.out_dir.resolve() / "study.db")):
+    if spec.storage == default_storage(spec.out_dir):
         spec.out_dir.mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     study = optuna.create_study(storage=open_storage(spec.storage), study_name=spec.name, direction="maximize",
@@ -147,13 +152,14 @@ def finished(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=COUNTED))
 
 
-def work(spec: TuneSpec, threads: int, progress: bool = True, say: Say = print) -> None:
+def work(spec: TuneSpec, threads: int, progress: bool = True, say: Say = print, worker: int = 0) -> None:
     """One worker: train trials until the study holds `spec.trials` finished or pruned ones."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     storage = open_storage(spec.storage)
     reap_dead(optuna.load_study(study_name=spec.name, storage=storage), storage)
-    study = optuna.load_study(study_name=spec.name, storage=storage, sampler=_sampler(spec), pruner=_pruner(spec))
+    study = optuna.load_study(study_name=spec.name, storage=storage, sampler=_sampler(spec, worker),
+                              pruner=_pruner(spec))
     objective = Objective(spec, threads, progress, say)
     stop = optuna.study.MaxTrialsCallback(spec.trials, states=COUNTED)
     for _ in range(2 * spec.trials):  # failed trials do not count; bounded so that a broken setup ends
@@ -162,12 +168,12 @@ def work(spec: TuneSpec, threads: int, progress: bool = True, say: Say = print) 
         study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[stop])
 
 
-def _worker_main(spec: TuneSpec, threads: int) -> None:
+def _worker_main(spec: TuneSpec, threads: int, worker: int) -> None:
     def say(message: str) -> None:
         print(f"[worker {os.getpid()}] {message}", flush=True)
 
     try:
-        work(spec, threads, progress=False, say=say)
+        work(spec, threads, progress=False, say=say, worker=worker)
     except KeyboardInterrupt:
         sys.exit(130)
     except DinokitError as exc:
@@ -190,7 +196,7 @@ def run(spec: TuneSpec, jobs: int = 1, progress: bool = True, say: Say = print) 
             work(spec, threads, progress, say)
         else:
             ctx = multiprocessing.get_context("spawn")  # no forked torch or database state
-            procs = [ctx.Process(target=_worker_main, args=(spec, threads)) for _ in range(jobs)]
+            procs = [ctx.Process(target=_worker_main, args=(spec, threads, i)) for i in range(jobs)]
             for p in procs:
                 p.start()
             for p in procs:
