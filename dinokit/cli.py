@@ -37,6 +37,7 @@ console = Console()
 BUDGET_HELP = "Budget: choose one of --epochs, --steps, --time-budget"
 QUANTIZE_HELP = "none or int8 (dynamic int8 linear layers, CPU only; changes outputs slightly)."
 COMPILE_HELP = "torch.compile the model (the first batch compiles, for minutes on a CPU)."
+PRECISION_HELP = "fp32, bf16, fp16 (CUDA only) or auto (bf16 where the device does it natively)."
 
 
 # --------------------------------------------------------------------------- train
@@ -113,6 +114,7 @@ def train(
     deterministic: bool = typer.Option(False, "--deterministic", help="Ask torch for deterministic kernels."),
     skip_bad_images: bool = typer.Option(False, "--skip-bad-images", help="Skip unreadable images instead of failing."),
     compile_: bool = typer.Option(False, "--compile", help=COMPILE_HELP),
+    precision: Optional[str] = typer.Option(None, "--precision", help=PRECISION_HELP + " Default fp32."),
     set_: list[str] = typer.Option([], "--set", help="Override any field: section.field=value (repeatable)."),
 ) -> None:
     """Train a DINO detector (default: the tiny preset on the built-in shapes data)."""
@@ -130,7 +132,7 @@ def train(
         "train": {
             **_budget_flags(epochs, steps, time_budget), "batch_size": batch_size, "device": device,
             "out": out, "name": name, "seed": seed, "ema": ema, "deterministic": deterministic or None,
-            "compile": compile_ or None,
+            "compile": compile_ or None, "precision": precision,
         },
     }
     base = None
@@ -145,6 +147,7 @@ def train(
         ckpt = detector_checkpoint(weights, set_)
         base = Config.from_dict(ckpt["config"]) if ckpt is not None else None
     cfg = build_train_config(preset, config, base, flags, set_)
+    _check_precision(cfg.train.precision, cfg.train.device)
     result = run_training(cfg, resume=resume, progress=True)
     if result.rank != 0:
         return
@@ -175,6 +178,7 @@ def evaluate(
     weights: Optional[Path] = typer.Option(None, help="Same as CHECKPOINT; also takes an official DINO .pth."),
     quantize: str = typer.Option("none", help=QUANTIZE_HELP),
     compile_: bool = typer.Option(False, "--compile", help=COMPILE_HELP),
+    precision: Optional[str] = typer.Option(None, "--precision", help=PRECISION_HELP + " Default: the checkpoint's."),
 ) -> None:
     """COCO AP of a checkpoint on the validation split (table per metric and per class)."""
     from dinokit.checkpoint import latest_run_checkpoint
@@ -183,10 +187,12 @@ def evaluate(
     from dinokit.infer.speed import check_quantize
 
     check_quantize(quantize)  # a bad value fails before the model loads
+    _check_precision(precision, device)
     checkpoint = _one_checkpoint(checkpoint, weights, "CHECKPOINT")
     path = checkpoint if checkpoint is not None else latest_run_checkpoint(runs)
     metrics, dets = evaluate_checkpoint(
-        path, data=data, device=device, batch_size=batch_size, quantize=quantize, compile=compile_
+        path, data=data, device=device, batch_size=batch_size, quantize=quantize, compile=compile_,
+        precision=precision, say=_say,
     )
     console.print(f"checkpoint {path}", highlight=False)
     console.print(metrics_table(metrics))
@@ -195,6 +201,19 @@ def evaluate(
         _write_json(json_file, {"checkpoint": str(path), **metrics})
     if detections is not None:
         _write_json(detections, dets)
+
+
+def _check_precision(precision: str | None, device: str) -> None:
+    """A bad --precision (or fp16 on a CPU) fails before the model loads."""
+    if precision is not None:
+        from dinokit.infer.precision import resolve_precision
+        from dinokit.runtime.device import resolve_device
+
+        resolve_precision(precision, resolve_device(device))
+
+
+def _say(message: str) -> None:
+    console.print(message, highlight=False)
 
 
 def _one_checkpoint(checkpoint: Path | None, weights: Path | None, name: str) -> Path | None:
@@ -225,6 +244,7 @@ def predict(
     backend: Optional[str] = typer.Option(None, help="torch or onnx (default: onnx for a .onnx file)."),
     quantize: str = typer.Option("none", help=QUANTIZE_HELP),
     compile_: bool = typer.Option(False, "--compile", help=COMPILE_HELP),
+    precision: Optional[str] = typer.Option(None, "--precision", help=PRECISION_HELP + " Default: the checkpoint's."),
 ) -> None:
     """Detect objects in images; write annotated copies and a JSON of detections."""
     from dinokit.checkpoint import latest_run_checkpoint
@@ -240,16 +260,18 @@ def predict(
     from dinokit.infer.speed import check_quantize
 
     quantize = check_quantize(quantize)
+    _check_precision(precision, device)
     expand_sources(sources)  # a missing file is reported before anything is created
     checkpoint = _one_checkpoint(checkpoint, weights, "--checkpoint")
     path = checkpoint if checkpoint is not None else latest_run_checkpoint(runs)
     backend = backend or ("onnx" if path.suffix.lower() == ".onnx" else "torch")
     out_dir = out if out is not None else new_run_dir(runs, "exp", command="predict")
     json_path = json_file if json_file is not None else out_dir / "detections.json"
-    if backend == "onnx" and (quantize != "none" or compile_):
-        raise ConfigError("--quantize and --compile apply to the torch backend, not to an ONNX model")
+    if backend == "onnx" and (quantize != "none" or compile_ or precision not in (None, "fp32")):
+        raise ConfigError("--quantize, --compile and --precision apply to the torch backend, not to an ONNX model")
     results = run_predict(
-        sources, path, score, out_dir, json_path, device, batch_size, backend, quantize=quantize, compile=compile_
+        sources, path, score, out_dir, json_path, device, batch_size, backend, quantize=quantize, compile=compile_,
+        precision=precision if backend == "torch" else "fp32", say=_say,
     )
     count = sum(len(r["detections"]) for r in results)
     console.print(

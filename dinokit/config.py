@@ -23,6 +23,7 @@ DenoisingMode = Literal["cdn", "dn", "none"]
 NegTarget = Literal["background", "closest-gt"]
 AttentionKind = Literal["deformable", "dense"]
 ClassLoss = Literal["focal", "vfl", "ia-bce", "mal"]
+Precision = Literal["fp32", "bf16", "fp16", "auto"]
 
 
 class ConfigError(DinokitError, ValueError):
@@ -129,6 +130,7 @@ class TrainConfig:
     step_seeded: bool = False  # reseed from (seed, step) after each step: runs that differ share draws
     threads: int = 0  # 0: torch's default
     compile: bool = False  # torch.compile the model for the training steps (first steps compile)
+    precision: Precision = "fp32"  # autocast of train/eval/predict; auto: bf16 where the device does it natively
 
 
 @dataclass

@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 
 from dinokit.ablate import arms as arms_mod
-from dinokit.config import Config, apply_overrides, load_preset
+from dinokit.config import Config, apply_dict, apply_overrides, load_preset
 from dinokit.errors import DinokitError
 
 if TYPE_CHECKING:  # optuna, pandas and matplotlib load when a command runs: `dinokit --help` stays quick
@@ -110,6 +110,8 @@ def ablate(
     jobs: int = typer.Option(1, "--jobs", help="Trials trained in parallel processes."),
     out: Path = typer.Option(Path("runs"), "--out", help="Root folder; results go to OUT/ablate/NAME."),
     sets: list[str] = typer.Option([], "--set", help="Config override key=value (repeatable)."),
+    precision: Optional[str] = typer.Option(None, "--precision",
+                                            help="Every trial's train.precision: fp32, bf16, fp16 (CUDA) or auto."),
 ) -> None:
     """Train the full model and the ablated arms on the same data, budget and seeds; report."""
     if ctx.invoked_subcommand is not None:
@@ -134,6 +136,12 @@ def ablate(
     if not _NAME_RE.match(name):
         raise DinokitError(f"--name '{name}' may only use letters, digits and . _ + -")
     cfg = base_config(preset, data, sets, steps, time_budget, eval_every)
+    if precision is not None:  # passed through to every trial's config; fp16 on a CPU fails here
+        from dinokit.infer.precision import resolve_precision
+        from dinokit.runtime.device import resolve_device
+
+        apply_dict(cfg, {"train": {"precision": precision}})
+        resolve_precision(precision, resolve_device(cfg.train.device))
     meta = {"preset": preset, "data": cfg.data.data, "budget": budget_text(cfg),
             "evaluations": f"every {cfg.train.eval_every_steps} steps"}
     if sets:

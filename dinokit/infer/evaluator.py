@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import io
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -17,6 +17,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from dinokit.errors import DataError
+from dinokit.infer.precision import autocast, resolve_precision
 
 METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR100")
 _STAT_INDEX = {"AP": 0, "AP50": 1, "AP75": 2, "APs": 3, "APm": 4, "APl": 5, "AR100": 8}
@@ -78,11 +79,13 @@ def run_evaluation(
     num_select: int,
     label_to_cat: list[int] | None = None,
     workers: int = 0,
+    precision: str = "fp32",
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Run `model` over `dataset` and score it with COCOeval against `dataset.coco`.
 
     `label_to_cat[i]` is the COCO category id of the model's class i (default: the dataset's
-    `cat_ids`); labels mapped to a negative id are dropped. Returns (metrics, detections).
+    `cat_ids`); labels mapped to a negative id are dropped. `precision` is a resolved one (fp32,
+    bf16, fp16: see dinokit.infer.precision). Returns (metrics, detections).
     """
     from dinokit.data.transforms import collate
     from dinokit.model.postprocess import postprocess
@@ -98,7 +101,8 @@ def run_evaluation(
     try:
         with torch.inference_mode():
             for images, masks, targets in loader:
-                outputs = model(images.to(device), masks.to(device))
+                with autocast(precision, device):
+                    outputs = model(images.to(device), masks.to(device))
                 orig_sizes = torch.stack([t["orig_size"] for t in targets]).to(device)  # (B, 2) [h, w]
                 results = postprocess(outputs, orig_sizes, num_select)
                 for target, result in zip(targets, results):
@@ -139,9 +143,12 @@ def evaluate_checkpoint(
     batch_size: int | None = None,
     quantize: str = "none",
     compile: bool = False,
+    precision: str | None = None,
+    say: Callable[[str], None] | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Metrics and COCO detections of a checkpoint on the validation split of its own data (or
-    of `data`). Classes are matched by name, so another dataset with the same names works."""
+    of `data`). Classes are matched by name, so another dataset with the same names works.
+    `precision` None: the checkpoint's `train.precision`; `say` gets what `auto` chose."""
     from dinokit.data.coco import build_dataset, resolve_source
     from dinokit.interop.load import model_from_checkpoint
     from dinokit.runtime.device import resolve_device
@@ -149,6 +156,9 @@ def evaluate_checkpoint(
 
     device = resolve_device(device) if isinstance(device, str) else device
     model, cfg, classes, _ = model_from_checkpoint(checkpoint, device)
+    chosen, note = resolve_precision(precision or cfg.train.precision, device)
+    if note and say is not None:
+        say(note)
     model = prepare_for_inference(model, quantize, compile)
     if data is not None:
         cfg.data.data = data
@@ -161,5 +171,6 @@ def evaluate_checkpoint(
             f"({', '.join(dataset.class_names[:5])}...)"
         )
     return run_evaluation(
-        model, dataset, device, batch_size or cfg.train.batch_size, cfg.model.num_select, mapping, cfg.data.workers
+        model, dataset, device, batch_size or cfg.train.batch_size, cfg.model.num_select, mapping, cfg.data.workers,
+        chosen,
     )

@@ -66,13 +66,16 @@ def predict(
     backend: str = "torch",
     quantize: str = "none",
     compile: bool = False,
+    precision: str | None = None,
+    say: Callable[[str], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Detect objects in every image of `sources`.
 
     Returns one dict per image: file, width, height and detections (label name, score, box
     xyxy in original-image pixels). Writes annotated images to `out_dir` and the list as JSON
     to `json_path` (each when given). `backend` "onnx" runs an exported .onnx file in onnxruntime;
-    `quantize` "int8" and `compile` apply to the torch backend (see dinokit.infer.speed).
+    `quantize` "int8" and `compile` apply to the torch backend (see dinokit.infer.speed);
+    `precision` too (None: the checkpoint's `train.precision`; `say` gets what `auto` chose).
     """
     from dinokit.data.transforms import collate, eval_transforms
     from dinokit.checkpoint import require_checkpoint_file
@@ -84,7 +87,7 @@ def predict(
     require_checkpoint_file(checkpoint)
     device = resolve_device(device) if isinstance(device, str) else device
     shapes = [image_shape(p) for p in files]  # (h, w); fail on a bad file before loading the model
-    detect, cfg, classes = _detector(checkpoint, backend, device, quantize, compile)
+    detect, cfg, classes = _detector(checkpoint, backend, device, quantize, compile, precision, say)
     transform = eval_transforms(cfg.data)
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
@@ -116,7 +119,8 @@ Detector = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], list[dict[str, t
 
 
 def _detector(
-    checkpoint: str | Path, backend: str, device: torch.device, quantize: str = "none", compile: bool = False
+    checkpoint: str | Path, backend: str, device: torch.device, quantize: str = "none", compile: bool = False,
+    precision: str | None = None, say: Callable[[str], None] | None = None,
 ) -> tuple[Detector, Any, list[str]]:
     """(images, masks, sizes) -> per-image detections, with the config and class names, for a backend."""
     if backend == "onnx":
@@ -125,12 +129,22 @@ def _detector(
         onnx_model = OnnxDetector(checkpoint, device)
         return onnx_model.detect, onnx_model.cfg, onnx_model.classes
     from dinokit.interop.load import model_from_checkpoint
+    from dinokit.infer.precision import autocast, resolve_precision
     from dinokit.infer.speed import prepare_for_inference
     from dinokit.model.postprocess import postprocess
 
     model, cfg, classes, _ = model_from_checkpoint(checkpoint, device)
+    chosen, note = resolve_precision(precision or cfg.train.precision, device)
+    if note and say is not None:
+        say(note)
     model = prepare_for_inference(model, quantize, compile)
-    return lambda images, masks, sizes: postprocess(model(images, masks), sizes, cfg.model.num_select), cfg, classes
+
+    def detect(images: torch.Tensor, masks: torch.Tensor, sizes: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+        with autocast(chosen, device):
+            outputs = model(images, masks)
+        return postprocess(outputs, sizes, cfg.model.num_select)
+
+    return detect, cfg, classes
 
 
 def image_shape(path: Path) -> tuple[int, int]:

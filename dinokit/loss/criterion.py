@@ -57,6 +57,7 @@ class SetCriterion(nn.Module):
 
     def set_loss(self, logits: Tensor, boxes: Tensor, targets: list[dict[str, Tensor]], num_boxes: float):
         """Hungarian-matched (class, L1, GIoU) for one set of predictions (B, Q, C) / (B, Q, 4)."""
+        logits, boxes = logits.float(), boxes.float()  # fp32 losses: focal/GIoU lose their small terms in bf16
         indices = self.matcher(logits.detach(), boxes.detach(), targets)
         batch = torch.cat([torch.full_like(src, b) for b, (src, _) in enumerate(indices)]).to(logits.device)
         src = torch.cat([s for s, _ in indices]).to(logits.device)
@@ -81,7 +82,7 @@ class SetCriterion(nn.Module):
         per_draw = []
         for d in range(q.draws):
             sl = q.draw_slice(d)
-            logits, boxes = dn.logits[:, :, sl], dn.boxes[:, :, sl]  # (layers, B, Pd, C|4)
+            logits, boxes = dn.logits[:, :, sl].float(), dn.boxes[:, :, sl].float()  # (layers, B, Pd, C|4), fp32
             valid = ~q.padding[:, sl]
             negative = q.negative[:, sl]
             labels, tgt_boxes = q.labels[:, sl], q.boxes[:, sl]
@@ -118,6 +119,12 @@ class SetCriterion(nn.Module):
     def forward(self, outputs: dict, targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
         """The weighted total under "loss" (to backpropagate) and detached parts for logging."""
         device = outputs["pred_logits"].device
+        # the losses and the matcher's costs stay fp32 under autocast: log/exp of focal terms and
+        # GIoU's areas underflow or round away in bf16/fp16
+        with torch.autocast(device.type, enabled=False):
+            return self._losses(outputs, targets, device)
+
+    def _losses(self, outputs: dict, targets: list[dict[str, Tensor]], device: torch.device) -> dict[str, Tensor]:
         num_boxes = count_boxes(targets, device)
         groups = 1 + len(outputs.get("group_outputs") or [])
         norm = num_boxes * groups  # Group DETR: the groups' losses average

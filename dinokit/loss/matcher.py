@@ -34,6 +34,7 @@ class HungarianMatcher(nn.Module):
                 empty = torch.zeros(0, dtype=torch.long)
                 out.append((empty, empty))
                 continue
+            # costs in fp32 (the inputs cast here; the criterion calls this with autocast off): near-ties must not flip
             prob = logits[b].sigmoid().float()
             tgt_boxes = t["boxes"].to(boxes.device).float()
             cost = (

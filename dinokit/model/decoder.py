@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from dinokit.config import ModelConfig
 from dinokit.model.attention import Shapes, build_attention
-from dinokit.model.heads import MLP, box_head, inverse_sigmoid
+from dinokit.model.heads import MLP, as_fp32, box_head, fp32_region, inverse_sigmoid
 from dinokit.model.position import box_sine_embedding
 
 
@@ -172,10 +172,14 @@ class Decoder(nn.Module):
             ref_input = reference[:, :, None] * ratios  # (B, Q, L, 4)
             query_pos = self.ref_point_head(box_sine_embedding(ref_input[:, :, 0], half))
             out = layer(out, query_pos, ref_input, memory, memory_pos, shapes, memory_mask, allowed)
-            hs = self.norm(out)
-            logits.append(self.class_head(hs))
-            boxes.append((self.box_head(hs) + inverse_sigmoid(predicted_on)).sigmoid())
-            new_reference = (self.box_head(out) + inverse_sigmoid(reference)).sigmoid()
+            # heads, inverse sigmoid and refinement in fp32 under autocast: deltas are added to
+            # logits of up to +-6.9, where bf16 steps are ~0.03 (boxes would jitter by a pixel or more)
+            with fp32_region(out):
+                out32 = as_fp32(out)
+                hs = self.norm(out32)
+                logits.append(self.class_head(hs))
+                boxes.append((self.box_head(hs) + inverse_sigmoid(predicted_on)).sigmoid())
+                new_reference = (self.box_head(out32) + inverse_sigmoid(reference)).sigmoid()
             refined.append(new_reference)
             reference = new_reference.detach()
             predicted_on = new_reference if self.lft else reference

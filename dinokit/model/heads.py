@@ -1,11 +1,24 @@
-"""Small shared pieces: the MLP used by box heads, and the inverse sigmoid of box refinement."""
+"""Small shared pieces: the MLP used by box heads, the inverse sigmoid of box refinement, and the
+switch that keeps a region in fp32 under autocast."""
 
 from __future__ import annotations
+
+from typing import Any, ContextManager
 
 import torch
 from torch import Tensor, nn
 
 INVERSE_SIGMOID_EPS = 1e-3  # official DINO clamp
+
+
+def fp32_region(like: Tensor) -> ContextManager[Any]:
+    """Autocast off on `like`'s device type: the region runs in the dtype of its (fp32) inputs."""
+    return torch.autocast(like.device.type, enabled=False)
+
+
+def as_fp32(x: Tensor) -> Tensor:
+    """bf16/fp16 -> fp32; other dtypes (fp32, fp64 in tests) unchanged."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
 def inverse_sigmoid(x: Tensor, eps: float = INVERSE_SIGMOID_EPS) -> Tensor:

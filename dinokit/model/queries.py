@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from dinokit.config import ModelConfig
 from dinokit.model.attention import Shapes
 from dinokit.model.groups import QueryLayout
-from dinokit.model.heads import box_head
+from dinokit.model.heads import as_fp32, box_head, fp32_region
 
 
 @dataclass
@@ -96,6 +96,14 @@ class QuerySelection(nn.Module):
             content = self.tgt_embed.weight[None, : layout.total].expand(B, -1, -1)
             anchors = self.refpoint_embed.weight[None, : layout.total].expand(B, -1, -1)
             return SelectedQueries(content, anchors, None, layout=layout)
+        # proposals, their scores and the top-K in fp32 under autocast: bf16 scores tie and
+        # reorder the top-K (a different query set changes every output downstream)
+        with fp32_region(memory):
+            return self._select(as_fp32(memory), mask, shapes, groups, extra)
+
+    def _select(self, memory: Tensor, mask: Tensor, shapes: Shapes, groups: int, extra: int) -> SelectedQueries:
+        """Two-stage selection (mixed, pure) from the encoder memory (B, S, D)."""
+        B, K = memory.shape[0], self.num_queries
         out_memory, anchors_all = encoder_proposals(memory, mask, shapes)
         out_memory = self.enc_output_norm(self.enc_output(out_memory))
         logits = self.enc_class_head(out_memory)  # (B, S, C)

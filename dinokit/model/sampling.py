@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from dinokit.model.heads import as_fp32, fp32_region
+
 Shapes = list[tuple[int, int]]  # (H_l, W_l) of every level, finest first
 
 _QUERY_BLOCK = 32768  # (query, head) pairs per block: the block's corner tensors stay in cache
@@ -169,7 +171,13 @@ def sample_levels_gather(value: Tensor, shapes: Shapes, locations: Tensor, weigh
 
 
 def deformable_sampling(value: Tensor, shapes: Shapes, locations: Tensor, weights: Tensor) -> Tensor:
-    """The fast gather form; the grid_sample form while exporting to ONNX (standard ops only)."""
-    if torch.onnx.is_in_onnx_export():
-        return sample_levels_grid(value, shapes, locations, weights)
-    return sample_levels_gather(value, shapes, locations, weights)
+    """The fast gather form; the grid_sample form while exporting to ONNX (standard ops only).
+
+    Always fp32, also under bf16/fp16 autocast: bf16 positions (8-bit mantissa) move a sample by
+    up to 1/256 of a map's side and its bilinear weights and the sum of 4*L*P corners round away
+    small terms; low-precision sampling kernels are known to fail accuracy checks."""
+    with fp32_region(value):
+        value, locations, weights = as_fp32(value), as_fp32(locations), as_fp32(weights)
+        if torch.onnx.is_in_onnx_export():
+            return sample_levels_grid(value, shapes, locations, weights)
+        return sample_levels_gather(value, shapes, locations, weights)

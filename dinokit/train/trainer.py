@@ -29,6 +29,7 @@ from dinokit.checkpoint import check_compatible, make_checkpoint, save_checkpoin
 from dinokit.train.console import TrainConsole
 from dinokit.runtime.device import process_device
 from dinokit.infer.evaluator import run_evaluation
+from dinokit.infer.precision import autocast, grad_scaler, resolve_precision
 from dinokit.interop.load import detector_checkpoint, load_checkpoint, load_initial_weights
 from dinokit.train.optim import LrSchedule, build_ema, build_optimizer
 from dinokit.train.rng import capture_rng, restore_rng, seed_everything
@@ -127,6 +128,8 @@ class Trainer:
 
         self.cfg, self.device, self.info, self.on_epoch, self.stop = cfg, device, info, on_epoch, stop
         t = cfg.train
+        self.precision, precision_note = resolve_precision(t.precision, device)
+        self.scaler = grad_scaler(self.precision, device)  # enabled for fp16 on CUDA only
         if t.threads > 0:
             torch.set_num_threads(t.threads)
         seed_everything(t.seed, t.deterministic)
@@ -184,6 +187,8 @@ class Trainer:
         self.console = TrainConsole(info.is_main, progress, self.total_steps or None, self.budget_s)
         if weights_note:
             self.console.message(weights_note)
+        if precision_note:
+            self.console.message(precision_note)
         self.model: nn.Module = self.raw_model
 
     # ------------------------------------------------------------------ run
@@ -278,14 +283,16 @@ class Trainer:
         images, masks = images.to(self.device), masks.to(self.device)
         targets = [{k: v.to(self.device) if torch.is_tensor(v) else v for k, v in tg.items()} for tg in targets]
         self.model.train()
-        outputs = self.model(images, masks, targets)
-        losses = self.criterion(outputs, targets)
+        with autocast(self.precision, self.device):  # the loss turns autocast off itself (fp32)
+            outputs = self.model(images, masks, targets)
+            losses = self.criterion(outputs, targets)
         self.optimizer.zero_grad(set_to_none=True)
-        losses["loss"].backward()
+        self.scaler.scale(losses["loss"]).backward()
+        self.scaler.unscale_(self.optimizer)  # clip the true gradients (no-op unless fp16 on CUDA)
         params = [p for p in self.raw_model.parameters() if p.grad is not None]
         norm = torch.nn.utils.clip_grad_norm_(params, t.clip_grad if t.clip_grad > 0 else float("inf"))
         if torch.isfinite(norm):
-            self.optimizer.step()
+            self.scaler.step(self.optimizer)
             if self.ema is not None:
                 self.ema.update_parameters(self.raw_model)
             self._bad_steps = 0
@@ -296,6 +303,7 @@ class Trainer:
                 raise DinokitError(
                     f"training diverged: {MAX_BAD_STEPS} steps in a row with non-finite gradients (lower train.lr?)"
                 )
+        self.scaler.update()  # fp16: a smaller scale after an overflow, a larger one after enough clean steps
         self.step += 1
         self.epoch_step += 1
         values = {k: float(v.detach()) for k, v in losses.items() if torch.is_tensor(v) and v.numel() == 1}
@@ -326,7 +334,7 @@ class Trainer:
             eval_model = self.ema.module if self.ema is not None else self.raw_model
             metrics, _ = run_evaluation(
                 eval_model, self.val_set, self.device, t.batch_size, self.cfg.model.num_select,
-                workers=self.cfg.data.workers,
+                workers=self.cfg.data.workers, precision=self.precision,
             )
             row: dict[str, Any] = {"step": self.step, "epoch": round(self.step / self.steps_per_epoch, 3)}
             row["loss"] = sums.get("loss", float("nan")) / count if count else float("nan")
@@ -358,7 +366,7 @@ class Trainer:
             state.update(
                 optimizer=self.optimizer.state_dict(), scheduler=self.schedule.state_dict(),
                 rng=rng or [capture_rng()], elapsed=self._elapsed(), eval_seconds=self.eval_seconds, loss_curve=self.loss_curve,
-                log_sums=self.log_sums, log_count=self.log_count,
+                log_sums=self.log_sums, log_count=self.log_count, scaler=self.scaler.state_dict(),
             )
         return make_checkpoint(
             self.raw_model.state_dict(), self.cfg, self.classes, self.cat_ids, metrics=self.best, **state
@@ -378,6 +386,8 @@ class Trainer:
         self.raw_model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.schedule.load_state_dict(ckpt["scheduler"])
+        if ckpt.get("scaler") and self.scaler.is_enabled():  # fp16 on CUDA: continue with the same loss scale
+            self.scaler.load_state_dict(ckpt["scaler"])
         if self.ema is not None:
             if ckpt.get("ema"):
                 self.ema.load_state_dict(ckpt["ema"])
