@@ -2,6 +2,7 @@
 
     python benchmarks/speed.py [--cases NAME ...] [--repeats N] [--threads N] [--json FILE]
                                [--peers] [--compile] [--quantize int8] [--smoke]
+                               [--precision fp32 bf16 ...] [--device cpu|cuda] [--rounds N]
 
 Cases: r50-4scale inference at 1x3x800x1216 and training steps (forward + loss + backward,
 denoising on, 5 random boxes per image) at 2x3x320x320 and 2x3x512x512; the tiny preset at its
@@ -13,6 +14,14 @@ The child runs one warm-up, times --repeats runs and reports the median and its 
 counts the model's FLOPs (one forward, or forward + backward, under FlopCounterMode). The parent
 times a 2048^3 fp32 matmul at the same thread count: GFLOP / that rate is the time the case would
 take if it ran at matmul speed throughout ("bound"), and time / bound says how far from it it is.
+
+--precision runs every case once per precision, dinokit and HF under the same
+`torch.autocast` (bf16, or fp16 on CUDA), each in its own process. Jobs go case by case,
+precision by precision, dinokit then HF, so that the host's drift hits both implementations
+equally; --rounds N repeats the whole sequence. The matmul rate (fp32, and the case's precision)
+is measured right before each job, and that job's bound uses it. --json keeps the fp32 (first
+round) figures under `cases` and adds a flat `records` list, one per (case, impl, precision,
+round), from which every ratio can be recomputed.
 
 --smoke shrinks the r50 cases (1x3x256x256, 2x3x224x224 twice) and runs each once: a check
 that everything works in a few minutes, not a measurement.
@@ -72,6 +81,8 @@ SMOKE_SHAPES: dict[str, tuple[int, int, int]] = {
 }
 IMPLS = ("dinokit", "hf")
 MM_SIZE = 2048
+PRECISIONS = ("fp32", "bf16", "fp16")
+LOW_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def case_for(name: str, smoke: bool) -> Case:
@@ -139,13 +150,28 @@ def count_gflop(model: nn.Module, step: Callable[[], None], train: bool) -> tupl
     return counter.get_total_flops() / 1e9, time.perf_counter() - start
 
 
-def time_runs(step: Callable[[], None], repeats: int) -> list[float]:
+def time_runs(step: Callable[[], None], repeats: int, device: torch.device | None = None) -> list[float]:
+    """Wall seconds per run; on CUDA each run waits for the device (kernels are asynchronous)."""
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         step()
+        if device is not None and device.type == "cuda":
+            torch.cuda.synchronize(device)
         times.append(time.perf_counter() - start)
     return times
+
+
+def under_precision(step: Callable[[], None], precision: str, device: torch.device) -> Callable[[], None]:
+    """`step` inside the autocast that `dinokit --precision` uses; both implementations get this."""
+    if precision == "fp32":
+        return step
+
+    def run() -> None:
+        with torch.autocast(device.type, dtype=LOW_DTYPES[precision]):
+            step()
+
+    return run
 
 
 def build(impl: str, case: Case) -> tuple[nn.Module, nn.Module | None, int, dict[str, Any]]:
@@ -180,10 +206,16 @@ def run_child(name: str, impl: str, args: argparse.Namespace) -> dict[str, Any]:
     torch.manual_seed(0)
     case = case_for(name, args.smoke)
     repeats = args.repeats or case.repeats
+    device, precision = torch.device(args.device), args.precision[0]
     start = time.perf_counter()
     model, criterion, num_classes, info = build(impl, case)
+    model.to(device)
+    if criterion is not None:
+        criterion.to(device)
     build_s = time.perf_counter() - start
     images, masks, targets = random_batch(case, num_classes)
+    images, masks = images.to(device), masks.to(device)
+    targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
 
     def make(m: nn.Module, no_grad: bool = True) -> Callable[[], None]:
         if impl == "hf":
@@ -202,14 +234,16 @@ def run_child(name: str, impl: str, args: argparse.Namespace) -> dict[str, Any]:
 
         model = compile_model(model)
         variant["compile"] = True
-    step = make(model)
-    start = time.perf_counter()
-    step()
-    warmup_s = time.perf_counter() - start
-    times = time_runs(step, repeats)
+    step = under_precision(make(model), precision, device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    warmup_s = time_runs(step, 1, device)[0]
+    times = time_runs(step, repeats, device)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # the peak of the runs themselves
+    cuda_peak = torch.cuda.max_memory_allocated(device) / 1024**3 if device.type == "cuda" else None
     gflop, flop_run_s = count_gflop(fp32_model, make(fp32_model, no_grad=False), case.train)  # after: own peak
     return {
+        "precision": precision, "device": str(device), "peak_cuda_gib": cuda_peak,
         "case": name, "impl": impl, "train": case.train, "shape": [case.batch, 3, case.height, case.width],
         "boxes_per_image": case.boxes if case.train else 0, "threads": torch.get_num_threads(),
         "repeats": repeats, "times_s": times, "median_s": statistics.median(times), "gflop": gflop,
@@ -222,23 +256,29 @@ def run_child(name: str, impl: str, args: argparse.Namespace) -> dict[str, Any]:
 # --------------------------------------------------------------------------- parent
 
 
-def matmul_rate(threads: int, size: int = MM_SIZE, repeats: int = 5) -> dict[str, Any]:
-    """fp32 GFLOP/s of a square torch.mm at `threads`: the best of `repeats` after a warm-up."""
+def matmul_rate(
+    threads: int, size: int = MM_SIZE, repeats: int = 5, precision: str = "fp32", device: str = "cpu"
+) -> dict[str, Any]:
+    """GFLOP/s of a square torch.mm in `precision` (bf16/fp16 operands) at `threads`: the best of
+    `repeats` after a warm-up."""
     torch.set_num_threads(threads)
-    a, b = torch.randn(size, size), torch.randn(size, size)
+    dtype = LOW_DTYPES.get(precision, torch.float32)
+    dev = torch.device(device)
+    a, b = (torch.randn(size, size, device=dev).to(dtype) for _ in range(2))
     torch.mm(a, b)
-    times = time_runs(lambda: torch.mm(a, b), repeats)
+    times = time_runs(lambda: torch.mm(a, b), repeats, dev)
     gflop = 2 * size**3 / 1e9
-    return {"size": size, "threads": threads, "times_s": times, "gflop": gflop,
+    return {"size": size, "threads": threads, "precision": precision, "times_s": times, "gflop": gflop,
             "gflops_best": gflop / min(times), "gflops_median": gflop / statistics.median(times)}
 
 
-def launch(name: str, impl: str, args: argparse.Namespace) -> dict[str, Any]:
+def launch(name: str, impl: str, args: argparse.Namespace, precision: str = "fp32") -> dict[str, Any]:
     """Run one case in a fresh interpreter; a failure is recorded, not raised (long runs go on)."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "case.json"
         cmd = [sys.executable, str(Path(__file__).resolve()), "--case", name, "--impl", impl,
-               "--json-out", str(out), "--threads", str(args.threads)]
+               "--json-out", str(out), "--threads", str(args.threads), "--precision", precision,
+               "--device", args.device]
         cmd += ["--repeats", str(args.repeats)] if args.repeats else []
         cmd += ["--smoke"] if args.smoke else []
         cmd += ["--compile"] if args.compile else []
@@ -249,7 +289,8 @@ def launch(name: str, impl: str, args: argparse.Namespace) -> dict[str, Any]:
         wall = time.perf_counter() - start
         if proc.returncode != 0 or not out.is_file():
             tail = ((proc.stderr or proc.stdout).strip().splitlines() or ["(no output)"])[-20:]
-            return {"case": name, "impl": impl, "error": f"exit {proc.returncode}: {tail[-1].strip()}",
+            return {"case": name, "impl": impl, "precision": precision,
+                    "error": f"exit {proc.returncode}: {tail[-1].strip()}",
                     "stderr_tail": tail, "wall_s": wall}
         result = json.loads(out.read_text())
     result["wall_s"] = wall
@@ -265,46 +306,58 @@ def add_bound(result: dict[str, Any], rate: float) -> None:
     result["rss_gib"] = result["rss_kib"] / 1024**2
 
 
-def render(results: dict[str, dict[str, dict[str, Any]]], mm: dict[str, Any], args: argparse.Namespace) -> None:
-    """One row per case and implementation; HF rows carry HF time / dinokit time."""
+def render(records: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    """One row per job: HF rows carry HF time / dinokit time of the same case, precision and
+    round; low-precision dinokit rows carry fp32 time / their time (the same case and round)."""
     from rich.console import Console
     from rich.table import Table
 
     flags = [f for f, on in (("compile", args.compile), (f"quantize {args.quantize}", args.quantize)) if on]
-    title = (f"{args.threads} thread(s), matmul {mm['gflops_best']:.1f} GFLOP/s"
+    title = (f"{args.threads} thread(s) on {args.device}, matmul rate measured before each job"
              + (f", dinokit with {', '.join(flags)}" if flags else "")
              + (", SMOKE shapes (not a measurement)" if args.smoke else ""))
     table = Table(title=title)
-    for col in ("case", "impl", "input", "runs", "median s", "GFLOP", "bound s", "time/bound", "peak RSS GiB",
-                "HF/dinokit"):
-        table.add_column(col, justify="left" if col in ("case", "impl", "input") else "right")
-    for name, by_impl in results.items():
-        for impl, r in by_impl.items():
-            if "error" in r:
-                table.add_row(name, impl, "[red]failed[/red]", "", "", "", "", "", "", "")
-                continue
-            shape = "x".join(map(str, r["shape"])) + (" train" if r["train"] else "")
-            speedup = ""
-            if impl == "hf" and "median_s" in by_impl.get("dinokit", {}):
-                speedup = f"{r['median_s'] / by_impl['dinokit']['median_s']:.2f}"
-            label = impl + (" +compile" if r.get("compile") else "") + (" +int8" if r.get("quantize") else "")
-            table.add_row(name, label, shape, str(r["repeats"]),
-                          f"{r['median_s']:.3f}", f"{r['gflop']:.1f}", f"{r['bound_s']:.3f}",
-                          f"{r['ratio']:.1f}", f"{r['rss_gib']:.2f}", speedup)
+    for col in ("case", "impl", "prec", "round", "input", "runs", "median s", "GFLOP", "matmul GFLOP/s",
+                "time/bound", "peak RSS GiB", "HF/dinokit", "fp32/this"):
+        table.add_column(col, justify="left" if col in ("case", "impl", "prec", "input") else "right")
+    for r in records:
+        if "error" in r:
+            table.add_row(r["case"], r["impl"], r["precision"], str(r["round"]), "[red]failed[/red]", *[""] * 8)
+            continue
+        shape = "x".join(map(str, r["shape"])) + (" train" if r["train"] else "")
+        peer = find(records, r["case"], "dinokit", r["precision"], r["round"]) if r["impl"] == "hf" else None
+        base = find(records, r["case"], r["impl"], "fp32", r["round"]) if r["precision"] != "fp32" else None
+        label = r["impl"] + (" +compile" if r.get("compile") else "") + (" +int8" if r.get("quantize") else "")
+        table.add_row(r["case"], label, r["precision"], str(r["round"]), shape, str(r["repeats"]),
+                      f"{r['median_s']:.3f}", f"{r['gflop']:.1f}", f"{r['matmul_gflops_precision']:.0f}",
+                      f"{r['ratio']:.1f}", f"{r['peak_rss_gib']:.2f}",
+                      f"{r['median_s'] / peer['median_s']:.2f}" if peer else "",
+                      f"{base['median_s'] / r['median_s']:.2f}" if base else "")
     console = Console()
     if not console.is_terminal:  # piped to a file: rich would wrap at 80 columns
-        console = Console(width=150)
+        console = Console(width=170)
     console.print(table)
-    for name, by_impl in results.items():
-        for impl, r in by_impl.items():
-            if "error" in r:
-                console.print(f"{name} {impl} failed: {r['error']}", markup=False, highlight=False)
+    for r in records:
+        if "error" in r:
+            console.print(f"{r['case']} {r['impl']} {r['precision']} failed: {r['error']}", markup=False, highlight=False)
+
+
+def find(records: list[dict[str, Any]], case: str, impl: str, precision: str, round_: int) -> dict[str, Any] | None:
+    """The successful record of (case, impl, precision, round), or None."""
+    for r in records:
+        if (r["case"], r["impl"], r["precision"], r["round"]) == (case, impl, precision, round_) and "error" not in r:
+            return r
+    return None
 
 
 def check_options(args: argparse.Namespace) -> None:
     """Fail before the first case, with one line, on an option this install cannot honour."""
     if args.peers and not peers.available():
         sys.exit(peers.INSTALL_HINT)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        sys.exit("--device cuda: CUDA is not available here")
+    if "fp16" in args.precision and not args.device.startswith("cuda"):
+        sys.exit("--precision fp16 needs --device cuda (bf16 is the CPU's low precision)")
     if args.quantize:
         try:
             speed = importlib.import_module("dinokit.infer.speed")
@@ -314,26 +367,50 @@ def check_options(args: argparse.Namespace) -> None:
             sys.exit("--quantize int8: this dinokit has no dinokit.infer.speed.quantize_dynamic_int8 yet")
 
 
+def job_list(args: argparse.Namespace) -> list[tuple[int, str, str, str]]:
+    """(round, case, precision, impl) in run order: dinokit and HF alternate within each
+    (case, precision), so drift of the host between jobs hits both alike."""
+    impls = lambda name: [i for i in IMPLS if i == "dinokit" or (args.peers and CASES[name].peer)]  # noqa: E731
+    return [(r, n, p, i) for r in range(1, args.rounds + 1) for n in args.cases for p in args.precision
+            for i in impls(n)]
+
+
+def record_of(r: dict[str, Any], round_: int, mm: dict[str, Any], mm_low: dict[str, Any]) -> dict[str, Any]:
+    """The flat `records` entry of one job (the fields a ratio needs, and what it ran against)."""
+    out = {"case": r["case"], "impl": r["impl"], "precision": r["precision"], "round": round_,
+           "matmul_gflops_fp32": mm["gflops_best"], "matmul_gflops_precision": mm_low["gflops_best"]}
+    if "error" in r:
+        return {**out, "error": r["error"]}
+    keys = ("median_s", "times_s", "gflop", "bound_s", "ratio", "train", "shape", "repeats", "threads", "device",
+            "peak_cuda_gib", "compile", "quantize", "wall_s")
+    return {**out, **{k: r.get(k) for k in keys}, "peak_rss_gib": r["rss_gib"]}
+
+
 def run_parent(args: argparse.Namespace) -> None:
     wall_start = time.perf_counter()
     check_options(args)
-    mm = matmul_rate(args.threads)
-    print(f"matmul {MM_SIZE}^3 fp32 at {args.threads} thread(s): {mm['gflops_best']:.1f} GFLOP/s "
-          f"(median {mm['gflops_median']:.1f})", flush=True)
     if args.quantize and any(CASES[n].train for n in args.cases):
         print("--quantize applies to the inference cases only; training cases run in fp32", flush=True)
-    jobs = [(n, impl) for n in args.cases for impl in IMPLS if impl == "dinokit" or (args.peers and CASES[n].peer)]
-    results: dict[str, dict[str, dict[str, Any]]] = {}
-    for i, (name, impl) in enumerate(jobs, 1):
-        r = launch(name, impl, args)
-        add_bound(r, mm["gflops_best"])
-        results.setdefault(name, {})[impl] = r
+    jobs = job_list(args)
+    results: dict[str, dict[str, dict[str, Any]]] = {}  # today's layout: fp32 (or the first precision), round 1
+    records: list[dict[str, Any]] = []
+    first_mm: dict[str, Any] | None = None
+    for i, (round_, name, precision, impl) in enumerate(jobs, 1):
+        mm = matmul_rate(args.threads, device=args.device)
+        mm_low = mm if precision == "fp32" else matmul_rate(args.threads, precision=precision, device=args.device)
+        first_mm = first_mm or mm
+        r = launch(name, impl, args, precision)
+        add_bound(r, mm_low["gflops_best"])
+        records.append(record_of(r, round_, mm, mm_low))
+        if round_ == 1 and precision == args.precision[0]:
+            results.setdefault(name, {})[impl] = {**r, "matmul_gflops": mm["gflops_best"]}
         done = (f"FAILED {r['error']}" if "error" in r else
                 f"median {r['median_s']:.3f} s of {r['repeats']}, {r['gflop']:.1f} GFLOP, "
                 f"x{r['ratio']:.1f} bound, {r['rss_gib']:.2f} GiB")
-        print(f"[{i}/{len(jobs)}] {name} {impl}: {done} ({r['wall_s']:.0f} s)", flush=True)
-    mm_after = matmul_rate(args.threads)  # the machine may be busier at the end: both are kept
-    render(results, mm, args)
+        print(f"[{i}/{len(jobs)}] {name} {impl} {precision} round {round_}: {done} ({r['wall_s']:.0f} s; matmul "
+              f"{mm['gflops_best']:.0f} fp32, {mm_low['gflops_best']:.0f} {precision} GFLOP/s)", flush=True)
+    mm_after = matmul_rate(args.threads, device=args.device)  # the machine may be busier at the end
+    render(records, args)
     for name, by_impl in results.items():
         if "median_s" in by_impl.get("hf", {}) and "median_s" in by_impl.get("dinokit", {}):
             by_impl["hf_over_dinokit"] = by_impl["hf"]["median_s"] / by_impl["dinokit"]["median_s"]
@@ -343,10 +420,12 @@ def run_parent(args: argparse.Namespace) -> None:
     if args.json:
         env = {"torch": torch.__version__, "transformers": peers.version(), "python": platform.python_version(),
                "machine": platform.machine(), "cpus": os.cpu_count(), "threads": args.threads,
-               "matmul": mm, "matmul_end": mm_after, "rate_used_gflops": mm["gflops_best"],
-               "compile": args.compile, "quantize": args.quantize, "smoke": args.smoke, "argv": sys.argv[1:]}
+               "matmul": first_mm, "matmul_end": mm_after, "rate_used_gflops": "per job (records)",
+               "compile": args.compile, "quantize": args.quantize, "smoke": args.smoke, "argv": sys.argv[1:],
+               "device": args.device, "precisions": args.precision, "rounds": args.rounds}
         cases = {n: {"definition": asdict(case_for(n, args.smoke)), **by_impl} for n, by_impl in results.items()}
-        Path(args.json).write_text(json.dumps({"environment": env, "cases": cases, "total_wall_s": total}, indent=2))
+        payload = {"environment": env, "cases": cases, "records": records, "total_wall_s": total}
+        Path(args.json).write_text(json.dumps(payload, indent=2))
         print(f"wrote {args.json}")
 
 
@@ -360,12 +439,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--compile", action="store_true", help="torch.compile the dinokit model")
     parser.add_argument("--quantize", choices=["int8"], default=None, help="dinokit inference cases only")
     parser.add_argument("--smoke", action="store_true", help="small r50 shapes, 1 run: a quick check")
+    parser.add_argument("--precision", nargs="+", choices=PRECISIONS, default=["fp32"],
+                        help="one or more: every case runs once per precision (autocast for both impls)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    parser.add_argument("--rounds", type=int, default=1, help="repeat the whole interleaved job sequence")
     parser.add_argument("--case", choices=list(CASES), help=argparse.SUPPRESS)  # child mode
     parser.add_argument("--impl", choices=IMPLS, default="dinokit", help=argparse.SUPPRESS)
     parser.add_argument("--json-out", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.repeats < 0 or args.threads < 1:
-        parser.error("--repeats must be >= 0 and --threads >= 1")
+    if args.repeats < 0 or args.threads < 1 or args.rounds < 1:
+        parser.error("--repeats must be >= 0, --threads >= 1 and --rounds >= 1")
     return args
 
 
