@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from dinokit.config import ModelConfig
+from dinokit.model.heads import as_fp32
 from dinokit.model.sampling import Shapes, deformable_sampling
 
 
@@ -71,8 +72,9 @@ class MultiScaleDeformableAttention(nn.Module):
         if padding_mask is not None:
             v = v.masked_fill(padding_mask[..., None], 0.0)
         v = v.view(B, v.shape[1], M, -1)
-        offsets = self.sampling_offsets(query).view(B, Q, M, L, P, 2)
-        weights = self.attention_weights(query).view(B, Q, M, L * P).softmax(-1).view(B, Q, M, L, P)
+        # offsets and the softmax of the weights in fp32 under autocast: they feed the fp32 sampling
+        offsets = as_fp32(self.sampling_offsets(query)).view(B, Q, M, L, P, 2)
+        weights = as_fp32(self.attention_weights(query)).view(B, Q, M, L * P).softmax(-1).view(B, Q, M, L, P)
         if reference_points.shape[-1] == 2:
             normaliser = shapes_tensor(spatial_shapes).flip(-1).to(offsets)  # (L, 2) as (W, H)
             locations = reference_points[:, :, None, :, None, :] + offsets / normaliser[None, None, None, :, None, :]
