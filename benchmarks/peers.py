@@ -73,7 +73,10 @@ def build_model(num_labels: int = 91) -> nn.Module:
     from transformers import DeformableDetrConfig, DeformableDetrForObjectDetection, ResNetConfig
 
     backbone = ResNetConfig(out_features=BACKBONE_OUT_FEATURES)
-    config = DeformableDetrConfig(backbone_config=backbone, num_labels=num_labels, **HF_OPTIONS)
+    # backbone=None: newer transformers refuse a backbone name next to backbone_config
+    config = DeformableDetrConfig(
+        backbone_config=backbone, backbone=None, num_labels=num_labels, **HF_OPTIONS
+    )
     model = DeformableDetrForObjectDetection(config)
     match_frozen_stages(model)
     return model

@@ -71,6 +71,8 @@ def autocast(precision: str, device: torch.device) -> ContextManager[Any]:
     """The forward's context: autocast to bf16/fp16 on the model's device type; nothing for fp32."""
     if precision == "fp32":
         return contextlib.nullcontext()
+    if precision not in _DTYPES:
+        raise ConfigError(f"autocast needs a resolved precision (fp32, bf16, fp16), got '{precision}'")
     return torch.autocast(device_type=device.type, dtype=_DTYPES[precision])
 
 
