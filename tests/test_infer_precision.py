@@ -4,6 +4,8 @@ fp16 loss scaler's state surviving a resume (tested on the CPU: no GPU in CI).""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -119,10 +121,12 @@ def test_fp16_on_cpu_and_unknown_names_refused():
     ["eval", "missing.pt", "--precision", "fp16", "--device", "cpu"],
     ["predict", "missing.jpg", "--precision", "fp16", "--device", "cpu"],
     ["ablate", "--no-lft", "--steps", "1", "--precision", "fp16", "--set", "train.device=cpu"],
+    ["tune", "--space", "SPACE", "--steps", "1", "--precision", "fp16", "--set", "train.device=cpu"],
 ])
 def test_cli_refuses_fp16_on_cpu_in_one_line(capsys, tmp_path, monkeypatch, argv):
     monkeypatch.chdir(tmp_path)
-    assert run_cli(argv) == 2
+    space = str(Path(__file__).resolve().parents[1] / "ablations" / "tune_tiny.yaml")
+    assert run_cli([space if a == "SPACE" else a for a in argv]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err and "precision" in err, err
 

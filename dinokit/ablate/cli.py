@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 
 from dinokit.ablate import arms as arms_mod
-from dinokit.config import Config, apply_dict, apply_overrides, load_preset
+from dinokit.config import Config, apply_overrides, load_preset
 from dinokit.errors import DinokitError
 
 if TYPE_CHECKING:  # optuna, pandas and matplotlib load when a command runs: `dinokit --help` stays quick
@@ -118,6 +118,7 @@ def ablate(
         return
     from dinokit.ablate import report as report_mod
     from dinokit.ablate import study as study_mod
+    from dinokit.infer.precision import set_trial_precision
 
     flags = {"no-cdn": no_cdn, "no-dn": no_dn, "no-lft": no_lft, "static-queries": static_queries,
              "pure-queries": pure_queries}
@@ -136,12 +137,7 @@ def ablate(
     if not _NAME_RE.match(name):
         raise DinokitError(f"--name '{name}' may only use letters, digits and . _ + -")
     cfg = base_config(preset, data, sets, steps, time_budget, eval_every)
-    if precision is not None:  # passed through to every trial's config; fp16 on a CPU fails here
-        from dinokit.infer.precision import resolve_precision
-        from dinokit.runtime.device import resolve_device
-
-        apply_dict(cfg, {"train": {"precision": precision}})
-        resolve_precision(precision, resolve_device(cfg.train.device))
+    set_trial_precision(cfg, precision)  # passed through to every trial's config
     meta = {"preset": preset, "data": cfg.data.data, "budget": budget_text(cfg),
             "evaluations": f"every {cfg.train.eval_every_steps} steps"}
     if sets:

@@ -16,7 +16,7 @@ from typing import Any, ContextManager
 
 import torch
 
-from dinokit.config import ConfigError
+from dinokit.config import Config, ConfigError, apply_dict
 
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -81,3 +81,14 @@ def grad_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler:
     scaler, whose step/update are plain optimizer calls, everywhere else."""
     enabled = precision == "fp16" and device.type == "cuda"
     return torch.amp.GradScaler(device.type if enabled else "cpu", enabled=enabled)
+
+
+def set_trial_precision(cfg: Config, precision: str | None) -> Config:
+    """`--precision` of ablate / tune: every trial's `train.precision`, checked against the
+    trials' device now (fp16 on a CPU fails before any trial starts)."""
+    if precision is not None:
+        from dinokit.runtime.device import resolve_device
+
+        apply_dict(cfg, {"train": {"precision": precision}})
+        resolve_precision(precision, resolve_device(cfg.train.device))
+    return cfg

@@ -30,9 +30,12 @@ def tune(
     seed: int = typer.Option(0, "--seed", help="TPE sampler seed."),
     out: Path = typer.Option(Path("runs"), "--out", help="Root folder; results go to OUT/tune/NAME."),
     sets: list[str] = typer.Option([], "--set", help="Config override key=value for every trial (repeatable)."),
+    precision: Optional[str] = typer.Option(None, "--precision",
+                                            help="Every trial's train.precision: fp32, bf16, fp16 (CUDA) or auto."),
 ) -> None:
     """Search hyperparameters with Optuna TPE and pruning; each trial is a training run."""
     from dinokit.tune import report as report_mod
+    from dinokit.infer.precision import set_trial_precision
     from dinokit.tune import search
     from dinokit.tune.space import load_space
 
@@ -40,7 +43,7 @@ def tune(
     name = name or space.stem
     if not _NAME_RE.match(name):
         raise DinokitError(f"--name '{name}' may only use letters, digits and . _ + -")
-    cfg = base_config(preset, data, sets, steps, time_budget)
+    cfg = set_trial_precision(base_config(preset, data, sets, steps, time_budget), precision)
     spec = search.TuneSpec(name, search_space, cfg, out / "tune" / name, trials, storage or "", seed)
     study = search.run(spec, jobs=jobs, say=lambda m: console.print(m, highlight=False, markup=False, soft_wrap=True))
     table, summary = report_mod.render(study, cfg, spec.out_dir)
