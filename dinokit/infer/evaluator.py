@@ -142,7 +142,6 @@ def evaluate_checkpoint(
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Metrics and COCO detections of a checkpoint on the validation split of its own data (or
     of `data`). Classes are matched by name, so another dataset with the same names works."""
-    from dinokit.data.coco import build_dataset, resolve_source
     from dinokit.interop.load import model_from_checkpoint
     from dinokit.runtime.device import resolve_device
     from dinokit.infer.speed import prepare_for_inference
@@ -150,6 +149,19 @@ def evaluate_checkpoint(
     device = resolve_device(device) if isinstance(device, str) else device
     model, cfg, classes, _ = model_from_checkpoint(checkpoint, device)
     model = prepare_for_inference(model, quantize, compile)
+    return evaluate_model(model, cfg, classes, device, data, batch_size)
+
+
+def evaluate_model(
+    model: nn.Module, cfg: Any, classes: list[str], device: torch.device, data: str | None = None,
+    batch_size: int | None = None,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """`evaluate_checkpoint` for a loaded model and its config (`cfg` is not changed)."""
+    import copy
+
+    from dinokit.data.coco import build_dataset, resolve_source
+
+    cfg = copy.deepcopy(cfg)
     if data is not None:
         cfg.data.data = data
     dataset = build_dataset(resolve_source(cfg.data), cfg.data, "val", train=False)
