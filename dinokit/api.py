@@ -234,11 +234,19 @@ def _by_section(fields: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def _write_json(path: Path, payload: Any) -> None:
-    """Write JSON atomically (a temporary file, then a rename)."""
+    """Write JSON atomically (a temporary file, then a rename); undefined (NaN) metrics become null."""
     import json
+    import math
     import os
+
+    def plain(x: Any) -> Any:
+        if isinstance(x, float) and math.isnan(x):
+            return None
+        if isinstance(x, dict):
+            return {k: plain(v) for k, v in x.items()}
+        return [plain(v) for v in x] if isinstance(x, (list, tuple)) else x
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2))
+    tmp.write_text(json.dumps(plain(payload), indent=2))
     os.replace(tmp, path)
