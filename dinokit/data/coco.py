@@ -31,7 +31,7 @@ from dinokit.data.transforms import box_cleanup, eval_transforms, train_transfor
 from dinokit.data.validate import load_coco, read_coco_json
 from dinokit.errors import DataError
 
-CONVERTER_VERSION = 1  # bump when formats.py changes its output: cached conversions are redone
+CONVERTER_VERSION = 2  # bump when formats.py changes its output: cached conversions are redone
 
 
 @dataclass
@@ -79,11 +79,11 @@ def resolve_source(cfg: DataConfig) -> DataSource:
         return _source(train_json, train_images, val_json, val_images, "coco")
     if formats.find_yolo_yaml(path) is not None:
         return _converted(path, "yolo")
-    if any(path.glob("Annotations/*.xml")) or any(path.glob("annotations/*.xml")):
+    if formats.find_voc_xmls(path):
         return _converted(path, "voc")
     raise DataError(
         f"cannot tell the dataset format of {path}: expected annotations/instances_train*.json and "
-        "instances_val*.json (COCO), data.yaml (YOLO), or Annotations/*.xml (Pascal VOC)"
+        "instances_val*.json (COCO), data.yaml (YOLO), or Pascal VOC XML files anywhere below it"
     )
 
 
