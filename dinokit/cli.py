@@ -98,6 +98,8 @@ def train(
     deterministic: bool = typer.Option(False, "--deterministic", help="Ask torch for deterministic kernels."),
     skip_bad_images: bool = typer.Option(False, "--skip-bad-images", help="Skip unreadable images instead of failing."),
     compile_: bool = typer.Option(False, "--compile", help=COMPILE_HELP),
+    tensorboard: Optional[bool] = typer.Option(
+        None, "--tensorboard/--no-tensorboard", help="TensorBoard logs in the run folder (default: on when installed)."),
     set_: list[str] = typer.Option([], "--set", help="Override any field: section.field=value (repeatable)."),
 ) -> None:
     """Train a DINO detector (default: the tiny preset on the built-in shapes data)."""
@@ -110,7 +112,7 @@ def train(
         "image_size": image_size, "skip_bad_images": skip_bad_images or None,
         **_budget_flags(epochs, steps, time_budget), "batch_size": batch_size, "device": device,
         "out": out, "name": name, "seed": seed, "ema": ema, "deterministic": deterministic or None,
-        "compile": compile_ or None,
+        "compile": compile_ or None, "tensorboard": tensorboard,
     }
     run = api_train(data, preset, config=config, resume=resume, overrides=set_, progress=True, **fields)
     if run.rank != 0:

@@ -132,6 +132,7 @@ class TrainConfig:
     step_seeded: bool = False  # reseed from (seed, step) after each step: runs that differ share draws
     threads: int = 0  # 0: torch's default
     compile: bool = False  # torch.compile the model for the training steps (first steps compile)
+    tensorboard: bool = True  # write <run>/tensorboard logs when the tensorboard package is installed
 
 
 @dataclass

@@ -32,6 +32,7 @@ from dinokit.infer.evaluator import run_evaluation
 from dinokit.interop.load import detector_checkpoint, load_checkpoint, load_initial_weights
 from dinokit.train.optim import LrSchedule, build_ema, build_optimizer
 from dinokit.train.rng import capture_rng, restore_rng, seed_everything
+from dinokit.train.board import Board, open_board
 from dinokit.runtime.rundir import find_resume_dir, new_run_dir, plot_curves, safe_name, write_metrics_csv
 from dinokit.infer.speed import compile_model
 from dinokit.errors import DataError, DinokitError
@@ -185,6 +186,7 @@ class Trainer:
         if weights_note:
             self.console.message(weights_note)
         self.model: nn.Module = self.raw_model
+        self.board: Board | None = None  # TensorBoard, opened with the run folder
 
     # ------------------------------------------------------------------ run
 
@@ -198,6 +200,7 @@ class Trainer:
             self._restore(load_checkpoint(self.run_dir / "last.pt"))
         if self.info.is_main:
             save_yaml(self.cfg, self.run_dir / "config.yaml")
+        self.board = open_board(self.run_dir, t.tensorboard) if self.info.is_main else None
         if self.info.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
             # every DINO switch keeps all parameters in the graph (even for batches without boxes)
@@ -229,6 +232,8 @@ class Trainer:
         return self._result(interrupted=True)
 
     def _result(self, interrupted: bool) -> TrainResult:
+        if self.board is not None:
+            self.board.close()
         return TrainResult(
             self.run_dir, dict(self.best), list(self.history), self.params, interrupted, self.step, self.info.rank
         )
@@ -306,6 +311,8 @@ class Trainer:
         if self.step % max(1, self.steps_per_epoch // 10) == 0 or self.step == 1:
             self.loss_curve.append([self.step, values["loss"]])
         self.console.step(self.step, self.epoch, values["loss"], self.lr, self._elapsed())
+        if self.board is not None:
+            self.board.step(self.step, values, self.lr)
 
     def _elapsed(self) -> float:
         return self.elapsed_before + (time.monotonic() - self.t0)
@@ -342,6 +349,8 @@ class Trainer:
             write_metrics_csv(self.history, self.run_dir / "metrics.csv")
             plot_curves(self.history, self.loss_curve, self.run_dir / "curves.png")
             self.console.evaluation(row)
+            if self.board is not None:
+                self.board.evaluation(self.step, metrics)
             if self.on_epoch is not None:
                 self.on_epoch(dict(row))
         self.log_sums, self.log_count = {}, 0
