@@ -29,6 +29,7 @@ from dinokit.checkpoint import check_compatible, make_checkpoint, save_checkpoin
 from dinokit.train.console import TrainConsole
 from dinokit.runtime.device import process_device
 from dinokit.infer.evaluator import run_evaluation
+from dinokit.data.coco import preflight_images
 from dinokit.interop.load import detector_checkpoint, load_checkpoint, load_initial_weights
 from dinokit.train.optim import LrSchedule, build_ema, build_optimizer
 from dinokit.train.rng import capture_rng, restore_rng, seed_everything
@@ -140,6 +141,8 @@ class Trainer:
             dist_utils.barrier(info)
         if len(self.train_set) == 0:
             raise DataError(f"the training split of {cfg.data.data} has no images")
+        sets = [self.train_set] + ([self.val_set] if self.val_set is not None else [])
+        image_note = preflight_images(sets, cfg.data.skip_bad_images)  # every image decodes, before step 1
         self.classes, self.cat_ids = list(source.class_names), [int(c) for c in source.cat_ids]
         cfg.model.num_classes = len(self.classes)
 
@@ -183,8 +186,9 @@ class Trainer:
         self._bad_steps = 0
         self._saved_step = -1
         self.console = TrainConsole(info.is_main, progress, self.total_steps or None, self.budget_s)
-        if weights_note:
-            self.console.message(weights_note)
+        for note in (weights_note, image_note):
+            if note:
+                self.console.message(note)
         self.model: nn.Module = self.raw_model
         self.board: Board | None = None  # TensorBoard, opened with the run folder
 
@@ -218,6 +222,12 @@ class Trainer:
         except KeyboardInterrupt:  # a second Ctrl-C: save what we have without collectives
             self._save_last(collective=False)
             return self._interrupted()
+        except Exception as exc:  # bad data, divergence, out of memory: keep the steps done so far
+            if self.step > 0 and self._saved_step != self.step:
+                self._save_last(collective=False)
+                exc.args = (f"{exc} (saved {self.run_dir / 'last.pt'} at step {self.step}: continue with "
+                            f"dinokit train --resume --out {t.out} --name {self.run_dir.name})",)
+            raise
         if reason == "interrupt":
             self._save_last()
             return self._interrupted()
