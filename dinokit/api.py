@@ -56,6 +56,19 @@ class Detector:
                 self._backend, inputs, eval_transforms(self.config.data), self.device, batch_size, score
             )
 
+    def predict_video(
+        self, source: str | Path, out: str | Path, json_lines: str | Path | None = None, score: float = 0.3,
+        batch_size: int = 8,
+    ) -> int:
+        """Detect on every frame of a video (PyAV, extra [video]); write the annotated video to
+        `out` and one JSON line per frame to `json_lines` (default: `out` with .jsonl). Returns
+        the number of frames."""
+        from dinokit.infer.video import predict_video
+
+        out = Path(out)
+        lines = Path(json_lines) if json_lines is not None else out.with_suffix(".jsonl")
+        return predict_video(source, lambda frames: self.predict(frames, score, batch_size), out, lines, batch_size)
+
     def evaluate(
         self, data: str | None = None, batch_size: int | None = None, detections: str | Path | None = None
     ) -> dict[str, Any]:

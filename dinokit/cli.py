@@ -179,7 +179,7 @@ def _write_json(path: Path, payload: Any) -> None:
 
 @app.command()
 def predict(
-    sources: list[str] = typer.Argument(..., help="Image files, folders or globs."),
+    sources: list[str] = typer.Argument(..., help="Image files, folders, globs or videos (.mp4, ...: extra [video])."),
     checkpoint: Optional[Path] = typer.Option(None, help="A .pt checkpoint (default: latest run's best.pt)."),
     score: float = typer.Option(0.3, help="Keep detections scoring at least this."),
     out: Optional[Path] = typer.Option(None, help="Folder for annotated images (default runs/predict/expN)."),
@@ -197,6 +197,7 @@ def predict(
     from dinokit.api import load
     from dinokit.checkpoint import latest_run_checkpoint, require_checkpoint_file
     from dinokit.infer.predictor import gather_inputs, input_shapes
+    from dinokit.infer.video import is_video
     from dinokit.runtime.rundir import new_run_dir
 
     if not 0.0 <= score <= 1.0:
@@ -205,14 +206,23 @@ def predict(
         raise ConfigError(f"--batch-size must be positive, got {batch_size}")
     if backend not in (None, "torch", "onnx"):
         raise ConfigError(f"--backend must be torch or onnx, got '{backend}'")
-    inputs = gather_inputs(sources)  # a missing file is reported before anything is created
+    videos = [s for s in sources if is_video(s)]
+    images = [s for s in sources if s not in videos]
+    inputs = gather_inputs(images) if images else []  # a missing file is reported before anything is created
     checkpoint = _one_checkpoint(checkpoint, weights, "--checkpoint")
     path = checkpoint if checkpoint is not None else latest_run_checkpoint(runs)
     require_checkpoint_file(path)
     input_shapes(inputs)  # a file that is not an image fails before the model loads
     detector = load(path, device, backend=backend, image_size=image_size, quantize=quantize, compile=compile_)
-    results = detector.predict(sources, score, batch_size)
     out_dir = out if out is not None else new_run_dir(runs, "exp", command="predict")
+    for video in videos:  # an annotated copy and one JSON line per frame
+        stem = Path(video).stem
+        frames = detector.predict_video(video, out_dir / f"{stem}.mp4", out_dir / f"{stem}.jsonl", score, batch_size)
+        console.print(f"{video}: {frames} frame(s): video {out_dir / f'{stem}.mp4'}, JSON lines "
+                      f"{out_dir / f'{stem}.jsonl'}", highlight=False, soft_wrap=True)
+    if not images:
+        return
+    results = detector.predict(images, score, batch_size)
     json_path = json_file if json_file is not None else out_dir / "detections.json"
     records = []
     for det, target in zip(results, output_names(results, out_dir)):
