@@ -1,4 +1,4 @@
-"""The `dinokit` command line. Thin: flags -> Config -> one train / infer function.
+"""The `dinokit` command line. Thin: flags -> the Python API (dinokit.api), one code path for both.
 
 Every user error (a `DinokitError`, a bad flag) ends as one `error: ...` line on stderr and exit
 code 2, never a traceback. Heavy imports (torch, the model) happen inside the commands so that
@@ -19,7 +19,7 @@ from typer._click import exceptions as click_exceptions
 
 from dinokit.ablate.cli import app as ablate_app
 from dinokit.tune.cli import tune as tune_command
-from dinokit.config import Config, ConfigError, apply_dict, apply_overrides, load_preset, load_yaml
+from dinokit.config import ConfigError
 from dinokit.data.cli import app as data_app
 from dinokit.errors import DinokitError
 
@@ -36,27 +36,12 @@ console = Console()
 
 BUDGET_HELP = "Budget: choose one of --epochs, --steps, --time-budget"
 QUANTIZE_HELP = "none or int8 (dynamic int8 linear layers, CPU only; changes outputs slightly)."
+IMAGE_SIZE_HELP = "Resize the longest side to this (default: the checkpoint's own test-time resize)."
 COMPILE_HELP = "torch.compile the model (the first batch compiles, for minutes on a CPU)."
 PRECISION_HELP = "fp32, bf16, fp16 (CUDA only) or auto (bf16 where the device does it natively)."
 
 
 # --------------------------------------------------------------------------- train
-
-
-def build_train_config(
-    preset: str | None = None,
-    config: Path | None = None,
-    base: Config | None = None,
-    flags: dict[str, dict[str, Any]] | None = None,
-    overrides: list[str] | None = None,
-) -> Config:
-    """preset (or `base`) -> YAML file -> explicit flags -> `--set` overrides, later wins."""
-    cfg = base if base is not None else load_preset(preset or "tiny")
-    if config is not None:
-        cfg = load_yaml(config, cfg)
-    given = {section: {k: v for k, v in values.items() if v is not None} for section, values in (flags or {}).items()}
-    apply_dict(cfg, {s: v for s, v in given.items() if v})
-    return apply_overrides(cfg, overrides or [])
 
 
 def _denoising_flag(denoising: str | None, no_cdn: bool, no_dn: bool) -> str | None:
@@ -114,55 +99,37 @@ def train(
     deterministic: bool = typer.Option(False, "--deterministic", help="Ask torch for deterministic kernels."),
     skip_bad_images: bool = typer.Option(False, "--skip-bad-images", help="Skip unreadable images instead of failing."),
     compile_: bool = typer.Option(False, "--compile", help=COMPILE_HELP),
+    tensorboard: Optional[bool] = typer.Option(
+        None, "--tensorboard/--no-tensorboard", help="TensorBoard logs in the run folder (default: on when installed)."),
     precision: Optional[str] = typer.Option(None, "--precision", help=PRECISION_HELP + " Default fp32."),
     set_: list[str] = typer.Option([], "--set", help="Override any field: section.field=value (repeatable)."),
 ) -> None:
     """Train a DINO detector (default: the tiny preset on the built-in shapes data)."""
-    from dinokit.runtime.rundir import find_resume_dir
-    from dinokit.train.trainer import train as run_training
+    from dinokit.api import train as api_train
 
-    flags = {
-        "model": {
-            "queries": queries, "denoising": _denoising_flag(denoising, no_cdn, no_dn), "lft": lft,
-            "dn_draws": dn_draws, "neg_target": neg_target, "attention": attention, "backbone": backbone,
-            "weights": weights, "query_groups": query_groups, "one_to_many_queries": one_to_many,
-        },
-        "loss": {"cls": cls_loss},
-        "data": {"data": data, "image_size": image_size, "skip_bad_images": skip_bad_images or None},
-        "train": {
-            **_budget_flags(epochs, steps, time_budget), "batch_size": batch_size, "device": device,
-            "out": out, "name": name, "seed": seed, "ema": ema, "deterministic": deterministic or None,
-            "compile": compile_ or None, "precision": precision,
-        },
+    fields = {
+        "queries": queries, "denoising": _denoising_flag(denoising, no_cdn, no_dn), "lft": lft,
+        "dn_draws": dn_draws, "neg_target": neg_target, "attention": attention, "backbone": backbone,
+        "weights": weights, "query_groups": query_groups, "one_to_many_queries": one_to_many, "cls": cls_loss,
+        "image_size": image_size, "skip_bad_images": skip_bad_images or None,
+        **_budget_flags(epochs, steps, time_budget), "batch_size": batch_size, "device": device,
+        "out": out, "name": name, "seed": seed, "ema": ema, "deterministic": deterministic or None,
+        "compile": compile_ or None, "tensorboard": tensorboard, "precision": precision,
     }
-    base = None
-    if resume:
-        run = find_resume_dir(out or "runs", name or "")
-        flags["train"].update(out=out or "runs", name=run.name)  # the trainer looks in the same place
-        if preset is None:  # continue with the run's own configuration
-            base = load_yaml(run / "config.yaml", Config())
-    elif preset is None and weights is not None:  # fine-tuning a detector: start from its configuration
-        from dinokit.interop.load import detector_checkpoint
-
-        ckpt = detector_checkpoint(weights, set_)
-        base = Config.from_dict(ckpt["config"]) if ckpt is not None else None
-    cfg = build_train_config(preset, config, base, flags, set_)
-    _check_precision(cfg.train.precision, cfg.train.device)
-    result = run_training(cfg, resume=resume, progress=True)
-    if result.rank != 0:
+    _check_precision(precision, device or "auto")
+    run = api_train(data, preset, config=config, resume=resume, overrides=set_, progress=True, **fields)
+    if run.rank != 0:
         return
-    if result.interrupted:
+    if run.interrupted:
         raise DinokitError(
-            f"interrupted at step {result.steps}: saved {result.run_dir / 'last.pt'} "
-            f"(continue with: dinokit train --resume --out {cfg.train.out} --name {result.run_dir.name})"
+            f"interrupted at step {run.steps}: saved {run.dir / 'last.pt'} "
+            f"(continue with: dinokit train --resume --out {run.dir.parent.parent} --name {run.dir.name})"
         )
-    best = result.best
+    best = run.best
     console.print(
         f"done: best AP {100 * best.get('AP', 0.0):.1f} (AP50 {100 * best.get('AP50', 0.0):.1f}) at step "
-        f"{best.get('step', 0)}; run files in {result.run_dir}", highlight=False,
+        f"{best.get('step', 0)}; run files in {run.dir}", highlight=False,
     )
-
-
 # --------------------------------------------------------------------------- eval
 
 
@@ -176,31 +143,30 @@ def evaluate(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per forward pass."),
     runs: str = typer.Option("runs", "--runs", help="Runs folder searched for the latest checkpoint."),
     weights: Optional[Path] = typer.Option(None, help="Same as CHECKPOINT; also takes an official DINO .pth."),
+    image_size: Optional[int] = typer.Option(None, "--image-size", help=IMAGE_SIZE_HELP),
     quantize: str = typer.Option("none", help=QUANTIZE_HELP),
     compile_: bool = typer.Option(False, "--compile", help=COMPILE_HELP),
     precision: Optional[str] = typer.Option(None, "--precision", help=PRECISION_HELP + " Default: the checkpoint's."),
 ) -> None:
     """COCO AP of a checkpoint on the validation split (table per metric and per class)."""
+    from dinokit.api import load
     from dinokit.checkpoint import latest_run_checkpoint
-    from dinokit.infer.tables import metrics_table, per_class_table
-    from dinokit.infer.evaluator import evaluate_checkpoint
     from dinokit.infer.speed import check_quantize
+    from dinokit.infer.tables import metrics_table, per_class_table
 
     check_quantize(quantize)  # a bad value fails before the model loads
     _check_precision(precision, device)
     checkpoint = _one_checkpoint(checkpoint, weights, "CHECKPOINT")
     path = checkpoint if checkpoint is not None else latest_run_checkpoint(runs)
-    metrics, dets = evaluate_checkpoint(
-        path, data=data, device=device, batch_size=batch_size, quantize=quantize, compile=compile_,
-        precision=precision, say=_say,
-    )
+    detector = load(path, device, precision, image_size=image_size, quantize=quantize, compile=compile_)
+    if detector.precision_note:
+        _say(detector.precision_note)
+    metrics = detector.evaluate(data, batch_size, detections=detections)
     console.print(f"checkpoint {path}", highlight=False)
     console.print(metrics_table(metrics))
     console.print(per_class_table(metrics))
     if json_file is not None:
         _write_json(json_file, {"checkpoint": str(path), **metrics})
-    if detections is not None:
-        _write_json(detections, dets)
 
 
 def _check_precision(precision: str | None, device: str) -> None:
@@ -223,8 +189,9 @@ def _one_checkpoint(checkpoint: Path | None, weights: Path | None, name: str) ->
 
 
 def _write_json(path: Path, payload: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2))
+    from dinokit.api import _write_json as write_atomically
+
+    write_atomically(path, payload)
 
 
 # --------------------------------------------------------------------------- predict
@@ -232,7 +199,7 @@ def _write_json(path: Path, payload: Any) -> None:
 
 @app.command()
 def predict(
-    sources: list[str] = typer.Argument(..., help="Image files, folders or globs."),
+    sources: list[str] = typer.Argument(..., help="Image files, folders, globs or videos (.mp4, ...: extra [video])."),
     checkpoint: Optional[Path] = typer.Option(None, help="A .pt checkpoint (default: latest run's best.pt)."),
     score: float = typer.Option(0.3, help="Keep detections scoring at least this."),
     out: Optional[Path] = typer.Option(None, help="Folder for annotated images (default runs/predict/expN)."),
@@ -242,13 +209,16 @@ def predict(
     runs: str = typer.Option("runs", "--runs", help="Runs folder (latest checkpoint; default output)."),
     weights: Optional[Path] = typer.Option(None, help="Same as --checkpoint; also takes an official DINO .pth."),
     backend: Optional[str] = typer.Option(None, help="torch or onnx (default: onnx for a .onnx file)."),
+    image_size: Optional[int] = typer.Option(None, "--image-size", help=IMAGE_SIZE_HELP),
     quantize: str = typer.Option("none", help=QUANTIZE_HELP),
     compile_: bool = typer.Option(False, "--compile", help=COMPILE_HELP),
     precision: Optional[str] = typer.Option(None, "--precision", help=PRECISION_HELP + " Default: the checkpoint's."),
 ) -> None:
     """Detect objects in images; write annotated copies and a JSON of detections."""
-    from dinokit.checkpoint import latest_run_checkpoint
-    from dinokit.infer.predictor import expand_sources, predict as run_predict
+    from dinokit.api import load
+    from dinokit.checkpoint import latest_run_checkpoint, require_checkpoint_file
+    from dinokit.infer.predictor import gather_inputs, input_shapes
+    from dinokit.infer.video import is_video
     from dinokit.runtime.rundir import new_run_dir
 
     if not 0.0 <= score <= 1.0:
@@ -257,27 +227,53 @@ def predict(
         raise ConfigError(f"--batch-size must be positive, got {batch_size}")
     if backend not in (None, "torch", "onnx"):
         raise ConfigError(f"--backend must be torch or onnx, got '{backend}'")
-    from dinokit.infer.speed import check_quantize
-
-    quantize = check_quantize(quantize)
     _check_precision(precision, device)
-    expand_sources(sources)  # a missing file is reported before anything is created
+    videos = [s for s in sources if is_video(s)]
+    images = [s for s in sources if s not in videos]
+    inputs = gather_inputs(images) if images else []  # a missing file is reported before anything is created
     checkpoint = _one_checkpoint(checkpoint, weights, "--checkpoint")
     path = checkpoint if checkpoint is not None else latest_run_checkpoint(runs)
-    backend = backend or ("onnx" if path.suffix.lower() == ".onnx" else "torch")
+    require_checkpoint_file(path)
+    input_shapes(inputs)  # a file that is not an image fails before the model loads
+    detector = load(path, device, precision, backend=backend, image_size=image_size, quantize=quantize, compile=compile_)
+    if detector.precision_note:
+        _say(detector.precision_note)
     out_dir = out if out is not None else new_run_dir(runs, "exp", command="predict")
+    for video in videos:  # an annotated copy and one JSON line per frame
+        stem = Path(video).stem
+        frames = detector.predict_video(video, out_dir / f"{stem}.mp4", out_dir / f"{stem}.jsonl", score, batch_size)
+        console.print(f"{video}: {frames} frame(s): video {out_dir / f'{stem}.mp4'}, JSON lines "
+                      f"{out_dir / f'{stem}.jsonl'}", highlight=False, soft_wrap=True)
+    if not images:
+        return
+    results = detector.predict(images, score, batch_size)
     json_path = json_file if json_file is not None else out_dir / "detections.json"
-    if backend == "onnx" and (quantize != "none" or compile_ or precision not in (None, "fp32")):
-        raise ConfigError("--quantize, --compile and --precision apply to the torch backend, not to an ONNX model")
-    results = run_predict(
-        sources, path, score, out_dir, json_path, device, batch_size, backend, quantize=quantize, compile=compile_,
-        precision=precision if backend == "torch" else "fp32", say=_say,
-    )
-    count = sum(len(r["detections"]) for r in results)
+    records = []
+    for det, target in zip(results, output_names(results, out_dir)):
+        det.save(target)
+        records.append({**det.to_dict(), "output": str(target)})
+    _write_json(json_path, records)
+    count = sum(len(r) for r in results)
     console.print(
         f"{len(results)} image(s), {count} detection(s) >= {score}: images in {out_dir}, JSON {json_path}",
         highlight=False,
     )
+
+
+def output_names(results: list[Any], out_dir: Path) -> list[Path]:
+    """One annotated-image path per result in `out_dir`: the source's stem, numbered when repeated."""
+    saveable = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+    used: set[str] = set()
+    paths = []
+    for det in results:
+        source = Path(det.source)
+        suffix = source.suffix.lower() if source.suffix.lower() in saveable else ".png"
+        name, n = f"{source.stem}{suffix}", 2
+        while name in used:
+            name, n = f"{source.stem}_{n}{suffix}", n + 1
+        used.add(name)
+        paths.append(out_dir / name)
+    return paths
 
 
 # --------------------------------------------------------------------------- export and convert
@@ -293,16 +289,16 @@ def export(
     runs: str = typer.Option("runs", "--runs", help="Runs folder searched for the latest checkpoint."),
 ) -> None:
     """Export the inference path (dynamic batch and image size) for onnxruntime."""
+    from dinokit.api import load
     from dinokit.checkpoint import latest_run_checkpoint
-    from dinokit.infer.export import export_onnx
 
     if fmt != "onnx":
         raise ConfigError(f"--format must be onnx, got '{fmt}'")
     path = checkpoint if checkpoint is not None else latest_run_checkpoint(runs)
-    result = export_onnx(path, out, opset)
+    written = load(path, "cpu").export(out, fmt, opset)
     console.print(
-        f"wrote {result.path} (opset {result.opset}; inputs images, masks, orig_sizes; outputs pred_logits, "
-        f"pred_boxes, scores, labels, boxes); run it with: dinokit predict IMAGES --checkpoint {result.path}",
+        f"wrote {written} (opset {opset}; inputs images, masks, orig_sizes; outputs pred_logits, "
+        f"pred_boxes, scores, labels, boxes); run it with: dinokit predict IMAGES --checkpoint {written}",
         highlight=False, soft_wrap=True,
     )
 
@@ -356,7 +352,9 @@ def info(
     """Parameter counts per part and GFLOPs of a configuration (no weights are downloaded)."""
     from dinokit.model.summary import model_summary
 
-    cfg = build_train_config(preset, config, None, None, set_)
+    from dinokit.api import train_config
+
+    cfg = train_config(None, preset, config, False, set_, {})
     shape = parse_size(size) if size else (cfg.data.image_size, cfg.data.image_size)
     summary = model_summary(cfg, shape)
     if json_out:

@@ -95,6 +95,9 @@ class DataConfig:
     data: str = "shapes"  # "shapes", a COCO/VOC/YOLO folder, or a COCO JSON file
     image_size: int = 800  # longest side after resizing at evaluation (training jitters below it)
     min_size: int = 0  # smallest random training size (0: 0.6 x image_size)
+    # test-time resize: "longest" (longest side to image_size) or "official" (IDEA-Research/DINO:
+    # shorter side 800, longer side at most 1333; what converted official checkpoints use)
+    eval_resize: str = "longest"
     augment: bool = True
     workers: int = 0
     skip_bad_images: bool = False
@@ -131,6 +134,7 @@ class TrainConfig:
     threads: int = 0  # 0: torch's default
     compile: bool = False  # torch.compile the model for the training steps (first steps compile)
     precision: Precision = "fp32"  # autocast of train/eval/predict; auto: bf16 where the device does it natively
+    tensorboard: bool = True  # write <run>/tensorboard logs when the tensorboard package is installed
 
 
 @dataclass
@@ -302,6 +306,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError("model.hidden_dim must be even (sine position embedding)")
     if not 1 <= m.num_feature_levels <= 5:
         raise ConfigError(f"model.num_feature_levels must be 1..5, got {m.num_feature_levels}")
+    if d.eval_resize not in ("longest", "official"):
+        raise ConfigError(f"data.eval_resize must be longest or official, got '{d.eval_resize}'")
     if m.dn_draws not in (1, 2):
         raise ConfigError(f"model.dn_draws must be 1 or 2, got {m.dn_draws}")
     if not 0.0 <= m.label_noise <= 1.0:

@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 from dinokit.interop.load import load_checkpoint
+from dinokit.infer.draw import draw_scale
 from tests.cli_helpers import run_cli
 
 FAST = [
@@ -77,8 +78,9 @@ def test_predict_folder_and_glob(run_dir, workdir, capsys):
         assert 0 < len(r["detections"]) <= 20  # num_select; score 0 keeps all
         assert all(0 <= d["box"][0] <= d["box"][2] <= r["width"] for d in r["detections"])
         assert r["detections"][0]["label"] in {"circle", "ring", "square", "diamond", "triangle", "arrow"}
-        drawn = Image.open(r["output"])
-        assert drawn.size == (r["width"], r["height"])
+        drawn = Image.open(r["output"])  # small images are upscaled for drawing, aspect kept
+        scale = draw_scale(r["width"], r["height"])
+        assert scale > 1 and drawn.size == (round(r["width"] * scale), round(r["height"] * scale))
     # a glob, the default checkpoint and a high threshold
     assert run_cli(["predict", "pics/*.png", "--score", "0.99", "--json", "few.json", "--out", "pred2"]) == 0
     few = json.loads((workdir / "few.json").read_text())

@@ -9,7 +9,9 @@ import pytest
 from PIL import Image
 
 from dinokit.config import DataConfig
-from dinokit.data.check import MISSING_IMAGE, NO_ANNOTATIONS, SIZE_MISMATCH, UNREADABLE_IMAGE, check_data
+from dinokit.data.check import (
+    MISSING_IMAGE, NO_ANNOTATIONS, SIZE_MISMATCH, TRUNCATED_IMAGE, UNREADABLE_IMAGE, check_data,
+)
 from dinokit.errors import DataError
 
 
@@ -90,7 +92,8 @@ def test_quick_mode_does_not_decode(planted):
     truncated.write_bytes(truncated.read_bytes()[:60])
     quick = check_data(planted, read_images=False).splits[0].findings[UNREADABLE_IMAGE]
     assert "ok.png" not in " ".join(quick.examples)
-    assert "ok.png" in " ".join(check_data(planted).splits[0].findings[UNREADABLE_IMAGE].examples)
+    full = check_data(planted).splits[0].findings  # decoding finds it: truncated, decoded as far as it goes
+    assert "ok.png" in " ".join(full[TRUNCATED_IMAGE].examples) and not full[TRUNCATED_IMAGE].fatal
 
 
 def test_examples_are_capped(tmp_path):

@@ -190,3 +190,58 @@ def test_write_json_atomic_unwritable(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(DataError, match="cannot write"):
         write_json_atomic({}, tmp_path / "file" / "sub.json")
+
+
+def _write_xml(path: Path, filename: str, objects: list[tuple], size=(80, 60)) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    objs = "".join(VOC_OBJECT.format(cls=c, x0=a, y0=b, x1=x, y1=y) for c, a, b, x, y in objects)
+    text = VOC_XML.format(name="unused", w=size[0], h=size[1], objects=objs).replace("unused.jpg", filename)
+    path.write_text(text)
+
+
+def _image(path: Path, size=(80, 60)) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, (90, 90, 90)).save(path)
+
+
+def test_voc_unusual_folder_names_found_by_filename(tmp_path):
+    # labels in "labels_xml/", photos in "fotos/2024/" under names the XML stems do not share
+    root = tmp_path / "weird"
+    for k in range(5):
+        _image(root / "fotos" / "2024" / f"IMG_{k:04d}.JPG")
+        _write_xml(root / "labels_xml" / f"frame{k}.xml", f"IMG_{k:04d}.JPG", [("bird", 1, 2, 30 + k, 40)])
+    (root / "notes.xml").write_text("<config><a>1</a></config>")  # another XML file: not an annotation
+    coco = voc_to_coco(root, None)
+    assert sorted(i["file_name"] for i in coco["images"]) == [f"fotos/2024/IMG_{k:04d}.JPG" for k in range(5)]
+    assert [c["name"] for c in coco["categories"]] == ["bird"] and len(coco["annotations"]) == 5
+    train, val = voc_to_coco(root, "train"), voc_to_coco(root, "val")
+    assert (len(train["images"]), len(val["images"])) == (4, 1)  # seeded 80/20 without split lists
+    source = resolve_source(DataConfig(data=str(root)))
+    assert source.kind == "voc" and source.class_names == ["bird"]
+
+
+def test_voc_xml_next_to_images_in_split_folders_matched_by_stem(tmp_path):
+    # a Roboflow-style export: train/ and valid/ each hold images and XMLs side by side; the XML
+    # <filename> names a file that does not exist (renamed on export), so the stem decides, and the
+    # same stem in two folders resolves to the image beside the XML
+    root = tmp_path / "export"
+    for folder in ("train", "valid"):
+        for k in range(3):
+            _image(root / folder / f"p{k}.png")
+            _write_xml(root / folder / f"p{k}.xml", f"original_{k}.jpeg", [("cup", 5, 5, 20, 20)])
+    coco = voc_to_coco(root, None)
+    files = sorted(i["file_name"] for i in coco["images"])
+    assert files == sorted(f"{f}/p{k}.png" for f in ("train", "valid") for k in range(3))
+
+
+def test_voc_nested_devkit_layout_uses_its_split_lists(tmp_path):
+    # VOCdevkit/VOC2012/{Annotations,JPEGImages,ImageSets/Main} one level below the given folder
+    root = tmp_path / "dl"
+    write_voc(root / "VOCdevkit" / "VOC2012", {"a": [("car", 1, 1, 9, 9)], "b": [("car", 2, 2, 8, 8)],
+                                                 "c": [("bus", 0, 0, 5, 5)]},
+              splits={"train": ["a", "b"], "val": ["c"]})
+    val = voc_to_coco(root, "val")
+    assert [i["file_name"] for i in val["images"]] == ["VOCdevkit/VOC2012/JPEGImages/c.jpg"]
+    assert len(voc_to_coco(root, "train")["images"]) == 2
+    with pytest.raises(DataError, match="no Pascal VOC XML files"):
+        voc_to_coco(tmp_path / "dl" / "VOCdevkit" / "VOC2012" / "JPEGImages", None)

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
+import math
 
+import pandas as pd
 import pytest
 from pycocotools.coco import COCO
+from rich.console import Console
 
+from dinokit.api import _write_json
 from dinokit.infer.evaluator import METRIC_NAMES, evaluate_detections
+from dinokit.infer.tables import metrics_line, metrics_table, per_class_table
+from dinokit.runtime.rundir import write_metrics_csv
 
 
 def make_gt() -> COCO:
@@ -70,13 +77,27 @@ def test_wrong_class_hurts_only_that_class():
 
 def test_empty_detections_give_zero_without_crash():
     metrics = evaluate_detections(make_gt(), [])
-    assert all(metrics[name] == 0.0 for name in METRIC_NAMES)
+    assert all(metrics[name] == 0.0 for name in METRIC_NAMES if name != "APs")
+    assert math.isnan(metrics["APs"])  # no small object: undefined, as with detections
     assert set(metrics["per_class"]) == {"circle", "square"}
 
 
-def test_all_metrics_are_floats_in_unit_interval():
-    coco = make_gt()  # no small objects: COCO's -1 for APs must not leak out
+def test_undefined_metrics_are_nan_and_shown_as_na(tmp_path):
+    coco = make_gt()  # no small objects: COCO's -1 for APs must not leak out as a number
     metrics = evaluate_detections(coco, detections_from_gt(coco, shift=3.0))
     for name in METRIC_NAMES:
-        assert isinstance(metrics[name], float) and 0.0 <= metrics[name] <= 1.0
-    assert metrics["APs"] == 0.0
+        assert isinstance(metrics[name], float) and (name == "APs" or 0.0 <= metrics[name] <= 1.0)
+    assert math.isnan(metrics["APs"])
+    assert metrics_line(metrics).split()[7] == "n/a"  # "AP x AP50 x AP75 x APs n/a ..."
+    assert "n/a" in _render(metrics_table(metrics)) and "n/a" not in _render(per_class_table(metrics))
+    write_metrics_csv([{"step": 1, **metrics}], tmp_path / "m.csv")
+    assert pd.read_csv(tmp_path / "m.csv")["APs"].isna().all()  # an empty cell, not 0.0
+    assert "APs,APm" in (tmp_path / "m.csv").read_text() and ",," in (tmp_path / "m.csv").read_text()
+    _write_json(tmp_path / "m.json", metrics)
+    assert json.loads((tmp_path / "m.json").read_text())["APs"] is None
+
+
+def _render(table) -> str:
+    console = Console(file=io.StringIO(), width=200)
+    console.print(table)
+    return console.file.getvalue()

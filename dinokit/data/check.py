@@ -17,11 +17,13 @@ from PIL import Image
 
 from dinokit.config import DataConfig
 from dinokit.data.coco import resolve_source
+from dinokit.data.decode import UndecodableImage, decode_image
 from dinokit.data.validate import coco_problems, read_coco_json
 
 EXAMPLES = 5  # offenders listed per problem
 MISSING_IMAGE = "missing image"
 UNREADABLE_IMAGE = "unreadable image"
+TRUNCATED_IMAGE = "truncated image (decoded as far as the file allows)"
 SIZE_MISMATCH = "image size differs from JSON"
 NO_ANNOTATIONS = "images without annotations"
 
@@ -116,6 +118,8 @@ def _check_split(split: str, ann_file: Path, images_dir: Path, known: dict[int, 
             where = f"image {img['id']} ({images_dir / img['file_name']})"
             if error == "file not found":
                 report.note(MISSING_IMAGE, True, where)
+            elif error == TRUNCATED_IMAGE:
+                report.note(TRUNCATED_IMAGE, False, where)
             elif error is not None:
                 report.note(UNREADABLE_IMAGE, True, f"{where}: {error}")
             elif size and img.get("width") and img.get("height") and size != (img["width"], img["height"]):
@@ -128,10 +132,14 @@ def _inspect_image(path: Path, decode: bool) -> tuple[str | None, tuple[int, int
     """(error or None, (width, height) or None) for one image file."""
     if not path.is_file():
         return "file not found", None
+    if decode:  # a truncated or corrupt file fails only when decoded
+        try:
+            image, truncated = decode_image(path)
+        except UndecodableImage as exc:
+            return str(exc).split(": ", 1)[-1], None
+        return (TRUNCATED_IMAGE if truncated else None), image.size
     try:
         with Image.open(path) as im:
-            if decode:
-                im.load()  # a truncated or corrupt file fails only when decoded
             return None, im.size
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         return str(exc) or type(exc).__name__, None

@@ -29,9 +29,10 @@ from dinokit.data import formats
 from dinokit.data.shapes import cache_root, shapes_dir
 from dinokit.data.transforms import box_cleanup, eval_transforms, train_transforms
 from dinokit.data.validate import load_coco, read_coco_json
+from dinokit.data.decode import UndecodableImage, check_images, decode_image
 from dinokit.errors import DataError
 
-CONVERTER_VERSION = 1  # bump when formats.py changes its output: cached conversions are redone
+CONVERTER_VERSION = 2  # bump when formats.py changes its output: cached conversions are redone
 
 
 @dataclass
@@ -79,11 +80,11 @@ def resolve_source(cfg: DataConfig) -> DataSource:
         return _source(train_json, train_images, val_json, val_images, "coco")
     if formats.find_yolo_yaml(path) is not None:
         return _converted(path, "yolo")
-    if any(path.glob("Annotations/*.xml")) or any(path.glob("annotations/*.xml")):
+    if formats.find_voc_xmls(path):
         return _converted(path, "voc")
     raise DataError(
         f"cannot tell the dataset format of {path}: expected annotations/instances_train*.json and "
-        "instances_val*.json (COCO), data.yaml (YOLO), or Annotations/*.xml (Pascal VOC)"
+        "instances_val*.json (COCO), data.yaml (YOLO), or Pascal VOC XML files anywhere below it"
     )
 
 
@@ -185,6 +186,7 @@ class _CocoImages(datasets.CocoDetection):
         VisionDataset.__init__(self, root)  # not CocoDetection.__init__: it would re-read the JSON
         self.coco = coco
         self.ids = sorted(coco.imgs.keys())
+        self.truncated: set[str] = set()  # decoded as far as possible (per process with workers)
 
     def image_path(self, image_id: int) -> str:
         return os.path.join(self.root, self.coco.imgs[image_id]["file_name"])
@@ -192,13 +194,12 @@ class _CocoImages(datasets.CocoDetection):
     def _load_image(self, id: int) -> Image.Image:
         path = self.image_path(id)
         try:
-            with Image.open(path) as im:
-                im.load()  # decode now, so that a truncated file fails here
-                return im.convert("RGB")  # greyscale, CMYK, RGBA, palette -> RGB
-        except FileNotFoundError:
-            raise _BadImage(path, "file not found") from None
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-            raise _BadImage(path, str(exc) or type(exc).__name__) from None
+            image, truncated = decode_image(path)  # a truncated file: decoded as far as it goes
+        except UndecodableImage as exc:
+            raise _BadImage(path, str(exc).split(": ", 1)[-1]) from None
+        if truncated:
+            self.truncated.add(path)
+        return image
 
     def _load_target(self, id: int) -> list[Any]:
         # crowd regions stay in `coco` for evaluation but are not training targets (as in DETR)
@@ -228,6 +229,9 @@ class DetectionDataset(Dataset):
     def ids(self) -> list[int]:
         """COCO image ids in item order."""
         return self._base.ids
+
+    def image_paths(self) -> list[str]:
+        return [self._base.image_path(i) for i in self.ids]
 
     def __len__(self) -> int:
         return len(self._base)
@@ -267,6 +271,28 @@ class DetectionDataset(Dataset):
             "orig_size": torch.tensor([h, w], dtype=torch.int64),
             "size": torch.tensor([H, W], dtype=torch.int64),
         }
+
+
+def preflight_images(sets: list[DetectionDataset], skip_bad_images: bool) -> str | None:
+    """Decode every image of `sets` once (cached per dataset) before training: an undecodable one
+    is a DataError unless `skip_bad_images` (then it is skipped); returns a warning line for
+    truncated images (decoded as far as possible), or None when all is well."""
+    paths = list(dict.fromkeys(p for ds in sets for p in ds.image_paths()))
+    found = check_images(paths, cache_root() / "image-check")
+    bad, truncated = found["bad"], found["truncated"]
+    if bad and not skip_bad_images:
+        first = next(iter(bad.values()))
+        raise DataError(
+            f"{len(bad)} image(s) cannot be decoded ({first}); fix or remove them, or pass --skip-bad-images"
+        )
+    for ds in sets:
+        ds.bad_images.update(p for p in ds.image_paths() if p in bad)
+    notes = []
+    if truncated:
+        notes.append(f"{len(truncated)} truncated image(s) decoded as far as the file allows (first: {next(iter(truncated))})")
+    if bad:
+        notes.append(f"{len(bad)} undecodable image(s) skipped (first: {next(iter(bad))})")
+    return "warning: " + "; ".join(notes) if notes else None
 
 
 def build_dataset(source: DataSource, cfg: DataConfig, split: Literal["train", "val"], train: bool) -> DetectionDataset:

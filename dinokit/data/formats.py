@@ -33,21 +33,18 @@ VAL_FRACTION = 0.2  # held out when a VOC folder has no split lists
 def voc_to_coco(src: Path, split: str | None, seed: int = 0) -> dict[str, Any]:
     """A VOC folder -> COCO dict for `split` ("train", "val", or None for every image).
 
-    Layouts: `Annotations/*.xml` + `JPEGImages/` (split lists in `ImageSets/Main/{train,val}.txt`),
-    or `annotations/*.xml` + `images/` (split lists as CSV files such as `train_labels.csv` /
-    `test_labels.csv` with a `filename` column). Without split lists: a seeded 80/20 split.
+    Any layout: the VOC XML files anywhere below `src` (`Annotations/`, next to the images, or
+    in folders of any name), and each XML's image anywhere below `src`, found by its <filename>
+    or else by the XML's stem (the candidate nearest to the XML when several share the name).
+    Split lists: `ImageSets/Main/{train,val}.txt` (anywhere below `src`), or CSV files such as
+    `train_labels.csv` / `test_labels.csv` with a `filename` column; without them a seeded 80/20 split.
     """
     src = Path(src)
     if split is not None:
         _check_split(split)
-    ann_dir = _first_dir(src, ("Annotations", "annotations"))
-    img_dir = _first_dir(src, ("JPEGImages", "images", "Images"))
-    if ann_dir is None:
-        raise DataError(f"no Annotations/ or annotations/ folder of VOC XML files in {src}")
-    xmls = sorted(ann_dir.glob("*.xml"))
+    xmls = find_voc_xmls(src)
     if not xmls:
-        raise DataError(f"no .xml files in {ann_dir}")
-    img_dir = img_dir or src
+        raise DataError(f"no Pascal VOC XML files (<annotation> root) anywhere below {src}")
     records = [_read_voc_xml(x) for x in xmls]
     names = sorted({obj[0] for rec in records for obj in rec["objects"]})
     cat_id = {name: k + 1 for k, name in enumerate(names)}
@@ -55,15 +52,16 @@ def voc_to_coco(src: Path, split: str | None, seed: int = 0) -> dict[str, Any]:
     if split is not None:
         lists = voc_split_lists(src)
         if lists is None:  # seeded split of the sorted stems: stable across runs and machines
-            stems = [x.stem for x in xmls]
+            stems = sorted({r["stem"] for r in records})
             random.Random(seed).shuffle(stems)
             n_val = max(1, round(VAL_FRACTION * len(stems))) if len(stems) > 1 else 0
             lists = {"val": set(stems[:n_val]), "train": set(stems[n_val:])}
         records = [r for r in records if r["stem"] in lists[split]]
 
+    index = _image_index(src)
     images, annotations = [], []
     for image_id, rec in enumerate(records, start=1):
-        path = _find_image(img_dir, rec["stem"], rec["filename"])
+        path = _find_image(index, rec, src)
         width, height = _image_size(path) or (rec["width"], rec["height"])
         if not width or not height:
             raise DataError(f"{rec['xml']}: no <size> and no readable image {path}")
@@ -77,9 +75,32 @@ def voc_to_coco(src: Path, split: str | None, seed: int = 0) -> dict[str, Any]:
     return _coco(images, annotations, names, f"converted from Pascal VOC {src}")
 
 
+def find_voc_xmls(src: Path) -> list[Path]:
+    """Every VOC annotation below `src` (sorted). An XML file with another root element is skipped,
+    unless it sits in an Annotations/ folder (then it is an error there); broken XML is an error."""
+    found = []
+    for path in sorted(Path(src).rglob("*.xml")):
+        if path.name.startswith(".") or not path.is_file():
+            continue
+        if path.parent.name.lower() == "annotations" or _has_annotation_root(path):
+            found.append(path)
+    return found
+
+
+def _has_annotation_root(path: Path) -> bool:
+    """Whether the file's root element is <annotation> (reads only up to the first element)."""
+    try:
+        for _, element in ET.iterparse(path, events=("start",)):
+            return element.tag == "annotation"
+    except (ET.ParseError, OSError) as exc:
+        raise DataError(f"cannot parse VOC XML {path}: {exc}") from None
+    return False
+
+
 def voc_split_lists(src: Path) -> dict[str, set[str]] | None:
     """The author's split as {"train": stems, "val": stems}, or None if the folder has none."""
-    main = src / "ImageSets" / "Main"
+    mains = [p.parent for p in sorted(Path(src).rglob("ImageSets/Main/train.txt"))]
+    main = next((m for m in mains if (m / "val.txt").is_file()), src / "ImageSets" / "Main")
     if (main / "train.txt").is_file() and (main / "val.txt").is_file():
         return {s: {line.split()[0] for line in (main / f"{s}.txt").read_text().splitlines() if line.strip()}
                 for s in SPLITS}
@@ -129,14 +150,36 @@ def _read_voc_xml(path: Path) -> dict[str, Any]:
     }
 
 
-def _find_image(img_dir: Path, stem: str, filename: str) -> Path:
-    """The image of an XML: same stem in the image folder, else the XML's <filename>."""
-    for ext in IMAGE_EXTS + tuple(e.upper() for e in IMAGE_EXTS):
-        if (img_dir / f"{stem}{ext}").is_file():
-            return img_dir / f"{stem}{ext}"
-    if filename and (img_dir / filename).is_file():
-        return img_dir / filename
-    return img_dir / (filename or f"{stem}.jpg")  # missing: reported when loading / checking
+def _image_index(src: Path) -> dict[str, list[Path]]:
+    """Image files below `src` by lower-case file name and by lower-case stem (key "stem:...")."""
+    index: dict[str, list[Path]] = {}
+    for path in sorted(Path(src).rglob("*")):
+        if path.suffix.lower() in IMAGE_EXTS and not path.name.startswith(".") and path.is_file():
+            index.setdefault(path.name.lower(), []).append(path)
+            index.setdefault(f"stem:{path.stem.lower()}", []).append(path)
+    return index
+
+
+def _find_image(index: dict[str, list[Path]], rec: dict[str, Any], src: Path) -> Path:
+    """The image of an XML record: its <filename>, else an image with the XML's stem; the one
+    nearest to the XML file when several match. A missing one is reported when loading / checking."""
+    xml: Path = rec["xml"]
+    filename = Path(rec["filename"].replace("\\", "/")).name if rec["filename"] else ""
+    for key in ([filename.lower()] if filename else []) + [f"stem:{rec['stem'].lower()}"]:
+        matches = index.get(key, [])
+        if matches:
+            return max(matches, key=lambda p: (_shared_depth(p, xml), -len(p.parts)))
+    return xml.parent / (filename or f"{rec['stem']}.jpg")
+
+
+def _shared_depth(a: Path, b: Path) -> int:
+    """How many leading folders two paths share."""
+    n = 0
+    for x, y in zip(a.parent.parts, b.parent.parts):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 # --------------------------------------------------------------------------- YOLO
@@ -339,10 +382,6 @@ def _relative(path: Path, root: Path) -> str:
         return path.resolve().relative_to(root.resolve()).as_posix()
     except ValueError:
         return str(path.resolve())
-
-
-def _first_dir(src: Path, names: tuple[str, ...]) -> Path | None:
-    return next((src / n for n in names if (src / n).is_dir()), None)
 
 
 def _int(text: str | None) -> int:

@@ -44,15 +44,42 @@ def train_transforms(cfg: DataConfig) -> v2.Compose:
 
 
 def eval_transforms(cfg: DataConfig) -> v2.Compose:
-    """Resize the longest side to image_size, keeping the aspect ratio.
+    """Resize the longest side to image_size (or as the official code, `eval_resize: official`),
+    keeping the aspect ratio. The decoded image is resized, before the conversion to float.
 
     Works on an image alone (prediction) as well as on (image, target).
     """
+    resize = OfficialResize() if cfg.eval_resize == "official" else v2.Resize(size=None, max_size=cfg.image_size)
     return v2.Compose([
-        v2.Resize(size=None, max_size=cfg.image_size),
+        resize,
         v2.ToImage(),
         v2.ToDtype(torch.float32, scale=True),
     ])
+
+
+def official_size(height: int, width: int, size: int = 800, max_size: int = 1333) -> tuple[int, int]:
+    """(h, w) after IDEA-Research/DINO's test-time resize (`get_size_with_aspect_ratio`): shorter
+    side to `size` unless the longer side would pass `max_size`; the longer side is truncated."""
+    short, long = min(height, width), max(height, width)
+    if long / short * size > max_size:
+        size = int(round(max_size * short / long))
+    if short == size:
+        return height, width
+    if width < height:
+        return int(size * height / width), size
+    return size, int(size * width / height)
+
+
+class OfficialResize(v2.Transform):
+    """The official test-time resize (shorter side 800, longer at most 1333) on the PIL image and
+    its boxes; PIL bilinear on the uint8 image, as the official pipeline, so the pixels are equal."""
+
+    def make_params(self, flat_inputs: list) -> dict:
+        height, width = v2.query_size(flat_inputs)
+        return {"size": official_size(height, width)}
+
+    def transform(self, inpt: object, params: dict) -> object:
+        return self._call_kernel(v2.functional.resize, inpt, size=list(params["size"]))
 
 
 def box_cleanup() -> v2.Compose:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 from pathlib import Path
 from typing import Any, Callable
 
@@ -23,17 +24,32 @@ METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR100")
 _STAT_INDEX = {"AP": 0, "AP50": 1, "AP75": 2, "APs": 3, "APm": 4, "APl": 5, "AR100": 8}
 
 
-def empty_metrics(class_names: list[str] | None = None) -> dict[str, Any]:
+AREAS = {"APs": (0.0, 32.0 ** 2), "APm": (32.0 ** 2, 96.0 ** 2), "APl": (96.0 ** 2, 1e10)}  # COCOeval's ranges
+
+
+def empty_metrics(class_names: list[str] | None = None, coco_gt: Any = None) -> dict[str, Any]:
+    """The metrics of no detections: 0, except the size ranges without ground truth (undefined, NaN)."""
     metrics: dict[str, Any] = {name: 0.0 for name in METRIC_NAMES}
+    if coco_gt is not None:
+        areas = [a.get("area", 0.0) for a in coco_gt.dataset.get("annotations", []) if not a.get("iscrowd", 0)]
+        for name, (low, high) in AREAS.items():
+            if not any(low <= area <= high for area in areas):
+                metrics[name] = math.nan
     metrics["per_class"] = {name: 0.0 for name in class_names or []}
     return metrics
+
+
+def is_defined(value: Any) -> bool:
+    """False for a metric COCO could not compute (NaN here; -1 in COCOeval's stats)."""
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
 
 
 def evaluate_detections(coco_gt: Any, detections: list[dict[str, Any]]) -> dict[str, Any]:
     """COCO bbox metrics (floats in [0, 1]) for COCO-format `detections`.
 
     `detections`: dicts with image_id, category_id, bbox [x, y, w, h] in pixels, score.
-    Metrics that COCO marks as undefined (-1, e.g. APs without small objects) are reported as 0.
+    Metrics that COCO marks as undefined (-1, e.g. APs without small objects) are NaN: tables show
+    "n/a", CSVs leave the cell empty, JSON files hold null.
     `per_class` maps each category name that has ground truth to its AP.
     """
     from pycocotools.cocoeval import COCOeval
@@ -41,7 +57,7 @@ def evaluate_detections(coco_gt: Any, detections: list[dict[str, Any]]) -> dict[
     with_gt = sorted({ann["category_id"] for ann in coco_gt.dataset.get("annotations", [])})
     names = {cat_id: coco_gt.cats[cat_id]["name"] for cat_id in with_gt if cat_id in coco_gt.cats}
     if not detections or not coco_gt.getImgIds():
-        return empty_metrics([names[c] for c in with_gt if c in names])
+        return empty_metrics([names[c] for c in with_gt if c in names], coco_gt)
     with contextlib.redirect_stdout(io.StringIO()):
         coco_dt = coco_gt.loadRes([_plain_detection(d) for d in detections])
         evaluator = COCOeval(coco_gt, coco_dt, iouType="bbox")
@@ -49,7 +65,7 @@ def evaluate_detections(coco_gt: Any, detections: list[dict[str, Any]]) -> dict[
         evaluator.accumulate()
         evaluator.summarize()
     stats = evaluator.stats
-    metrics: dict[str, Any] = {name: max(0.0, float(stats[i])) for name, i in _STAT_INDEX.items()}
+    metrics: dict[str, Any] = {name: float(stats[i]) if stats[i] > -1 else math.nan for name, i in _STAT_INDEX.items()}
     precision = evaluator.eval["precision"]  # (iou T, recall R, class K, area A, maxdets M)
     per_class = {}
     for k, cat_id in enumerate(evaluator.params.catIds):
@@ -149,7 +165,6 @@ def evaluate_checkpoint(
     """Metrics and COCO detections of a checkpoint on the validation split of its own data (or
     of `data`). Classes are matched by name, so another dataset with the same names works.
     `precision` None: the checkpoint's `train.precision`; `say` gets what `auto` chose."""
-    from dinokit.data.coco import build_dataset, resolve_source
     from dinokit.interop.load import model_from_checkpoint
     from dinokit.runtime.device import resolve_device
     from dinokit.infer.speed import prepare_for_inference
@@ -160,6 +175,20 @@ def evaluate_checkpoint(
     if note and say is not None:
         say(note)
     model = prepare_for_inference(model, quantize, compile)
+    return evaluate_model(model, cfg, classes, device, data, batch_size, chosen)
+
+
+def evaluate_model(
+    model: nn.Module, cfg: Any, classes: list[str], device: torch.device, data: str | None = None,
+    batch_size: int | None = None, precision: str = "fp32",
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """`evaluate_checkpoint` for a loaded model and its config (`cfg` is not changed); `precision`
+    a resolved one (or fp32 inside a caller's autocast)."""
+    import copy
+
+    from dinokit.data.coco import build_dataset, resolve_source
+
+    cfg = copy.deepcopy(cfg)
     if data is not None:
         cfg.data.data = data
     dataset = build_dataset(resolve_source(cfg.data), cfg.data, "val", train=False)
@@ -172,5 +201,5 @@ def evaluate_checkpoint(
         )
     return run_evaluation(
         model, dataset, device, batch_size or cfg.train.batch_size, cfg.model.num_select, mapping, cfg.data.workers,
-        chosen,
+        precision,
     )

@@ -1,29 +1,31 @@
-"""Images, folders and globs -> detections: a JSON file and annotated copies of the images.
+"""Images in any form -> `Detections`: files, folders, globs, PIL images, arrays and tensors.
 
 Images are resized exactly as at evaluation (`eval_transforms`) and batched with others of a
-similar shape, so little compute goes into padding.
+similar shape, so little compute goes into padding. Files are decoded one batch at a time.
 """
 
 from __future__ import annotations
 
 import glob
-import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence, Union
 
+import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torchvision import tv_tensors
-from torchvision.transforms.v2.functional import pil_to_tensor
-from torchvision.utils import draw_bounding_boxes
 
 from dinokit.errors import DataError
+from dinokit.infer.detections import Detections
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
-_SAVE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+
+ImageSource = Union[str, Path, Image.Image, np.ndarray, torch.Tensor]
+DetectFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], list[dict[str, torch.Tensor]]]
 
 
-def expand_sources(sources: list[str]) -> list[Path]:
+def expand_sources(sources: Sequence[str | Path]) -> list[Path]:
     """Files as given, folders -> their image files (sorted), globs -> their matches."""
     files: list[Path] = []
     for source in sources:
@@ -35,14 +37,50 @@ def expand_sources(sources: list[str]) -> list[Path]:
             files += found
         elif path.is_file():
             files.append(path)
-        elif glob.has_magic(source):
-            found = sorted(Path(p) for p in glob.glob(source, recursive=True) if Path(p).is_file())
+        elif glob.has_magic(str(source)):
+            found = sorted(Path(p) for p in glob.glob(str(source), recursive=True) if Path(p).is_file())
             if not found:
                 raise DataError(f"no files match {source}")
             files += found
         else:
             raise DataError(f"image not found: {source}")
     return list(dict.fromkeys(files))  # drop duplicates, keep order
+
+
+def gather_inputs(source: ImageSource | Sequence[ImageSource]) -> list[tuple[str, Path | Image.Image]]:
+    """(name, file or decoded image) for every image `source` stands for, in order.
+
+    Paths, folders and globs name files (read later, a batch at a time); a PIL image, a NumPy
+    (H, W, 3) uint8 array or a torch (3, H, W) float tensor in [0, 1] is one in-memory image.
+    """
+    items = list(source) if isinstance(source, (list, tuple)) else [source]
+    out: list[tuple[str, Path | Image.Image]] = []
+    for k, item in enumerate(items):
+        if isinstance(item, (str, Path)):
+            out += [(str(p), p) for p in expand_sources([item])]
+        else:
+            out.append((f"image{k}", as_pil(item)))
+    if not out:
+        raise DataError("no images given")
+    return out
+
+
+def as_pil(image: Any) -> Image.Image:
+    """A PIL image, NumPy (H, W, 3) uint8 array or torch (3, H, W) float [0, 1] tensor -> RGB PIL image."""
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            raise DataError(f"a NumPy image must be (H, W, 3) uint8, got {image.shape} {image.dtype}")
+        return Image.fromarray(image, "RGB")
+    if isinstance(image, torch.Tensor):
+        if image.ndim != 3 or image.shape[0] != 3 or not image.is_floating_point():
+            raise DataError(f"a torch image must be a (3, H, W) float tensor in [0, 1], got {tuple(image.shape)} {image.dtype}")
+        if image.numel() and (image.min() < 0 or image.max() > 1):
+            raise DataError("a torch image must have values in [0, 1] (divide uint8 pixels by 255)")
+        pixels = (image.detach().cpu().float() * 255).round().to(torch.uint8)  # (3, H, W)
+        return Image.fromarray(pixels.permute(1, 2, 0).numpy(), "RGB")
+    raise DataError(f"cannot use a {type(image).__name__} as an image (a path, PIL image, NumPy array or tensor)")
 
 
 def read_image(path: Path) -> Image.Image:
@@ -55,98 +93,6 @@ def read_image(path: Path) -> Image.Image:
         raise DataError(f"cannot read image {path}: {exc.__class__.__name__} (not an image file or corrupt)") from None
 
 
-def predict(
-    sources: list[str],
-    checkpoint: str | Path,
-    score: float = 0.3,
-    out_dir: str | Path | None = None,
-    json_path: str | Path | None = None,
-    device: torch.device | str = "auto",
-    batch_size: int = 4,
-    backend: str = "torch",
-    quantize: str = "none",
-    compile: bool = False,
-    precision: str | None = None,
-    say: Callable[[str], None] | None = None,
-) -> list[dict[str, Any]]:
-    """Detect objects in every image of `sources`.
-
-    Returns one dict per image: file, width, height and detections (label name, score, box
-    xyxy in original-image pixels). Writes annotated images to `out_dir` and the list as JSON
-    to `json_path` (each when given). `backend` "onnx" runs an exported .onnx file in onnxruntime;
-    `quantize` "int8" and `compile` apply to the torch backend (see dinokit.infer.speed);
-    `precision` too (None: the checkpoint's `train.precision`; `say` gets what `auto` chose).
-    """
-    from dinokit.data.transforms import collate, eval_transforms
-    from dinokit.checkpoint import require_checkpoint_file
-    from dinokit.runtime.device import resolve_device
-
-    if not 0.0 <= score <= 1.0:
-        raise DataError(f"--score must be in [0, 1], got {score}")
-    files = expand_sources(sources)
-    require_checkpoint_file(checkpoint)
-    device = resolve_device(device) if isinstance(device, str) else device
-    shapes = [image_shape(p) for p in files]  # (h, w); fail on a bad file before loading the model
-    detect, cfg, classes = _detector(checkpoint, backend, device, quantize, compile, precision, say)
-    transform = eval_transforms(cfg.data)
-    out = Path(out_dir) if out_dir is not None else None
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        used: set[str] = set()
-        targets = [out / _unique_name(p, used) for p in files]
-
-    order = sorted(range(len(files)), key=lambda i: shapes[i][0] / shapes[i][1])  # similar shapes together
-    results: list[dict[str, Any]] = [{} for _ in files]
-    with torch.inference_mode():
-        for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
-            images = {i: read_image(files[i]) for i in idx}
-            pixels, masks, _ = collate([_prepare(images[i], transform) for i in idx])
-            sizes = torch.tensor([shapes[i] for i in idx], device=device)  # (B, 2) [h, w]
-            for i, det in zip(idx, detect(pixels.to(device), masks.to(device), sizes)):
-                results[i] = _image_result(files[i], images[i], det, classes, score)
-                if out is not None:
-                    _draw(images[i], results[i], classes).save(targets[i])
-                    results[i]["output"] = str(targets[i])
-    if json_path is not None:
-        json_file = Path(json_path)
-        json_file.parent.mkdir(parents=True, exist_ok=True)
-        json_file.write_text(json.dumps(results, indent=2))
-    return results
-
-
-Detector = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], list[dict[str, torch.Tensor]]]
-
-
-def _detector(
-    checkpoint: str | Path, backend: str, device: torch.device, quantize: str = "none", compile: bool = False,
-    precision: str | None = None, say: Callable[[str], None] | None = None,
-) -> tuple[Detector, Any, list[str]]:
-    """(images, masks, sizes) -> per-image detections, with the config and class names, for a backend."""
-    if backend == "onnx":
-        from dinokit.infer.export import OnnxDetector
-
-        onnx_model = OnnxDetector(checkpoint, device)
-        return onnx_model.detect, onnx_model.cfg, onnx_model.classes
-    from dinokit.interop.load import model_from_checkpoint
-    from dinokit.infer.precision import autocast, resolve_precision
-    from dinokit.infer.speed import prepare_for_inference
-    from dinokit.model.postprocess import postprocess
-
-    model, cfg, classes, _ = model_from_checkpoint(checkpoint, device)
-    chosen, note = resolve_precision(precision or cfg.train.precision, device)
-    if note and say is not None:
-        say(note)
-    model = prepare_for_inference(model, quantize, compile)
-
-    def detect(images: torch.Tensor, masks: torch.Tensor, sizes: torch.Tensor) -> list[dict[str, torch.Tensor]]:
-        with autocast(chosen, device):
-            outputs = model(images, masks)
-        return postprocess(outputs, sizes, cfg.model.num_select)
-
-    return detect, cfg, classes
-
-
 def image_shape(path: Path) -> tuple[int, int]:
     """(height, width) from the file header, or DataError naming the file."""
     try:
@@ -156,6 +102,71 @@ def image_shape(path: Path) -> tuple[int, int]:
         raise DataError(f"cannot read image {path}: {exc.__class__.__name__} (not an image file or corrupt)") from None
 
 
+def input_shapes(inputs: list[tuple[str, Path | Image.Image]]) -> list[tuple[int, int]]:
+    """(height, width) of every input (files: from the header), or DataError naming a bad file."""
+    return [image_shape(x) if isinstance(x, Path) else (x.height, x.width) for _, x in inputs]
+
+
+@dataclass
+class Backend:
+    """What inference needs from a loaded model: the detect function and what it was trained on."""
+
+    detect: DetectFn
+    cfg: Any  # dinokit.config.Config
+    classes: list[str]
+    cat_ids: list[int]
+    model: torch.nn.Module | None = None  # None for an ONNX model
+
+
+def load_backend(
+    checkpoint: str | Path, backend: str, device: torch.device, quantize: str = "none", compile: bool = False
+) -> Backend:
+    """A checkpoint (dinokit or official) in torch, or an exported .onnx file in onnxruntime."""
+    if backend == "onnx":
+        from dinokit.infer.export import OnnxDetector
+
+        onnx_model = OnnxDetector(checkpoint, device)
+        cat_ids = list(range(len(onnx_model.classes)))
+        return Backend(onnx_model.detect, onnx_model.cfg, onnx_model.classes, cat_ids)
+    from dinokit.infer.speed import prepare_for_inference
+    from dinokit.interop.load import model_from_checkpoint
+    from dinokit.model.postprocess import postprocess
+
+    model, cfg, classes, cat_ids = model_from_checkpoint(checkpoint, device)
+    model = prepare_for_inference(model, quantize, compile)
+
+    def detect(images: torch.Tensor, masks: torch.Tensor, sizes: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+        return postprocess(model(images, masks), sizes, cfg.model.num_select)
+
+    return Backend(detect, cfg, classes, cat_ids, model)
+
+
+def detect_images(
+    backend: Backend, inputs: list[tuple[str, Path | Image.Image]], transform: Any, device: torch.device,
+    batch_size: int, score: float,
+) -> list[Detections]:
+    """Detections >= `score` for every input, in input order; batches group similar shapes."""
+    from dinokit.data.transforms import collate
+
+    if not 0.0 <= score <= 1.0:
+        raise DataError(f"score must be in [0, 1], got {score}")
+    if batch_size <= 0:
+        raise DataError(f"batch size must be positive, got {batch_size}")
+    shapes = input_shapes(inputs)  # (h, w) each
+    order = sorted(range(len(inputs)), key=lambda i: shapes[i][0] / shapes[i][1])  # similar shapes together
+    results: list[Detections | None] = [None] * len(inputs)
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            images = {i: read_image(x) if isinstance(x, Path) else x for i in idx for x in [inputs[i][1]]}
+            pixels, masks, _ = collate([_prepare(images[i], transform) for i in idx])
+            sizes = torch.tensor([shapes[i] for i in idx], device=device)  # (B, 2) [h, w]
+            for i, det in zip(idx, backend.detect(pixels.to(device), masks.to(device), sizes)):
+                keep_image = None if isinstance(inputs[i][1], Path) else images[i]
+                results[i] = _detections(det, inputs[i][0], shapes[i], backend, score, keep_image)
+    return [r for r in results if r is not None]
+
+
 def _prepare(image: Image.Image, transform: Any) -> tuple[torch.Tensor, dict[str, Any]]:
     """The eval pipeline needs a (possibly empty) box set next to the image."""
     boxes = tv_tensors.BoundingBoxes(torch.zeros(0, 4), format="XYXY", canvas_size=(image.height, image.width))
@@ -163,40 +174,18 @@ def _prepare(image: Image.Image, transform: Any) -> tuple[torch.Tensor, dict[str
     return pixels, {}
 
 
-def _image_result(
-    path: Path, image: Image.Image, det: dict[str, torch.Tensor], classes: list[str], score: float
-) -> dict[str, Any]:
+def _detections(
+    det: dict[str, torch.Tensor], source: str, shape: tuple[int, int], backend: Backend, score: float,
+    image: Image.Image | None,
+) -> Detections:
     keep = det["scores"] >= score
     boxes = det["boxes"][keep].float().cpu()  # (K, 4) xyxy pixels
-    boxes[:, 0::2] = boxes[:, 0::2].clamp(0, image.width)
-    boxes[:, 1::2] = boxes[:, 1::2].clamp(0, image.height)
-    detections = [
-        {"label": classes[int(label)] if 0 <= int(label) < len(classes) else str(int(label)),
-         "score": round(float(s), 4), "box": [round(float(v), 2) for v in box]}
-        for s, label, box in zip(det["scores"][keep].tolist(), det["labels"][keep].tolist(), boxes.tolist())
-    ]
-    return {"file": str(path), "width": image.width, "height": image.height, "detections": detections}
-
-
-def _draw(image: Image.Image, result: dict[str, Any], classes: list[str]) -> Image.Image:
-    pixels = pil_to_tensor(image)  # (3, H, W) uint8
-    dets = result["detections"]
-    if not dets:
-        return image
-    boxes = torch.tensor([d["box"] for d in dets], dtype=torch.float32)  # (K, 4) xyxy pixels
-    palette = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4",
-               "#42d4f4", "#f032e6", "#bfef45", "#469990", "#9a6324"]
-    index = {name: i for i, name in enumerate(classes)}
-    colors = [palette[index.get(d["label"], 0) % len(palette)] for d in dets]
-    labels = [f"{d['label']} {d['score']:.2f}" for d in dets]
-    drawn = draw_bounding_boxes(pixels, boxes, labels=labels, colors=colors, width=2)
-    return Image.fromarray(drawn.permute(1, 2, 0).numpy())
-
-
-def _unique_name(path: Path, used: set[str]) -> str:
-    suffix = path.suffix.lower() if path.suffix.lower() in _SAVE_SUFFIXES else ".png"
-    name, n = f"{path.stem}{suffix}", 2
-    while name in used:
-        name, n = f"{path.stem}_{n}{suffix}", n + 1
-    used.add(name)
-    return name
+    boxes[:, 0::2] = boxes[:, 0::2].clamp(0, shape[1])
+    boxes[:, 1::2] = boxes[:, 1::2].clamp(0, shape[0])
+    labels = det["labels"][keep].cpu().long().numpy()
+    classes = backend.classes
+    names = [classes[k] if 0 <= k < len(classes) else str(k) for k in labels.tolist()]
+    return Detections(
+        xyxy=boxes.numpy().astype(np.float32), scores=det["scores"][keep].float().cpu().numpy(), labels=labels,
+        names=names, image_size=shape, source=source, category_ids=list(backend.cat_ids), image=image,
+    )

@@ -6,14 +6,19 @@ from typing import Any
 
 from rich.table import Table
 
-from dinokit.infer.evaluator import METRIC_NAMES
+from dinokit.infer.evaluator import METRIC_NAMES, is_defined
+
+
+def percent(value: Any) -> str:
+    """A metric in [0, 1] as a percentage with one decimal; "n/a" where COCO leaves it undefined."""
+    return f"{100 * float(value):.1f}" if is_defined(value) else "n/a"
 
 
 def metrics_table(metrics: dict[str, Any], title: str = "COCO bbox") -> Table:
     table = Table(title=title)
     for name in METRIC_NAMES:
         table.add_column(name, justify="right")
-    table.add_row(*(f"{100 * float(metrics.get(name, 0.0)):.1f}" for name in METRIC_NAMES))
+    table.add_row(*(percent(metrics.get(name, 0.0)) for name in METRIC_NAMES))
     return table
 
 
@@ -22,9 +27,9 @@ def per_class_table(metrics: dict[str, Any]) -> Table:
     table.add_column("class")
     table.add_column("AP", justify="right")
     for name, ap in metrics.get("per_class", {}).items():
-        table.add_row(str(name), f"{100 * float(ap):.1f}")
+        table.add_row(str(name), percent(ap))
     return table
 
 
 def metrics_line(metrics: dict[str, Any]) -> str:
-    return " ".join(f"{name} {100 * float(metrics.get(name, 0.0)):.1f}" for name in METRIC_NAMES)
+    return " ".join(f"{name} {percent(metrics.get(name, 0.0))}" for name in METRIC_NAMES)

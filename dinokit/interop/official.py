@@ -68,7 +68,9 @@ def official_config(state: dict[str, Tensor], overrides: list[str] | None = None
     preset = PRESET_BY_LEVELS.get(int(levels.shape[0]))
     if preset is None:
         raise CheckpointError(f"official checkpoint has {int(levels.shape[0])} feature levels; 4 or 5 can be converted")
-    cfg = apply_overrides(load_preset(preset), overrides or [])
+    cfg = load_preset(preset)
+    cfg.data.eval_resize = "official"  # evaluate and predict as the official code (the published AP)
+    cfg = apply_overrides(cfg, overrides or [])
     try:
         apply_dict(cfg, {"model": official_shapes(state, cfg.model.nheads)})
     except ConfigError as exc:

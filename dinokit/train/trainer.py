@@ -30,9 +30,11 @@ from dinokit.train.console import TrainConsole
 from dinokit.runtime.device import process_device
 from dinokit.infer.evaluator import run_evaluation
 from dinokit.infer.precision import autocast, grad_scaler, resolve_precision
+from dinokit.data.coco import preflight_images
 from dinokit.interop.load import detector_checkpoint, load_checkpoint, load_initial_weights
 from dinokit.train.optim import LrSchedule, build_ema, build_optimizer
 from dinokit.train.rng import capture_rng, restore_rng, seed_everything
+from dinokit.train.board import Board, open_board
 from dinokit.runtime.rundir import find_resume_dir, new_run_dir, plot_curves, safe_name, write_metrics_csv
 from dinokit.infer.speed import compile_model
 from dinokit.errors import DataError, DinokitError
@@ -142,6 +144,8 @@ class Trainer:
             dist_utils.barrier(info)
         if len(self.train_set) == 0:
             raise DataError(f"the training split of {cfg.data.data} has no images")
+        sets = [self.train_set] + ([self.val_set] if self.val_set is not None else [])
+        image_note = preflight_images(sets, cfg.data.skip_bad_images)  # every image decodes, before step 1
         self.classes, self.cat_ids = list(source.class_names), [int(c) for c in source.cat_ids]
         cfg.model.num_classes = len(self.classes)
 
@@ -185,11 +189,11 @@ class Trainer:
         self._bad_steps = 0
         self._saved_step = -1
         self.console = TrainConsole(info.is_main, progress, self.total_steps or None, self.budget_s)
-        if weights_note:
-            self.console.message(weights_note)
-        if precision_note:
-            self.console.message(precision_note)
+        for note in (weights_note, image_note, precision_note):
+            if note:
+                self.console.message(note)
         self.model: nn.Module = self.raw_model
+        self.board: Board | None = None  # TensorBoard, opened with the run folder
 
     # ------------------------------------------------------------------ run
 
@@ -203,6 +207,7 @@ class Trainer:
             self._restore(load_checkpoint(self.run_dir / "last.pt"))
         if self.info.is_main:
             save_yaml(self.cfg, self.run_dir / "config.yaml")
+        self.board = open_board(self.run_dir, t.tensorboard) if self.info.is_main else None
         if self.info.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
             # every DINO switch keeps all parameters in the graph (even for batches without boxes)
@@ -220,6 +225,12 @@ class Trainer:
         except KeyboardInterrupt:  # a second Ctrl-C: save what we have without collectives
             self._save_last(collective=False)
             return self._interrupted()
+        except Exception as exc:  # bad data, divergence, out of memory: keep the steps done so far
+            if self.step > 0 and self._saved_step != self.step:
+                self._save_last(collective=False)
+                exc.args = (f"{exc} (saved {self.run_dir / 'last.pt'} at step {self.step}: continue with "
+                            f"dinokit train --resume --out {t.out} --name {self.run_dir.name})",)
+            raise
         if reason == "interrupt":
             self._save_last()
             return self._interrupted()
@@ -234,6 +245,8 @@ class Trainer:
         return self._result(interrupted=True)
 
     def _result(self, interrupted: bool) -> TrainResult:
+        if self.board is not None:
+            self.board.close()
         return TrainResult(
             self.run_dir, dict(self.best), list(self.history), self.params, interrupted, self.step, self.info.rank
         )
@@ -314,6 +327,8 @@ class Trainer:
         if self.step % max(1, self.steps_per_epoch // 10) == 0 or self.step == 1:
             self.loss_curve.append([self.step, values["loss"]])
         self.console.step(self.step, self.epoch, values["loss"], self.lr, self._elapsed())
+        if self.board is not None:
+            self.board.step(self.step, values, self.lr)
 
     def _elapsed(self) -> float:
         return self.elapsed_before + (time.monotonic() - self.t0)
@@ -350,6 +365,8 @@ class Trainer:
             write_metrics_csv(self.history, self.run_dir / "metrics.csv")
             plot_curves(self.history, self.loss_curve, self.run_dir / "curves.png")
             self.console.evaluation(row)
+            if self.board is not None:
+                self.board.evaluation(self.step, metrics)
             if self.on_epoch is not None:
                 self.on_epoch(dict(row))
         self.log_sums, self.log_count = {}, 0

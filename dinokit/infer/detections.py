@@ -1,0 +1,91 @@
+"""One image's detections as a plain object: arrays, and conversions to the formats people use
+(COCO results, a pandas table, `supervision.Detections`, a drawn image)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from dinokit.errors import DinokitError
+
+
+@dataclass
+class Detections:
+    """Detections of one image, in pixels of the original image (before any resize).
+
+    `image_size` is (height, width); `source` is the file path, or a name such as "image0" for an
+    in-memory image. `names[i]` is the class name of box i.
+    """
+
+    xyxy: np.ndarray  # (N, 4) float32 x0 y0 x1 y1 pixels, clipped to the image
+    scores: np.ndarray  # (N,) float32
+    labels: np.ndarray  # (N,) int64 class index of the detector
+    names: list[str]
+    image_size: tuple[int, int]  # (height, width)
+    source: str
+    category_ids: list[int] = field(default_factory=list, repr=False)  # COCO category id per class index
+    image: Image.Image | None = field(default=None, repr=False, compare=False)  # in-memory inputs only
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def to_coco(self, image_id: int) -> list[dict[str, Any]]:
+        """COCO results records (bbox x, y, w, h pixels); category_id is the dataset's category id."""
+        ids = self.category_ids
+        return [
+            {"image_id": int(image_id), "category_id": int(ids[label]) if 0 <= label < len(ids) else int(label),
+             "bbox": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)], "score": float(score)}
+            for (x0, y0, x1, y1), score, label in zip(self.xyxy.tolist(), self.scores.tolist(), self.labels.tolist())
+        ]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON record `dinokit predict` writes for an image (rounded: scores 1e-4, boxes 0.01 px)."""
+        height, width = self.image_size
+        detections = [
+            {"label": name, "score": round(float(s), 4), "box": [round(float(v), 2) for v in box]}
+            for name, s, box in zip(self.names, self.scores.tolist(), self.xyxy.tolist())
+        ]
+        return {"file": self.source, "width": width, "height": height, "detections": detections}
+
+    def to_pandas(self) -> Any:
+        """A DataFrame, one row per box: source, x0, y0, x1, y1, score, label, name."""
+        import pandas as pd
+
+        return pd.DataFrame({
+            "source": [self.source] * len(self), "x0": self.xyxy[:, 0], "y0": self.xyxy[:, 1],
+            "x1": self.xyxy[:, 2], "y1": self.xyxy[:, 3], "score": self.scores, "label": self.labels,
+            "name": list(self.names),
+        })
+
+    def to_supervision(self) -> Any:
+        """A `supervision.Detections` (class_id = label, data["class_name"] = names); needs the
+        optional extra: pip install 'dinokit[supervision]'."""
+        try:
+            import supervision as sv
+        except ImportError:
+            raise DinokitError("to_supervision() needs the 'supervision' package: pip install 'dinokit[supervision]'") from None
+        return sv.Detections(
+            xyxy=self.xyxy.astype(np.float32).reshape(-1, 4), confidence=self.scores.astype(np.float32),
+            class_id=self.labels.astype(int), data={"class_name": np.array(self.names, dtype=str).reshape(-1)},
+        )
+
+    def plot(self) -> Image.Image:
+        """The image with the boxes drawn (see dinokit.infer.draw); small images come back upscaled."""
+        from dinokit.infer.draw import draw_detections
+        from dinokit.infer.predictor import read_image
+
+        image = self.image if self.image is not None else read_image(Path(self.source))
+        texts = [f"{name} {score:.2f}" for name, score in zip(self.names, self.scores.tolist())]
+        return draw_detections(image, torch.from_numpy(self.xyxy), self.labels.tolist(), texts)
+
+    def save(self, path: str | Path) -> Path:
+        """Write plot() to `path` (format from the suffix); returns the path."""
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        self.plot().save(target)
+        return target
