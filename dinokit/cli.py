@@ -19,7 +19,7 @@ from typer._click import exceptions as click_exceptions
 
 from dinokit.ablate.cli import app as ablate_app
 from dinokit.tune.cli import tune as tune_command
-from dinokit.config import ConfigError
+from dinokit.config import ConfigError, budget_flags
 from dinokit.data.cli import app as data_app
 from dinokit.errors import DinokitError
 
@@ -48,20 +48,6 @@ def _denoising_flag(denoising: str | None, no_cdn: bool, no_dn: bool) -> str | N
     if len(set(chosen)) > 1:
         raise ConfigError("--denoising, --no-cdn and --no-dn contradict each other; give one")
     return chosen[0] if chosen else None
-
-
-def _budget_flags(epochs: int | None, steps: int | None, time_budget: float | None) -> dict[str, Any]:
-    flags = (("--epochs", epochs), ("--steps", steps), ("--time-budget", time_budget))
-    given = [name for name, v in flags if v is not None]
-    if len(given) > 1:
-        raise ConfigError(f"{' and '.join(given)} both set the budget; choose one")
-    if epochs is not None:
-        return {"epochs": epochs, "steps": 0, "time_budget": 0.0}
-    if steps is not None:
-        return {"steps": steps, "time_budget": 0.0}
-    if time_budget is not None:
-        return {"time_budget": time_budget, "steps": 0}
-    return {}
 
 
 @app.command()
@@ -110,7 +96,7 @@ def train(
         "dn_draws": dn_draws, "neg_target": neg_target, "attention": attention, "backbone": backbone,
         "weights": weights, "query_groups": query_groups, "one_to_many_queries": one_to_many, "cls": cls_loss,
         "image_size": image_size, "skip_bad_images": skip_bad_images or None,
-        **_budget_flags(epochs, steps, time_budget), "batch_size": batch_size, "device": device,
+        **budget_flags(epochs, steps, time_budget), "batch_size": batch_size, "device": device,
         "out": out, "name": name, "seed": seed, "ema": ema, "deterministic": deterministic or None,
         "compile": compile_ or None, "tensorboard": tensorboard,
     }

@@ -23,7 +23,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
-from dinokit.config import Config, ConfigError, save_yaml
+from dinokit.config import Config, check_budget, save_yaml, total_steps
 from dinokit.train import distributed as dist_utils
 from dinokit.checkpoint import check_compatible, make_checkpoint, save_checkpoint
 from dinokit.train.console import TrainConsole
@@ -65,8 +65,7 @@ def train(
     row (rank 0 only). `init_model(model, model_cfg)` may overwrite initial weights of a fresh
     run (ablations: the weights the arms share come from one reference build)."""
     cfg = copy.deepcopy(cfg)
-    if cfg.train.epochs == 0 and cfg.train.steps == 0 and cfg.train.time_budget == 0:
-        raise ConfigError("nothing to train: set train.epochs, train.steps or train.time_budget above 0")
+    check_budget(cfg.train)
     device = process_device(cfg.train.device)
     info = dist_utils.init_distributed(device)
     try:
@@ -170,7 +169,7 @@ class Trainer:
             num_workers=cfg.data.workers, generator=torch.Generator().manual_seed(t.seed),
         )
         self.steps_per_epoch = math.ceil(len(self.sampler) / t.batch_size)
-        self.total_steps = t.steps if t.steps > 0 else (0 if t.time_budget > 0 else t.epochs * self.steps_per_epoch)
+        self.total_steps = total_steps(t, self.steps_per_epoch)
         self.budget_s = t.time_budget * 60.0
 
         self.step = self.epoch = self.epoch_step = 0
