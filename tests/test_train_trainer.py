@@ -83,8 +83,8 @@ def test_resume_continues_exactly(workdir, trained):
     straight = load_checkpoint(trained.run_dir / "last.pt")
     assert resumed["step"] == 4
     for key, value in straight["model"].items():
-        torch.testing.assert_close(resumed["model"][key], value, rtol=1e-4, atol=1e-6, msg=key)
-    assert resumed["history"][0]["loss"] == pytest.approx(straight["history"][0]["loss"], rel=1e-4)
+        assert torch.equal(resumed["model"][key], value), key  # bit-identical on CPU
+    assert resumed["history"][-1]["loss"] == straight["history"][-1]["loss"]
 
 
 def test_resume_with_other_architecture_names_fields(workdir, trained):
