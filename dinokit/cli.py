@@ -15,13 +15,12 @@ from typing import Any, Optional
 import typer
 from rich.console import Console
 from rich.table import Table
-from typer._click import exceptions as click_exceptions
 
 from dinokit.ablate.cli import app as ablate_app
 from dinokit.tune.cli import tune as tune_command
 from dinokit.config import ConfigError, budget_flags
 from dinokit.data.cli import app as data_app
-from dinokit.errors import DinokitError
+from dinokit.errors import DinokitError, fail
 
 app = typer.Typer(
     name="dinokit",
@@ -355,23 +354,21 @@ def main(argv: list[str] | None = None) -> None:
     command = typer.main.get_command(app)
     try:
         rv = command.main(args=argv, prog_name="dinokit", standalone_mode=False)
-    except click_exceptions.NoArgsIsHelpError as exc:
-        print(exc.format_message())
-        sys.exit(0)
-    except click_exceptions.ClickException as exc:
-        _fail(exc.format_message())
     except typer.Abort:
-        _fail("aborted")
+        fail("aborted")
     except DinokitError as exc:
-        _fail(str(exc))
+        fail(exc)
     except KeyboardInterrupt:
-        _fail("interrupted")
+        fail("interrupted")
+    except Exception as exc:
+        # click's usage errors, recognised by click's documented interface (typer may vendor
+        # click, so its classes are not importable from a public module)
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            print(exc.format_message())  # type: ignore[attr-defined]
+            sys.exit(0)
+        if callable(getattr(exc, "format_message", None)) and isinstance(getattr(exc, "exit_code", None), int):
+            fail(exc.format_message())  # type: ignore[attr-defined]
+        raise
     if rv == 130:  # typer turns KeyboardInterrupt into exit code 130
-        _fail("interrupted")
+        fail("interrupted")
     sys.exit(rv if isinstance(rv, int) else 0)
-
-
-def _fail(message: str) -> None:
-    first = " ".join(message.split()) or "failed"
-    print(f"error: {first}", file=sys.stderr)
-    sys.exit(2)

@@ -10,6 +10,7 @@ import torch
 import yaml
 
 from dinokit.config import Config, ConfigError, apply_overrides, load_preset
+from dinokit.errors import CheckpointError
 from dinokit.interop.load import load_checkpoint, model_from_checkpoint
 from dinokit.train.trainer import TrainResult, train
 
@@ -90,7 +91,7 @@ def test_resume_continues_exactly(workdir, trained):
 def test_resume_with_other_architecture_names_fields(workdir, trained):
     shutil.copytree(trained.run_dir, workdir / "runs" / "train" / "other")
     cfg = fast_config(workdir, "train.steps=6", "train.name=other", "model.hidden_dim=64", "model.nheads=4")
-    with pytest.raises(Exception, match=r"model\.hidden_dim \(32 vs 64\)"):
+    with pytest.raises(CheckpointError, match=r"model\.hidden_dim \(32 vs 64\)"):
         train(cfg, resume=True, progress=False)
 
 

@@ -8,7 +8,6 @@ The main CLI mounts `app` with `app.add_typer(ablate_app, name="ablate")`.
 from __future__ import annotations
 
 import re
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
@@ -17,7 +16,7 @@ from rich.console import Console
 
 from dinokit.ablate import arms as arms_mod
 from dinokit.config import Config, apply_overrides, budget_flags, check_budget, load_preset
-from dinokit.errors import DinokitError
+from dinokit.errors import DinokitError, fail
 
 if TYPE_CHECKING:  # optuna, pandas and matplotlib load when a command runs: `dinokit --help` stays quick
     import pandas as pd
@@ -187,8 +186,7 @@ def main() -> None:
     try:
         app(prog_name="dinokit ablate")
     except DinokitError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        fail(exc)
 
 
 if __name__ == "__main__":

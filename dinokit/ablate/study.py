@@ -38,7 +38,7 @@ from dinokit.ablate.ledger import (
 )
 from dinokit.ablate.pairing import SharedInit
 from dinokit.config import Config, ConfigError, check_budget, diff_configs, plain
-from dinokit.errors import DinokitError
+from dinokit.errors import DinokitError, one_line
 
 DEFAULT_TRAINER = "dinokit.train.trainer:train"
 # may differ between the processes and machines that share one study
@@ -245,7 +245,7 @@ def _worker_main(spec: AblationSpec, run_id: str, threads: int) -> None:
     except KeyboardInterrupt:
         sys.exit(130)
     except DinokitError as exc:
-        say(f"error: {exc}")
+        say(f"error: {one_line(exc)}")
         sys.exit(2)
 
 
