@@ -275,8 +275,13 @@ def _random_sampling_inputs(dtype: torch.dtype) -> tuple:
     return value, shapes, locations, weights
 
 
+@pytest.mark.parametrize("kernel", [True, False], ids=["aten-kernel", "fallback"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_gather_sampling_equals_grid_sample_with_gradients(dtype, monkeypatch):
+def test_gather_sampling_equals_grid_sample_with_gradients(dtype, kernel, monkeypatch):
+    if not kernel:  # a torch without embedding_bag's private per-sample-weights backward
+        monkeypatch.setattr(sampling, "_WEIGHTS_KERNEL", None)
+    else:
+        assert sampling._WEIGHTS_KERNEL is not None  # the tested torch has it
     monkeypatch.setattr(sampling, "_SCATTER_ROWS", 7)  # several chunks in the value-gradient scatter
     monkeypatch.setattr(sampling, "_QUERY_BLOCK", 30)  # and several query blocks (5 queries each)
     results = []
