@@ -15,13 +15,12 @@ from typing import Any, Optional
 import typer
 from rich.console import Console
 from rich.table import Table
-from typer._click import exceptions as click_exceptions
 
 from dinokit.ablate.cli import app as ablate_app
 from dinokit.tune.cli import tune as tune_command
-from dinokit.config import ConfigError
+from dinokit.config import ConfigError, budget_flags
 from dinokit.data.cli import app as data_app
-from dinokit.errors import DinokitError
+from dinokit.errors import DinokitError, fail
 
 app = typer.Typer(
     name="dinokit",
@@ -49,20 +48,6 @@ def _denoising_flag(denoising: str | None, no_cdn: bool, no_dn: bool) -> str | N
     if len(set(chosen)) > 1:
         raise ConfigError("--denoising, --no-cdn and --no-dn contradict each other; give one")
     return chosen[0] if chosen else None
-
-
-def _budget_flags(epochs: int | None, steps: int | None, time_budget: float | None) -> dict[str, Any]:
-    flags = (("--epochs", epochs), ("--steps", steps), ("--time-budget", time_budget))
-    given = [name for name, v in flags if v is not None]
-    if len(given) > 1:
-        raise ConfigError(f"{' and '.join(given)} both set the budget; choose one")
-    if epochs is not None:
-        return {"epochs": epochs, "steps": 0, "time_budget": 0.0}
-    if steps is not None:
-        return {"steps": steps, "time_budget": 0.0}
-    if time_budget is not None:
-        return {"time_budget": time_budget, "steps": 0}
-    return {}
 
 
 @app.command()
@@ -112,7 +97,7 @@ def train(
         "dn_draws": dn_draws, "neg_target": neg_target, "attention": attention, "backbone": backbone,
         "weights": weights, "query_groups": query_groups, "one_to_many_queries": one_to_many, "cls": cls_loss,
         "image_size": image_size, "skip_bad_images": skip_bad_images or None,
-        **_budget_flags(epochs, steps, time_budget), "batch_size": batch_size, "device": device,
+        **budget_flags(epochs, steps, time_budget), "batch_size": batch_size, "device": device,
         "out": out, "name": name, "seed": seed, "ema": ema, "deterministic": deterministic or None,
         "compile": compile_ or None, "tensorboard": tensorboard, "precision": precision,
     }
@@ -393,23 +378,21 @@ def main(argv: list[str] | None = None) -> None:
     command = typer.main.get_command(app)
     try:
         rv = command.main(args=argv, prog_name="dinokit", standalone_mode=False)
-    except click_exceptions.NoArgsIsHelpError as exc:
-        print(exc.format_message())
-        sys.exit(0)
-    except click_exceptions.ClickException as exc:
-        _fail(exc.format_message())
     except typer.Abort:
-        _fail("aborted")
+        fail("aborted")
     except DinokitError as exc:
-        _fail(str(exc))
+        fail(exc)
     except KeyboardInterrupt:
-        _fail("interrupted")
+        fail("interrupted")
+    except Exception as exc:
+        # click's usage errors, recognised by click's documented interface (typer may vendor
+        # click, so its classes are not importable from a public module)
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            print(exc.format_message())  # type: ignore[attr-defined]
+            sys.exit(0)
+        if callable(getattr(exc, "format_message", None)) and isinstance(getattr(exc, "exit_code", None), int):
+            fail(exc.format_message())  # type: ignore[attr-defined]
+        raise
     if rv == 130:  # typer turns KeyboardInterrupt into exit code 130
-        _fail("interrupted")
+        fail("interrupted")
     sys.exit(rv if isinstance(rv, int) else 0)
-
-
-def _fail(message: str) -> None:
-    first = " ".join(message.split()) or "failed"
-    print(f"error: {first}", file=sys.stderr)
-    sys.exit(2)

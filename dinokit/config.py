@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import yaml
 
+from dinokit.config_rules import rule_problem
 from dinokit.errors import DinokitError
 
 QueryMode = Literal["mixed", "pure", "static"]
@@ -24,6 +25,9 @@ NegTarget = Literal["background", "closest-gt"]
 AttentionKind = Literal["deformable", "dense"]
 ClassLoss = Literal["focal", "vfl", "ia-bce", "mal"]
 Precision = Literal["fp32", "bf16", "fp16", "auto"]
+
+
+SECTIONS = ("model", "data", "train", "loss")  # the Config fields, in the order files list them
 
 
 class ConfigError(DinokitError, ValueError):
@@ -135,6 +139,8 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model for the training steps (first steps compile)
     precision: Precision = "fp32"  # autocast of train/eval/predict; auto: bf16 where the device does it natively
     tensorboard: bool = True  # write <run>/tensorboard logs when the tensorboard package is installed
+    checkpoint_every: float = 10.0  # minutes; >0: also write last.pt inside an epoch this often
+    checkpoint_every_steps: int = 0  # >0: also write last.pt every N optimiser steps
 
 
 @dataclass
@@ -235,7 +241,7 @@ def apply_overrides(cfg: Config, items: list[str]) -> Config:
 
 def apply_dict(cfg: Config, raw: dict[str, Any]) -> Config:
     for section, values in raw.items():
-        if section not in ("model", "data", "train", "loss"):
+        if section not in SECTIONS:
             raise ConfigError(f"unknown config section '{section}' (model, data, train, loss)")
         if not isinstance(values, dict):
             raise ConfigError(f"config section '{section}' must be a mapping")
@@ -283,49 +289,65 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
             raise ConfigError(f"{name} must be a number, got '{value}'")
         return float(value)
     if hint is str:
+        if isinstance(value, (list, dict)) or value is None:
+            raise ConfigError(f"{name} must be a text value, got '{value}'")
         return str(value)
     return value
 
 
 def validate(cfg: Config) -> None:
-    """Cross-field checks with messages that name the field."""
-    m, d, t = cfg.model, cfg.data, cfg.train
-    positive = {
-        "model.num_classes": m.num_classes, "model.hidden_dim": m.hidden_dim, "model.nheads": m.nheads,
-        "model.enc_layers": m.enc_layers, "model.dec_layers": m.dec_layers,
-        "model.num_queries": m.num_queries, "model.enc_points": m.enc_points,
-        "model.dec_points": m.dec_points, "model.dim_feedforward": m.dim_feedforward,
-        "data.image_size": d.image_size, "train.batch_size": t.batch_size,
-    }
-    for name, value in positive.items():
-        if value <= 0:
-            raise ConfigError(f"{name} must be positive, got {value}")
+    """Every field against its rule (config_rules.RULES), then the checks across fields."""
+    for section in SECTIONS:
+        values = getattr(cfg, section)
+        for f in dataclasses.fields(values):
+            name = f"{section}.{f.name}"
+            problem = rule_problem(name, getattr(values, f.name))
+            if problem:
+                raise ConfigError(f"{name} {problem}")
+    m = cfg.model
     if m.hidden_dim % m.nheads:
         raise ConfigError(f"model.hidden_dim ({m.hidden_dim}) must be divisible by model.nheads ({m.nheads})")
     if m.hidden_dim % 2:
         raise ConfigError("model.hidden_dim must be even (sine position embedding)")
-    if not 1 <= m.num_feature_levels <= 5:
-        raise ConfigError(f"model.num_feature_levels must be 1..5, got {m.num_feature_levels}")
-    if d.eval_resize not in ("longest", "official"):
-        raise ConfigError(f"data.eval_resize must be longest or official, got '{d.eval_resize}'")
-    if m.dn_draws not in (1, 2):
-        raise ConfigError(f"model.dn_draws must be 1 or 2, got {m.dn_draws}")
-    if not 0.0 <= m.label_noise <= 1.0:
-        raise ConfigError(f"model.label_noise must be in [0, 1], got {m.label_noise}")
-    if m.box_noise < 0:
-        raise ConfigError(f"model.box_noise must be >= 0, got {m.box_noise}")
-    if m.dn_number < 0:
-        raise ConfigError(f"model.dn_number must be >= 0, got {m.dn_number}")
-    if m.query_groups < 1:
-        raise ConfigError(f"model.query_groups must be >= 1 (1 = off), got {m.query_groups}")
     if m.query_groups > 1 and m.queries == "pure":  # pure content comes from the shared proposals
         raise ConfigError("model.query_groups > 1 needs learned content queries (model.queries mixed or static)")
-    if m.one_to_many_queries < 0 or m.one_to_many_k < 1:
-        raise ConfigError("model.one_to_many_queries must be >= 0 and model.one_to_many_k >= 1")
-    if t.epochs < 0 or t.steps < 0 or t.time_budget < 0:
-        raise ConfigError("train.epochs, train.steps and train.time_budget must be >= 0")
-    if t.device not in ("auto", "cpu") and not t.device.startswith(("cuda", "mps")):
-        raise ConfigError(f"train.device must be auto, cpu, cuda[:N] or mps, got '{t.device}'")
+
+
+def check_budget(t: TrainConfig) -> None:
+    """The one budget rule: steps > 0 stops after that many steps, time_budget > 0 after that many
+    minutes (whichever comes first), otherwise `epochs` epochs; a 0 means "not this budget", and
+    a run with no budget at all is refused (checked when training starts, not per override)."""
+    if t.epochs == 0 and t.steps == 0 and t.time_budget == 0:
+        raise ConfigError(
+            "nothing to train, the training budget is zero: set train.epochs, train.steps or train.time_budget above 0"
+        )
+
+
+def budget_flags(epochs: int | None = None, steps: int | None = None,
+                 time_budget: float | None = None) -> dict[str, Any]:
+    """The train-section values that one budget flag (--epochs, --steps or --time-budget) sets: the
+    other budgets are switched off so that the flag means exactly what it says; 0 is refused."""
+    given = [(n, v) for n, v in (("--epochs", epochs), ("--steps", steps), ("--time-budget", time_budget))
+             if v is not None]
+    if len(given) > 1:
+        raise ConfigError(f"{' and '.join(n for n, _ in given)} both set the budget; choose one budget")
+    for flag, value in given:
+        if not value > 0:
+            raise ConfigError(f"{flag} must be positive, got {value}")
+    if epochs is not None:
+        return {"epochs": epochs, "steps": 0, "time_budget": 0.0}
+    if steps is not None:
+        return {"steps": steps, "time_budget": 0.0}
+    if time_budget is not None:
+        return {"time_budget": float(time_budget), "steps": 0}
+    return {}
+
+
+def total_steps(t: TrainConfig, steps_per_epoch: int) -> int:
+    """Optimiser steps the budget allows; 0 when only the wall clock (time_budget) bounds the run."""
+    if t.steps > 0:
+        return t.steps
+    return 0 if t.time_budget > 0 else t.epochs * steps_per_epoch
 
 
 def plain(obj: Any) -> Any:

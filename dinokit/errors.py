@@ -1,5 +1,8 @@
 """Errors a user can cause. The CLI turns each into one line on stderr and a non-zero exit."""
 
+import sys
+from typing import NoReturn
+
 
 class DinokitError(Exception):
     """Base class: the message is complete and names the offending input."""
@@ -11,3 +14,14 @@ class DataError(DinokitError):
 
 class CheckpointError(DinokitError):
     """A checkpoint is missing, corrupt, or does not fit the configuration."""
+
+
+def one_line(message: object) -> str:
+    """A message folded onto one line (the CLI contract: one `error: ...` line, no traceback)."""
+    return " ".join(str(message).split()) or "failed"
+
+
+def fail(message: object) -> NoReturn:
+    """Print `error: <message>` on one stderr line and exit with code 2: every entry point's way out."""
+    print(f"error: {one_line(message)}", file=sys.stderr)
+    sys.exit(2)

@@ -108,3 +108,9 @@ def test_convergence_summary_by_hand(tmp_path: Path) -> None:
     assert "not reached" not in rows["fast"] and "1/3 seeds" in rows["base"]
     assert "(1 pair)" in rows["fast"]  # Δsteps to 0.5 has a single pair: no interval
     assert f"{100 * np.mean(aucs['fast']):.1f}" in rows["fast"]
+
+
+def test_differences_that_round_to_zero_have_no_minus_sign() -> None:
+    from dinokit.ablate.report import _signed
+
+    assert _signed(-0.0001) == "+0.0" and _signed(-0.02) == "−2.0"

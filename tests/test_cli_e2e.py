@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -106,6 +107,8 @@ def test_sigterm_saves_last_and_exits_cleanly(workdir):
     env = {**os.environ, "DINOKIT_CACHE": str(workdir / "cache"), "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "dinokit", "train", "--steps", "500", "--batch-size", "2", "--name", "term", *SETS]
     proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    watchdog = threading.Timer(300, proc.kill)  # reading stdout blocks: a hung run must still end the test
+    watchdog.start()
     try:
         deadline = time.monotonic() + 150
         for line in proc.stdout:
@@ -115,6 +118,7 @@ def test_sigterm_saves_last_and_exits_cleanly(workdir):
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=120)
     finally:
+        watchdog.cancel()
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 2, err

@@ -65,5 +65,5 @@ def test_collate_pads_bottom_right_with_masks():
     assert masks[0, 4:].all() and not masks[0, :4].any()
     assert masks[1, :, 3:].all() and not masks[1, :, :3].any()
     assert targets == [ta, tb]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="empty batch"):
         collate([])

@@ -179,3 +179,12 @@ def test_train_compile_flag_compiles_the_training_model(trained, monkeypatch):
     ckpt = load_checkpoint(trained / "runs" / "train" / "c" / "last.pt")
     assert ckpt["config"]["train"]["compile"] is True
     assert not any(k.startswith("_orig_mod") for k in ckpt["model"])  # saved from the plain module
+
+
+def test_int8_refuses_a_model_off_the_cpu():
+    """--quantize int8 with device auto on a CUDA machine: one-line ConfigError, not a crash inside
+    torch (a meta-device model stands in for a CUDA one here)."""
+    from dinokit.config import ConfigError
+
+    with pytest.raises(ConfigError, match="runs on the CPU only"):
+        speed.prepare_for_inference(nn.Sequential(nn.Linear(4, 4)).to("meta"), "int8")

@@ -194,6 +194,31 @@ def test_empty_and_uneven_batches_give_finite_loss(counts):
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
 
+def test_batch_without_boxes_trains_classification_only():
+    """No ground truth: box losses are exactly zero, box heads get exactly zero gradient, and every
+    other parameter learns (pushes scores to "no object"), except those that cannot at the very first
+    step: level_embed and the extra level's projection (only reached through the sampling offsets and
+    attention weights, which start at zero) and the denoising label embedding (no boxes to noise)."""
+    torch.manual_seed(0)
+    cfg = micro_config(denoising="cdn", dn_number=60)
+    model = build_model(cfg).train()
+    targets = make_targets([0, 0])
+    losses = build_criterion(cfg)(model(torch.rand(2, 3, 64, 64), None, targets), targets)
+    assert losses["loss_bbox"].item() == 0.0 and losses["loss_giou"].item() == 0.0
+    assert losses["loss_class"].item() > 0 and losses["loss_enc"].item() > 0
+    losses["loss"].backward()
+    box_heads = ("decoder.box_head.", "queries.enc_box_head.")
+    idle = box_heads + ("denoising.label_enc.", "level_embed", f"input_proj.{cfg.num_feature_levels - 1}.")
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        assert p.grad is not None, name
+        if name.startswith(box_heads):
+            assert p.grad.abs().sum().item() == 0.0, name
+        elif not name.startswith(idle):
+            assert p.grad.abs().sum().item() > 0, name
+
+
 # ---------------------------------------------------------------- matcher
 
 def test_matcher_finds_the_known_optimal_assignment():
@@ -250,8 +275,13 @@ def _random_sampling_inputs(dtype: torch.dtype) -> tuple:
     return value, shapes, locations, weights
 
 
+@pytest.mark.parametrize("kernel", [True, False], ids=["aten-kernel", "fallback"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_gather_sampling_equals_grid_sample_with_gradients(dtype, monkeypatch):
+def test_gather_sampling_equals_grid_sample_with_gradients(dtype, kernel, monkeypatch):
+    if not kernel:  # a torch without embedding_bag's private per-sample-weights backward
+        monkeypatch.setattr(sampling, "_WEIGHTS_KERNEL", None)
+    else:
+        assert sampling._WEIGHTS_KERNEL is not None  # the tested torch has it
     monkeypatch.setattr(sampling, "_SCATTER_ROWS", 7)  # several chunks in the value-gradient scatter
     monkeypatch.setattr(sampling, "_QUERY_BLOCK", 30)  # and several query blocks (5 queries each)
     results = []

@@ -8,7 +8,6 @@ The main CLI mounts `app` with `app.add_typer(ablate_app, name="ablate")`.
 from __future__ import annotations
 
 import re
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
@@ -16,8 +15,8 @@ import typer
 from rich.console import Console
 
 from dinokit.ablate import arms as arms_mod
-from dinokit.config import Config, apply_overrides, load_preset
-from dinokit.errors import DinokitError
+from dinokit.config import Config, apply_overrides, budget_flags, check_budget, load_preset
+from dinokit.errors import DinokitError, fail
 
 if TYPE_CHECKING:  # optuna, pandas and matplotlib load when a command runs: `dinokit --help` stays quick
     import pandas as pd
@@ -54,18 +53,9 @@ def base_config(preset: str, data: Optional[str], sets: list[str], steps: Option
             raise DinokitError(f"--data {data}: no such file or folder (or use 'shapes')")
         cfg.data.data = data
     apply_overrides(cfg, list(sets))
-    if steps is not None and time_budget is not None:
-        raise DinokitError("give one budget: --steps N or --time-budget MINUTES, not both")
-    if steps is not None:
-        if steps <= 0:
-            raise DinokitError(f"--steps must be positive, got {steps}")
-        cfg.train.steps, cfg.train.time_budget = steps, 0.0
-    if time_budget is not None:
-        if time_budget <= 0:
-            raise DinokitError(f"--time-budget must be positive (minutes), got {time_budget}")
-        cfg.train.time_budget, cfg.train.steps = float(time_budget), 0
-    if cfg.train.steps <= 0 and cfg.train.time_budget <= 0 and cfg.train.epochs <= 0:
-        raise DinokitError("the training budget is zero: give --steps N or --time-budget MINUTES")
+    for key, value in budget_flags(steps=steps, time_budget=time_budget).items():
+        setattr(cfg.train, key, value)
+    check_budget(cfg.train)
     if eval_every is not None and eval_every <= 0:
         raise DinokitError(f"--eval-every must be a positive number of steps, got {eval_every}")
     if eval_every is not None:
@@ -200,8 +190,7 @@ def main() -> None:
     try:
         app(prog_name="dinokit ablate")
     except DinokitError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        fail(exc)
 
 
 if __name__ == "__main__":

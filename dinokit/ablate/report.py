@@ -152,7 +152,8 @@ def _mean_std(mean: float, std: float, scale: float = 100.0, digits: int = 1) ->
 
 
 def _signed(x: float, scale: float = 100.0, digits: int = 1) -> str:
-    return f"{scale * x:+.{digits}f}".replace("-", "−")
+    value = round(scale * x, digits) + 0.0  # + 0.0: no "−0.0"
+    return f"{value:+.{digits}f}".replace("-", "−")
 
 
 def _delta(row: pd.Series, baseline: str, col: str = "AP", scale: float = 100.0, digits: int = 1) -> str:

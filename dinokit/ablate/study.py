@@ -37,8 +37,8 @@ from dinokit.ablate.ledger import (
     HOST, PID_SPACE, Ledger, Pair, holder_of, open_storage, pair_of, reap_dead, safe_url,
 )
 from dinokit.ablate.pairing import SharedInit
-from dinokit.config import Config, ConfigError, diff_configs, plain
-from dinokit.errors import DinokitError
+from dinokit.config import Config, ConfigError, check_budget, diff_configs, plain
+from dinokit.errors import DinokitError, one_line
 
 DEFAULT_TRAINER = "dinokit.train.trainer:train"
 # may differ between the processes and machines that share one study
@@ -91,8 +91,7 @@ def check_spec(spec: AblationSpec) -> None:
     if len(set(spec.seeds)) != len(spec.seeds):
         raise DinokitError(f"seeds must be distinct, got {spec.seeds}")
     t = spec.base.train
-    if t.steps <= 0 and t.time_budget <= 0 and t.epochs <= 0:
-        raise ConfigError("the training budget is zero: give --steps N or --time-budget MINUTES (> 0)")
+    check_budget(t)
     validate_arms(spec.arm_set, spec.base)
 
 
@@ -246,7 +245,7 @@ def _worker_main(spec: AblationSpec, run_id: str, threads: int) -> None:
     except KeyboardInterrupt:
         sys.exit(130)
     except DinokitError as exc:
-        say(f"error: {exc}")
+        say(f"error: {one_line(exc)}")
         sys.exit(2)
 
 

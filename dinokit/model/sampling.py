@@ -56,6 +56,19 @@ def _coefficients(fx: Tensor, fy: Tensor, attw: Tensor, inside_x: Tensor, inside
     return (wy[:, None] * wx[None]).view(-1, fx.shape[-1])  # (2, 2, L, P, N) flattened
 
 
+
+# embedding_bag's private backward kernel for per-sample weights; torch builds without it get the
+# gather below (same sums, one (N*K, C) temporary more)
+_WEIGHTS_KERNEL = getattr(torch.ops.aten, "_embedding_bag_per_sample_weights_backward", None)
+
+
+def per_sample_weights_grad(grad: Tensor, table: Tensor, rows: Tensor, offsets: Tensor, bag_of: Tensor) -> Tensor:
+    """(N*K,) <grad[bag_of[j]], table[rows[j]]>: d out / d per-sample weight j of a sum embedding_bag."""
+    if _WEIGHTS_KERNEL is not None:
+        return _WEIGHTS_KERNEL(grad, table, rows, offsets, bag_of, 0)  # mode 0 = sum
+    return (grad[bag_of] * table[rows]).sum(-1)
+
+
 class _BilinearGather(torch.autograd.Function):
     """out[n] = sum_k coeffs[n, k] * table[rows[n, k]], coefficients built inside from the
     fractional positions and attention weights.
@@ -86,8 +99,7 @@ class _BilinearGather(torch.autograd.Function):
             # exactly this (the op its autograd calls), without recomputing the forward
             offsets = torch.arange(0, n * k, k, dtype=rows.dtype, device=rows.device)
             bag_of = torch.arange(n, dtype=rows.dtype, device=rows.device).repeat_interleave(k)
-            grad_coeffs = torch.ops.aten._embedding_bag_per_sample_weights_backward(
-                grad, table, rows.reshape(-1), offsets, bag_of, 0)  # mode 0 = sum
+            grad_coeffs = per_sample_weights_grad(grad, table, rows.reshape(-1), offsets, bag_of)
             g = grad_coeffs.view(n, k).t().reshape(2, 2, *fx.shape)  # (dy, dx, L, P, N)
             ix, iy = inside_x.to(fx.dtype), inside_y.to(fx.dtype)
             wx = torch.stack((1 - fx, fx)) * ix

@@ -9,21 +9,20 @@ by all processes so that none is left waiting in a collective.
 from __future__ import annotations
 
 import copy
-import itertools
 import math
 import signal
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, DistributedSampler
 
-from dinokit.config import Config, ConfigError, save_yaml
+from dinokit.config import Config, check_budget, save_yaml, total_steps
 from dinokit.train import distributed as dist_utils
 from dinokit.checkpoint import check_compatible, make_checkpoint, save_checkpoint
 from dinokit.train.console import TrainConsole
@@ -35,6 +34,7 @@ from dinokit.interop.load import detector_checkpoint, load_checkpoint, load_init
 from dinokit.train.optim import LrSchedule, build_ema, build_optimizer
 from dinokit.train.rng import capture_rng, restore_rng, seed_everything
 from dinokit.train.board import Board, open_board
+from dinokit.train.samples import SeededSamples, SkipSampler
 from dinokit.runtime.rundir import find_resume_dir, new_run_dir, plot_curves, safe_name, write_metrics_csv
 from dinokit.infer.speed import compile_model
 from dinokit.errors import DataError, DinokitError
@@ -66,8 +66,7 @@ def train(
     row (rank 0 only). `init_model(model, model_cfg)` may overwrite initial weights of a fresh
     run (ablations: the weights the arms share come from one reference build)."""
     cfg = copy.deepcopy(cfg)
-    if cfg.train.epochs == 0 and cfg.train.steps == 0 and cfg.train.time_budget == 0:
-        raise ConfigError("nothing to train: set train.epochs, train.steps or train.time_budget above 0")
+    check_budget(cfg.train)
     device = process_device(cfg.train.device)
     info = dist_utils.init_distributed(device)
     try:
@@ -76,21 +75,6 @@ def train(
             return trainer.run(resume)
     finally:
         dist_utils.cleanup_distributed(info)
-
-
-class _SkipSampler(Sampler[int]):
-    """Drops the first `skip` indices of a (distributed) sampler: resuming mid-epoch continues
-    the same epoch order without loading the batches already trained on."""
-
-    def __init__(self, base: DistributedSampler) -> None:
-        self.base = base
-        self.skip = 0
-
-    def __iter__(self) -> Iterator[int]:
-        return itertools.islice(iter(self.base), self.skip, None)
-
-    def __len__(self) -> int:
-        return max(0, len(self.base) - self.skip)
 
 
 class _StopRequest:
@@ -167,13 +151,14 @@ class Trainer:
         self.sampler = DistributedSampler(
             self.train_set, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=t.seed
         )
-        self.skip_sampler = _SkipSampler(self.sampler)
+        self.skip_sampler = SkipSampler(self.sampler)
+        self.samples = SeededSamples(self.train_set, t.seed)  # augmentation from (seed, epoch, index)
         self.loader = DataLoader(
-            self.train_set, batch_size=t.batch_size, sampler=self.skip_sampler, collate_fn=collate,
+            self.samples, batch_size=t.batch_size, sampler=self.skip_sampler, collate_fn=collate,
             num_workers=cfg.data.workers, generator=torch.Generator().manual_seed(t.seed),
         )
         self.steps_per_epoch = math.ceil(len(self.sampler) / t.batch_size)
-        self.total_steps = t.steps if t.steps > 0 else (0 if t.time_budget > 0 else t.epochs * self.steps_per_epoch)
+        self.total_steps = total_steps(t, self.steps_per_epoch)
         self.budget_s = t.time_budget * 60.0
 
         self.step = self.epoch = self.epoch_step = 0
@@ -188,6 +173,8 @@ class Trainer:
         self._time_past_drop = False
         self._bad_steps = 0
         self._saved_step = -1
+        self._saved_at = time.monotonic()
+        self._loader_state = self.loader.generator.get_state()  # before this epoch's iterator drew from it
         self.console = TrainConsole(info.is_main, progress, self.total_steps or None, self.budget_s)
         for note in (weights_note, image_note, precision_note):
             if note:
@@ -258,7 +245,9 @@ class Trainer:
             if self.total_steps and self.step >= self.total_steps:
                 return "budget"
             self.sampler.set_epoch(self.epoch)
+            self.samples.set_epoch(self.epoch)
             self.skip_sampler.skip = self.epoch_step * t.batch_size
+            self._loader_state = self.loader.generator.get_state()
             for images, masks, targets in self.loader:
                 reason = self._should_stop()
                 if reason:
@@ -268,6 +257,8 @@ class Trainer:
                     self._evaluate()
                 if t.step_seeded:  # the next batch's augmentation and the next step's noise
                     seed_everything((t.seed * 1_000_003 + self.step * 101 + self.info.rank) % 2**31)
+                if self._checkpoint_due():
+                    self._save_last()
                 if self.total_steps and self.step >= self.total_steps:
                     break
             if self.epoch_step >= self.steps_per_epoch:
@@ -276,6 +267,15 @@ class Trainer:
                 if t.eval_every_steps <= 0 and self.epoch % max(1, t.eval_every) == 0:
                     self._evaluate()
                 self._save_last()
+
+    def _checkpoint_due(self) -> bool:
+        """train.checkpoint_every (minutes) or checkpoint_every_steps has come round inside an epoch."""
+        t = self.cfg.train
+        by_steps = t.checkpoint_every_steps > 0 and self.step % t.checkpoint_every_steps == 0
+        by_time = t.checkpoint_every > 0 and time.monotonic() - self._saved_at >= 60.0 * t.checkpoint_every
+        if self.info.enabled:  # every rank must take part in the save's collectives, or none
+            by_time = dist_utils.any_flag([by_time], self.info, self.device)[0]
+        return (by_steps or by_time) and self._saved_step != self.step
 
     def _should_stop(self) -> str | None:
         elapsed = self._elapsed()
@@ -383,17 +383,25 @@ class Trainer:
             state.update(
                 optimizer=self.optimizer.state_dict(), scheduler=self.schedule.state_dict(),
                 rng=rng or [capture_rng()], elapsed=self._elapsed(), eval_seconds=self.eval_seconds, loss_curve=self.loss_curve,
-                log_sums=self.log_sums, log_count=self.log_count, scaler=self.scaler.state_dict(),
+                log_sums=self.log_sums, log_count=self.log_count, loader_generator=self._next_loader_state(),
+                scaler=self.scaler.state_dict(),
             )
         return make_checkpoint(
             self.raw_model.state_dict(), self.cfg, self.classes, self.cat_ids, metrics=self.best, **state
         )
+
+    def _next_loader_state(self) -> torch.Tensor:
+        """The loader generator's state that the next session's first iterator must start from:
+        inside an epoch, the one this epoch's iterator started from; at its end, the current one."""
+        inside = 0 < self.epoch_step < self.steps_per_epoch
+        return self._loader_state if inside else self.loader.generator.get_state()
 
     def _save_last(self, collective: bool = True) -> None:
         rng = dist_utils.gather_objects(capture_rng(), self.info) if collective else [capture_rng()]
         if self.info.is_main:
             save_checkpoint(self._checkpoint(full=True, rng=rng), self.run_dir / "last.pt")
         self._saved_step = self.step
+        self._saved_at = time.monotonic()
         if collective:
             dist_utils.barrier(self.info)
 
@@ -419,5 +427,7 @@ class Trainer:
         states = ckpt.get("rng") or []
         if self.info.rank < len(states):
             restore_rng(states[self.info.rank])
+        if torch.is_tensor(ckpt.get("loader_generator")):  # worker seeds of the epoch in progress
+            self.loader.generator.set_state(ckpt["loader_generator"].to(device="cpu", dtype=torch.uint8))
         if self.epoch_step >= self.steps_per_epoch:  # the epoch length changed (e.g. batch size)
             self.epoch, self.epoch_step = self.epoch + 1, 0

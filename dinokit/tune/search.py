@@ -23,7 +23,7 @@ import optuna
 from optuna.trial import TrialState
 
 from dinokit.ablate.ledger import HOST, PID_SPACE, open_storage, reap_dead, safe_url
-from dinokit.config import Config, diff_configs, plain
+from dinokit.config import Config, check_budget, diff_configs, plain
 from dinokit.errors import DinokitError
 from dinokit.tune.space import SearchSpace, apply_values, check_space
 
@@ -73,9 +73,7 @@ def prepare(spec: TuneSpec) -> optuna.Study:
     """Create or load the study; a rerun with another space or base config is an error."""
     if spec.trials < 1:
         raise DinokitError(f"--trials must be at least 1, got {spec.trials}")
-    t = spec.base.train
-    if t.steps <= 0 and t.time_budget <= 0 and t.epochs <= 0:
-        raise DinokitError("the training budget is zero: give --steps N or --time-budget MINUTES (> 0)")
+    check_budget(spec.base.train)
     check_space(spec.space, spec.base)
     if spec.storage == default_storage(spec.out_dir):
         spec.out_dir.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,60 @@
+"""Training samples whose augmentation draws depend only on (seed, epoch, sample index).
+
+The transforms draw from torch's global generator. Seeding it per sample inside `fork_rng` makes
+each image's flip, scale and colour jitter a function of where it sits in the run, not of how many
+draws came before, so a run resumed at any step (and with any number of loader workers, whose
+generators are re-made each epoch) sees the same batches as an uninterrupted one, and the main
+process's generator (denoising noise, dropout) is never touched by data loading.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, DistributedSampler, Sampler
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """A well-mixed 63-bit seed for one sample of one epoch (numpy's SeedSequence hash)."""
+    state = np.random.SeedSequence([seed, epoch, index]).generate_state(2, dtype=np.uint32)
+    return int(state[0]) << 31 ^ int(state[1])
+
+
+class SeededSamples(Dataset):
+    """Wraps a dataset: item i of epoch e is drawn under torch seed `sample_seed(seed, e, i)`.
+
+    `set_epoch` is called before each epoch's loader iterator is made, so worker processes
+    (which copy this object when the iterator starts) see the right epoch.
+    """
+
+    def __init__(self, base: Dataset, seed: int) -> None:
+        self.base, self.seed, self.epoch = base, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.base)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> Any:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(sample_seed(self.seed, self.epoch, int(index)))
+            return self.base[index]
+
+
+class SkipSampler(Sampler[int]):
+    """Drops the first `skip` indices of a (distributed) sampler: resuming mid-epoch continues
+    the same epoch order without loading the batches already trained on."""
+
+    def __init__(self, base: DistributedSampler) -> None:
+        self.base = base
+        self.skip = 0
+
+    def __iter__(self) -> Iterator[int]:
+        return itertools.islice(iter(self.base), self.skip, None)
+
+    def __len__(self) -> int:
+        return max(0, len(self.base) - self.skip)
