@@ -201,6 +201,7 @@ RULES: dict[str, Rule] = {
     "train.threads": COUNT,
     "train.compile": Flag(),
     "train.tensorboard": Flag(),
+    "train.precision": Choice(("fp32", "bf16", "fp16", "auto")),  # fp16 on a CPU: refused by infer.precision
     "train.step_seeded": Flag(),
     "train.checkpoint_every": Num(0.0),  # minutes; 0: only at epoch ends
     "train.checkpoint_every_steps": COUNT,
