@@ -23,7 +23,7 @@ import torch
 from dinokit.config import apply_overrides, load_preset
 from dinokit.infer.evaluator import evaluate_checkpoint
 from dinokit.runtime.allocator import tune_allocator
-from dinokit.train.trainer import train
+from dinokit.training.trainer import train
 
 SMOKE = ["data.shapes_train=8", "data.shapes_val=4", "data.shapes_size=64", "data.image_size=64",
          "data.min_size=64", "train.batch_size=4"]

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from dinokit.config import Config, apply_overrides, load_preset, load_yaml
-from dinokit.train.trainer import train
+from dinokit.training.trainer import train
 
 THRESHOLDS = (0.3, 0.5, 0.6, 0.7)
 COLUMNS = ("step", "seconds", "AP", "AP50")

@@ -6,10 +6,6 @@
 
 from typing import Any
 
-# The training package shares its name with the `train` function: import it first, so that the
-# function binding below is the one `dinokit.train` keeps (a package's attribute is set once, on
-# its first import; `dinokit.train.trainer` stays reachable through imports).
-import dinokit.train as _training_package  # noqa: F401  (a docstring only: cheap)
 from dinokit.api import Detector, Run, load, train
 from dinokit.version import __version__
 

@@ -188,7 +188,7 @@ def train(
     Without a preset, `resume` continues the run's own configuration, and a detector in
     `weights` (dinokit or official) brings its configuration.
     """
-    from dinokit.train.trainer import train as run_training
+    from dinokit.training.trainer import train as run_training
 
     cfg = train_config(data, preset, config, resume, list(overrides), fields)
     result = run_training(cfg, resume=resume, progress=progress)

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from dinokit.cli import main
-from dinokit.train import trainer
+from dinokit.training import trainer
 
 _original_result = trainer.Trainer._result
 

@@ -83,7 +83,7 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 def _watch(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     """Record each training step's batch and, at the first step, the model's initial weights."""
-    from dinokit.train import trainer as trainer_mod
+    from dinokit.training import trainer as trainer_mod
 
     seen: list[dict[str, Any]] = []
     monkeypatch.undo()  # one recorder at a time
@@ -102,7 +102,7 @@ def _watch(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
 
 def _train(arm: Arm, base: Any, out: Path, monkeypatch: pytest.MonkeyPatch, paired: bool) -> list[dict[str, Any]]:
     from dinokit.ablate.arms import arm_config
-    from dinokit.train.trainer import train
+    from dinokit.training.trainer import train
 
     cfg = arm_config(base, arm)
     cfg.train.step_seeded, cfg.train.out, cfg.train.name = paired, str(out), f"{arm.name}-{paired}"

@@ -150,7 +150,7 @@ def test_resume_after_kill_trains_only_what_is_missing(tmp_path: Path, cache: Pa
 
 
 def test_failed_and_interrupted_trials_are_kept_and_retried(tmp_path: Path, cache: Path) -> None:
-    from dinokit.train.trainer import train
+    from dinokit.training.trainer import train
 
     calls: list[str] = []
 

@@ -20,8 +20,8 @@ from dinokit.checkpoint import (
 from dinokit.interop.load import (
     load_checkpoint,
 )
-from dinokit.train.optim import build_ema
-from dinokit.train.rng import capture_rng, restore_rng
+from dinokit.training.optim import build_ema
+from dinokit.training.rng import capture_rng, restore_rng
 from dinokit.errors import CheckpointError
 
 

@@ -17,7 +17,7 @@ from dinokit.interop.load import load_checkpoint
 from dinokit.loss.criterion import build_criterion
 from dinokit.model import sampling
 from dinokit.model.dino import build_model
-from dinokit.train import trainer as trainer_mod
+from dinokit.training import trainer as trainer_mod
 from model_helpers import make_targets, micro_config
 
 CPU = torch.device("cpu")

@@ -160,7 +160,7 @@ def test_bad_quantize_flag_is_one_line_exit_2(trained, monkeypatch, capsys):
 
 
 def test_train_compile_flag_compiles_the_training_model(trained, monkeypatch):
-    from dinokit.train import trainer
+    from dinokit.training import trainer
 
     monkeypatch.chdir(trained)
     calls = []

@@ -16,7 +16,7 @@ import torchvision
 
 from dinokit.config import apply_overrides, load_preset
 from dinokit.interop.load import load_checkpoint
-from dinokit.train.trainer import train
+from dinokit.training.trainer import train
 
 FAST = [
     "data.shapes_train=8", "data.shapes_val=4", "data.shapes_size=64", "data.image_size=64", "data.min_size=64",

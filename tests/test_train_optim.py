@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from dinokit.config import TrainConfig
-from dinokit.train.optim import LrSchedule, build_ema, build_optimizer
+from dinokit.training.optim import LrSchedule, build_ema, build_optimizer
 
 
 class Toy(nn.Module):

@@ -14,9 +14,9 @@ import torch
 
 from dinokit.config import Config, apply_overrides, load_preset
 from dinokit.interop.load import load_checkpoint
-from dinokit.train import trainer as trainer_mod
-from dinokit.train.samples import SeededSamples, sample_seed
-from dinokit.train.trainer import train
+from dinokit.training import trainer as trainer_mod
+from dinokit.training.samples import SeededSamples, sample_seed
+from dinokit.training.trainer import train
 
 # 16 images in batches of 2: 8 steps per epoch, so every stop below is inside the first epoch.
 FAST = [

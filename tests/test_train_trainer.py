@@ -12,7 +12,7 @@ import yaml
 from dinokit.config import Config, ConfigError, apply_overrides, load_preset
 from dinokit.errors import CheckpointError
 from dinokit.interop.load import load_checkpoint, model_from_checkpoint
-from dinokit.train.trainer import TrainResult, train
+from dinokit.training.trainer import TrainResult, train
 
 # A DINO small enough that a step takes about a second on a busy 2-core CPU.
 FAST = [

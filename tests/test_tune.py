@@ -130,7 +130,7 @@ def test_shipped_space_file_is_valid() -> None:
 
 def test_trial_pruned_from_the_callback_stops_a_real_run(tmp_path: Path) -> None:
     """The real trainer: an evaluation callback that raises TrialPruned ends training there."""
-    from dinokit.train.trainer import train
+    from dinokit.training.trainer import train
 
     cfg = apply_overrides(load_preset("tiny"), SMALL)
     cfg.train.steps, cfg.train.time_budget, cfg.train.out = 8, 0.0, str(tmp_path)

@@ -40,7 +40,7 @@ from dinokit.ablate.pairing import SharedInit
 from dinokit.config import Config, ConfigError, check_budget, diff_configs, plain
 from dinokit.errors import DinokitError, one_line
 
-DEFAULT_TRAINER = "dinokit.train.trainer:train"
+DEFAULT_TRAINER = "dinokit.training.trainer:train"
 # may differ between the processes and machines that share one study
 _LOCAL = ("train.threads", "train.out", "train.name", "train.seed", "train.device", "data.workers")
 Say = Callable[[str], None]

@@ -27,7 +27,7 @@ from dinokit.config import Config, check_budget, diff_configs, plain
 from dinokit.errors import DinokitError
 from dinokit.tune.space import SearchSpace, apply_values, check_space
 
-DEFAULT_TRAINER = "dinokit.train.trainer:train"
+DEFAULT_TRAINER = "dinokit.training.trainer:train"
 _LOCAL = ("train.threads", "train.out", "train.name", "train.device", "data.workers")  # may differ per worker
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)
 Say = Callable[[str], None]

@@ -23,18 +23,18 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
 from dinokit.config import Config, check_budget, save_yaml, total_steps
-from dinokit.train import distributed as dist_utils
+from dinokit.training import distributed as dist_utils
 from dinokit.checkpoint import check_compatible, make_checkpoint, save_checkpoint
-from dinokit.train.console import TrainConsole
+from dinokit.training.console import TrainConsole
 from dinokit.runtime.device import process_device
 from dinokit.infer.evaluator import run_evaluation
 from dinokit.infer.precision import autocast, grad_scaler, resolve_precision
 from dinokit.data.coco import preflight_images
 from dinokit.interop.load import detector_checkpoint, load_checkpoint, load_initial_weights
-from dinokit.train.optim import LrSchedule, build_ema, build_optimizer
-from dinokit.train.rng import capture_rng, restore_rng, seed_everything
-from dinokit.train.board import Board, open_board
-from dinokit.train.samples import SeededSamples, SkipSampler
+from dinokit.training.optim import LrSchedule, build_ema, build_optimizer
+from dinokit.training.rng import capture_rng, restore_rng, seed_everything
+from dinokit.training.board import Board, open_board
+from dinokit.training.samples import SeededSamples, SkipSampler
 from dinokit.runtime.rundir import find_resume_dir, new_run_dir, plot_curves, safe_name, write_metrics_csv
 from dinokit.infer.speed import compile_model
 from dinokit.errors import DataError, DinokitError
