@@ -9,9 +9,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
-from dinokit.errors import DinokitError
+from dinokit.errors import DataError, DinokitError
 
 
 @dataclass
@@ -77,7 +77,6 @@ class Detections:
     def plot(self) -> Image.Image:
         """The image with the boxes drawn (see dinokit.infer.draw); small images come back upscaled."""
         from dinokit.infer.draw import draw_detections
-        from dinokit.infer.predictor import read_image
 
         image = self.image if self.image is not None else read_image(Path(self.source))
         texts = [f"{name} {score:.2f}" for name, score in zip(self.names, self.scores.tolist())]
@@ -89,3 +88,13 @@ class Detections:
         target.parent.mkdir(parents=True, exist_ok=True)
         self.plot().save(target)
         return target
+
+
+def read_image(path: Path) -> Image.Image:
+    """An RGB PIL image, or DataError naming the file."""
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return img.convert("RGB")
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise DataError(f"cannot read image {path}: {exc.__class__.__name__} (not an image file or corrupt)") from None

@@ -17,7 +17,7 @@ from PIL import Image, UnidentifiedImageError
 from torchvision import tv_tensors
 
 from dinokit.errors import DataError
-from dinokit.infer.detections import Detections
+from dinokit.infer.detections import Detections, read_image
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 
@@ -81,16 +81,6 @@ def as_pil(image: Any) -> Image.Image:
         pixels = (image.detach().cpu().float() * 255).round().to(torch.uint8)  # (3, H, W)
         return Image.fromarray(pixels.permute(1, 2, 0).numpy(), "RGB")
     raise DataError(f"cannot use a {type(image).__name__} as an image (a path, PIL image, NumPy array or tensor)")
-
-
-def read_image(path: Path) -> Image.Image:
-    """An RGB PIL image, or DataError naming the file."""
-    try:
-        with Image.open(path) as img:
-            img.load()
-            return img.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise DataError(f"cannot read image {path}: {exc.__class__.__name__} (not an image file or corrupt)") from None
 
 
 def image_shape(path: Path) -> tuple[int, int]:
