@@ -15,7 +15,6 @@ import hashlib
 import json
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator
 
@@ -88,10 +87,11 @@ def check_images(paths: list[str], cache: Path | None = None) -> dict[str, dict[
             return path, "bad", str(exc)
         return path, ("truncated" if truncated else None), "decoded as far as the file allows"
 
-    with ThreadPoolExecutor(min(8, (os.cpu_count() or 1) * 2)) as pool:  # decoding releases the GIL
-        for path, kind, reason in pool.map(one, paths):
-            if kind is not None:
-                result[kind][path] = reason or ""
+    # One file at a time: a lenient decode sets Pillow's module-wide LOAD_TRUNCATED_IMAGES, so a
+    # strict decode running beside it in another thread would pass a truncated file unnoticed.
+    for path, kind, reason in map(one, paths):
+        if kind is not None:
+            result[kind][path] = reason or ""
     if cached is not None:
         with contextlib.suppress(OSError):
             cached.parent.mkdir(parents=True, exist_ok=True)
