@@ -60,9 +60,10 @@ def test_unknown_removal_is_an_error() -> None:
 
 def test_shipped_paper_table_is_the_cumulative_table() -> None:
     arms = load_study_file(ROOT / "ablations" / "paper_table.yaml")
-    assert len(arms.arms) == 5
+    assert len(arms.arms) == 6
     first, last = arms.arms[0], arms.arms[-1]
-    assert first.overrides == {"queries": "static", "denoising": "dn", "lft": False}
+    assert first.overrides == {"queries": "static", "denoising": "none", "lft": False}
+    assert arms.arms[1].overrides == {"queries": "static", "denoising": "dn", "lft": False}  # DN-DETR
     assert last.overrides == {"queries": "mixed", "denoising": "cdn", "lft": True}  # = full DINO
     assert arms.baseline == last.name
     steps = [a.overrides for a in arms.arms]
