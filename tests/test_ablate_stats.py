@@ -111,6 +111,6 @@ def test_convergence_summary_by_hand(tmp_path: Path) -> None:
 
 
 def test_differences_that_round_to_zero_have_no_minus_sign() -> None:
-    from dinokit.ablate.report import _signed
+    from dinokit.ablate.format import signed
 
-    assert _signed(-0.0001) == "+0.0" and _signed(-0.02) == "−2.0"
+    assert signed(-0.0001) == "+0.0" and signed(-0.02) == "−2.0"

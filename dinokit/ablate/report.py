@@ -19,7 +19,9 @@ from typing import Any
 import pandas as pd
 
 from dinokit.ablate.arms import ArmSet, arm_config, setting
+from dinokit.ablate.format import delta_cell, mean_std, params_cell, reached_cell, seeds_cell
 from dinokit.ablate.plots import plot_ap, plot_convergence, plot_forest
+from dinokit.ablate.steps import is_cumulative, step_differences
 from dinokit.ablate.stats import (
     THRESHOLDS, PairedDiff, curve_stats, paired_difference, seeds_needed, threshold_column,
 )
@@ -30,7 +32,6 @@ ALL_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR100")
 CURVE = ("auc", *(threshold_column(t) for t in THRESHOLDS))  # per-trial convergence numbers
 COMPARED = (*METRICS, *CURVE)  # each gets a paired difference vs the baseline and a power estimate
 SWITCHES = ("queries", "denoising", "neg_target", "lft", "dn_draws", "attention")
-MIN_SEEDS_FOR_CI = 3  # below this a paired t interval has one degree of freedom or none
 
 
 @dataclass
@@ -47,6 +48,7 @@ class ReportData:
     seeds: list[int] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)  # shown as-is: preset, data, budget, ...
     arm_settings: dict[str, str] = field(default_factory=dict)  # arm -> "field=value, ..."
+    arm_set: ArmSet | None = None  # a cumulative one also gets the step table
 
 
 def report_data(name: str, arm_set: ArmSet, base: Config, seeds: list[int], records: list[dict[str, Any]],
@@ -86,7 +88,7 @@ def report_data(name: str, arm_set: ArmSet, base: Config, seeds: list[int], reco
                 + (f" — {a.description}" if a.description else "") for a in arm_set.arms}
     meta = {**({"description": arm_set.description} if arm_set.description else {}), **meta,
             "baseline": arm_set.baseline}
-    return ReportData(name, arm_set.names, arm_set.baseline, trials, history, list(seeds), meta, settings)
+    return ReportData(name, arm_set.names, arm_set.baseline, trials, history, list(seeds), meta, settings, arm_set)
 
 
 def _iso(when: Any) -> str:
@@ -137,51 +139,6 @@ def summarize(trials: pd.DataFrame, arms: list[str], baseline: str) -> pd.DataFr
     return pd.DataFrame(rows)
 
 
-# --------------------------------------------------------------------------- formatting
-
-
-def _pts(x: float) -> str:
-    return "—" if pd.isna(x) else f"{100 * x:.1f}"
-
-
-def _mean_std(mean: float, std: float, scale: float = 100.0, digits: int = 1) -> str:
-    if pd.isna(mean):
-        return "—"
-    text = f"{scale * mean:.{digits}f}"
-    return text if pd.isna(std) else f"{text} ± {scale * std:.{digits}f}"
-
-
-def _signed(x: float, scale: float = 100.0, digits: int = 1) -> str:
-    value = round(scale * x, digits) + 0.0  # + 0.0: no "−0.0"
-    return f"{value:+.{digits}f}".replace("-", "−")
-
-
-def _delta(row: pd.Series, baseline: str, col: str = "AP", scale: float = 100.0, digits: int = 1) -> str:
-    """`mean [low, high]` of the paired difference; a dagger when too few pairs for a real CI."""
-    if row["arm"] == baseline:
-        return "(baseline)"
-    mean, low, high, n = row[f"d{col}"], row[f"d{col}_low"], row[f"d{col}_high"], row[f"d{col}_n"]
-    if pd.isna(mean):
-        return "—"
-    if pd.isna(low):
-        return f"{_signed(mean, scale, digits)} (1 pair)"
-    text = f"{_signed(mean, scale, digits)} [{_signed(low, scale, digits)}, {_signed(high, scale, digits)}]"
-    return text + (" †" if n < MIN_SEEDS_FOR_CI else "")
-
-
-def _seeds(row: pd.Series, baseline: str, col: str = "AP") -> str:
-    """Seeds a paired t test needs for this difference (80% power, 5% two-sided)."""
-    n = row[f"d{col}_seeds"]
-    if row["arm"] == baseline or pd.isna(n):
-        return "—"
-    return "never (Δ = 0)" if math.isinf(n) and row[f"d{col}"] == 0 else (
-        "> 1000" if math.isinf(n) else str(int(n)))
-
-
-def _params(x: float) -> str:
-    return "—" if pd.isna(x) else f"{x / 1e6:.2f} M"
-
-
 def display_table(summary: pd.DataFrame, baseline: str) -> pd.DataFrame:
     """The human table: strings, one row per arm (shared by markdown, HTML and the terminal)."""
     rows = []
@@ -189,37 +146,51 @@ def display_table(summary: pd.DataFrame, baseline: str) -> pd.DataFrame:
         rows.append({
             "arm": r["arm"],
             "seeds": str(int(r["n"])) + (f" ({int(r['failed'])} failed)" if r["failed"] else ""),
-            **{m: _mean_std(r[f"{m}_mean"], r[f"{m}_std"]) for m in METRICS},
-            f"ΔAP vs {baseline} [95% CI]": _delta(r, baseline),
-            "seeds for ΔAP": _seeds(r, baseline),
-            "train time (s)": _mean_std(r["train_time_mean"], r["train_time_std"], scale=1.0),
-            "params": _params(r["params"]),
+            **{m: mean_std(r[f"{m}_mean"], r[f"{m}_std"]) for m in METRICS},
+            f"ΔAP vs {baseline} [95% CI]": delta_cell(r, baseline),
+            "seeds for ΔAP": seeds_cell(r, baseline),
+            "train time (s)": mean_std(r["train_time_mean"], r["train_time_std"], scale=1.0),
+            "params": params_cell(r["params"]),
         })
     return pd.DataFrame(rows)
-
-
-def _reached(row: pd.Series, col: str) -> str:
-    """Mean first step reaching a threshold over the seeds that reached it, or "not reached"."""
-    k, n = int(row[f"{col}_reached"]), int(row["n"])
-    if k == 0:
-        return "not reached" if n else "—"
-    text = _mean_std(row[f"{col}_mean"], row[f"{col}_std"], scale=1.0, digits=0)
-    return text if k == n else f"{text} ({k}/{n} seeds; rest not reached)"
 
 
 def convergence_table(summary: pd.DataFrame, baseline: str) -> pd.DataFrame:
     """AP50 area under the curve and steps to AP50 thresholds, with paired differences."""
     rows = []
     for _, r in summary.iterrows():
-        row = {"arm": r["arm"], "AP50 AUC": _mean_std(r["auc_mean"], r["auc_std"]),
-               "ΔAUC [95% CI]": _delta(r, baseline, "auc"), "seeds for ΔAUC": _seeds(r, baseline, "auc")}
+        row = {"arm": r["arm"], "AP50 AUC": mean_std(r["auc_mean"], r["auc_std"]),
+               "ΔAUC [95% CI]": delta_cell(r, baseline, "auc"), "seeds for ΔAUC": seeds_cell(r, baseline, "auc")}
         for level, col in zip(THRESHOLDS, CURVE[1:]):
-            row[f"steps to AP50 {level:g}"] = _reached(r, col)
-            row[f"Δsteps {level:g} [95% CI]"] = _delta(r, baseline, col, scale=1.0, digits=0)
+            row[f"steps to AP50 {level:g}"] = reached_cell(r, col)
+            row[f"Δsteps {level:g} [95% CI]"] = delta_cell(r, baseline, col, scale=1.0, digits=0)
         for m in METRICS[1:]:
-            row[f"Δ{m} [95% CI]"] = _delta(r, baseline, m)
+            row[f"Δ{m} [95% CI]"] = delta_cell(r, baseline, m)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def steps_table(data: ReportData) -> pd.DataFrame | None:
+    """For a cumulative study (each arm changes one setting from the one above): what each step
+    adds, paired by seed; None for any other study."""
+    if data.arm_set is None or not is_cumulative(data.arm_set):
+        return None
+    rows = []
+    for _, r in step_differences(completed(data.trials), data.arm_set).iterrows():
+        rows.append({"step": r["step"], "change": r["change"], "pairs": int(r["dAP50_n"]),
+                     **{f"Δ{label} [95% CI]": delta_cell(r, "", col) for col, label in
+                        (("AP", "AP"), ("AP50", "AP50"), ("auc", "AP50 AUC"))},
+                     "resolved": ", ".join(label for col, label in (("AP", "AP"), ("AP50", "AP50"), ("auc", "AUC"))
+                                           if r[f"d{col}_resolved"]) or "no",
+                     "seeds for ΔAP50": seeds_cell(r, "", "AP50"), "seeds for ΔAUC": seeds_cell(r, "", "auc")})
+    return pd.DataFrame(rows)
+
+
+STEPS_NOTE = (
+    "Each row is one step of the cumulative table: the arm against the arm above it, paired by "
+    "seed (same 95% paired-t interval and seed estimate as above). 'resolved' names the measures "
+    "whose interval excludes 0."
+)
 
 
 def _md_table(df: pd.DataFrame, left: tuple[str, ...] = ("arm", "settings", "error")) -> str:
@@ -276,6 +247,9 @@ def render_markdown(data: ReportData, summary: pd.DataFrame) -> str:
         if key != "description":
             out.append(f"- **{key}**: {value}")
     out += ["", "## Results", "", _md_table(display_table(summary, data.baseline)), "", NOTE, ""]
+    steps = steps_table(data)
+    if steps is not None:
+        out += ["## Steps", "", _md_table(steps, ("step", "change")), "", STEPS_NOTE, ""]
     out += ["## Convergence", "", _md_table(convergence_table(summary, data.baseline)), "", CURVE_NOTE, ""]
     out += ["![AP50 against step](convergence.png)", "", "![paired differences](forest.png)", "",
             "![AP per arm](ap.png)", ""]
@@ -307,7 +281,9 @@ def render_html(data: ReportData, summary: pd.DataFrame) -> str:
         f"<h1>Ablation: {esc(data.name)}</h1><ul>",
         *(f"<li><b>{esc(str(k))}</b>: {esc(str(v))}</li>" for k, v in meta.items()),
         "</ul><h2>Results</h2>", table(display_table(summary, data.baseline)),
-        f"<p>{esc(NOTE)}</p>", "<h2>Convergence</h2>", table(convergence_table(summary, data.baseline)),
+        f"<p>{esc(NOTE)}</p>",
+        *([] if (steps := steps_table(data)) is None else ["<h2>Steps</h2>", table(steps), f"<p>{esc(STEPS_NOTE)}</p>"]),
+        "<h2>Convergence</h2>", table(convergence_table(summary, data.baseline)),
         f"<p>{esc(CURVE_NOTE)}</p>",
         "<p><img src='convergence.png' alt='AP50 against step'> <img src='forest.png' alt='paired differences'>"
         " <img src='ap.png' alt='AP per arm'></p>",

@@ -1,0 +1,71 @@
+"""The step table of a cumulative study: which studies are cumulative, and each step's paired
+difference against a hand computation."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from dinokit.ablate.arms import Arm, ArmSet, leave_one_out, load_study_file
+from dinokit.ablate.report import ReportData, render_markdown, steps_table, summarize
+from dinokit.ablate.steps import changes, is_cumulative, step_differences
+
+T_2DOF = 4.302652729911275  # t(0.975; 2 dof), from printed tables
+
+CHAIN = ArmSet((Arm("a", {"queries": "static"}), Arm("b", {"queries": "pure"}),
+                Arm("c", {"queries": "pure", "lft": True})), baseline="c")
+AP50 = {("a", 0): 0.10, ("a", 1): 0.12, ("a", 2): 0.14,
+        ("b", 0): 0.20, ("b", 1): 0.21, ("b", 2): 0.26,   # a -> b: +0.10, +0.09, +0.12
+        ("c", 0): 0.20, ("c", 1): 0.22, ("c", 2): 0.25}   # b -> c: 0.00, +0.01, -0.01
+
+
+def _done() -> pd.DataFrame:
+    return pd.DataFrame([{"trial": i, "state": "COMPLETE", "arm": a, "seed": s, "AP": v / 2, "AP50": v, "auc": v,
+                          "AP75": v, "APs": v, "train_time": 1.0, "params": 1.0, "error": ""}
+                         for i, ((a, s), v) in enumerate(AP50.items())])
+
+
+def test_shipped_studies_cumulative_or_not() -> None:
+    assert is_cumulative(load_study_file("paper_table"))
+    assert not is_cumulative(load_study_file("successors"))
+    assert not is_cumulative(load_study_file("seed_variants"))
+    assert not is_cumulative(leave_one_out([]))  # full -> no-cdn -> no-dn -> no-lft changes two at no-lft
+    assert not is_cumulative(ArmSet((Arm("a", {}), Arm("b", {"lft": False})), "a"))  # two arms: no chain
+
+
+def test_changes_name_the_one_setting() -> None:
+    assert changes({"queries": "static"}, {"queries": "pure"}) == {"queries": ("static", "pure")}
+    assert changes({}, {"lft": False}) == {"lft": (None, False)}
+    assert changes({"a": 1}, {"a": 1}) == {}
+
+
+def test_each_step_against_a_hand_computation() -> None:
+    rows = step_differences(_done(), CHAIN).set_index("arm")
+    assert list(rows.index) == ["b", "c"]
+    assert rows.loc["b", "change"] == "queries: static → pure"
+    assert rows.loc["c", "change"] == "lft: base → true"
+    d = [0.10, 0.09, 0.12]
+    mean, sd = sum(d) / 3, math.sqrt(sum((x - sum(d) / 3) ** 2 for x in d) / 2)
+    assert rows.loc["b", "dAP50"] == pytest.approx(mean)
+    assert rows.loc["b", "dAP50_low"] == pytest.approx(mean - T_2DOF * sd / math.sqrt(3))
+    assert rows.loc["b", "dAP50_high"] == pytest.approx(mean + T_2DOF * sd / math.sqrt(3))
+    assert rows.loc["b", "dAP50_resolved"] and not rows.loc["c", "dAP50_resolved"]
+    assert rows.loc["c", "dAP50"] == pytest.approx(0.0, abs=1e-12)
+    assert rows.loc["b", "dAP"] == pytest.approx(mean / 2)
+
+
+def test_report_shows_steps_only_for_a_cumulative_study() -> None:
+    done = _done()
+    data = ReportData("chain", CHAIN.names, "c", done, pd.DataFrame(), [0, 1, 2], {}, arm_set=CHAIN)
+    table = steps_table(data)
+    assert table is not None and list(table["step"]) == ["a → b", "b → c"]
+    assert table.loc[0, "resolved"] == "AP, AP50, AUC" and table.loc[1, "resolved"] == "no"
+    assert table.loc[0, "ΔAP50 [95% CI]"].startswith("+10.3 [")
+    md = render_markdown(data, summarize(done, CHAIN.names, "c"))
+    assert "## Steps" in md and "queries: static → pure" in md
+    flat = ArmSet((Arm("c", {}), Arm("x", {"lft": False}), Arm("y", {"queries": "static", "dn_draws": 2})), "c")
+    data = ReportData("flat", flat.names, "c", done, pd.DataFrame(), [0, 1, 2], {}, arm_set=flat)
+    assert steps_table(data) is None
+    assert "## Steps" not in render_markdown(data, summarize(done, flat.names, "c"))
