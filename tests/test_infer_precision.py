@@ -21,7 +21,10 @@ from dinokit.training import trainer as trainer_mod
 from model_helpers import make_targets, micro_config
 
 CPU = torch.device("cpu")
-LOGIT_TOL, BOX_TOL = 0.05, 0.01  # bf16 vs fp32 on the micro model (logits up to ~6, boxes in [0, 1])
+# bf16 vs fp32 on the micro model (logits up to ~6.4, boxes in [0, 1]). bf16 keeps ~3 significant
+# digits and oneDNN's bf16 kernels differ between CPUs: the largest logit error was 0.04 on one
+# host and 0.086 on another (mean 0.014), so the max bound is loose and the mean bound is tight.
+LOGIT_TOL, LOGIT_MEAN_TOL, BOX_TOL = 0.15, 0.03, 0.01
 
 
 def _model(queries: str = "mixed") -> torch.nn.Module:
@@ -42,6 +45,7 @@ def test_bf16_outputs_within_tolerance_of_fp32():
             low = model(images)
     assert low["pred_logits"].dtype == torch.float32 and low["pred_boxes"].dtype == torch.float32
     assert (low["pred_logits"] - ref["pred_logits"]).abs().max() < LOGIT_TOL
+    assert (low["pred_logits"] - ref["pred_logits"]).abs().mean() < LOGIT_MEAN_TOL
     assert (low["pred_boxes"] - ref["pred_boxes"]).abs().max() < BOX_TOL
     assert (low["pred_boxes"] - ref["pred_boxes"]).abs().max() > 0  # autocast did change something
 
@@ -168,3 +172,29 @@ def test_bf16_training_resume_keeps_the_loss_scale_and_eval_predict_run(tmp_path
 
     Image.new("RGB", (80, 64), (120, 30, 200)).save(image)
     assert run_cli(["predict", str(image), "--checkpoint", best, "--device", "cpu", "--out", str(tmp_path / "p")]) == 0
+
+
+def test_decoder_self_attention_runs_fp32_on_cpu_under_autocast(monkeypatch):
+    from dinokit.model import decoder
+
+    seen = []
+    original = torch.nn.functional.scaled_dot_product_attention
+
+    def spy(q, k, v, **kw):
+        seen.append((q.dtype, torch.is_autocast_enabled("cpu")))
+        return original(q, k, v, **kw)
+
+    monkeypatch.setattr(decoder.F, "scaled_dot_product_attention", spy)
+    q, k, v = (torch.randn(2, 4, 7, 8, requires_grad=True) for _ in range(3))
+    mask = torch.rand(2, 1, 7, 7) > 0.3
+    mask[..., 0] = True  # every row sees a key
+    ref = original(q, k, v, attn_mask=mask)
+    with autocast("bf16", CPU):
+        out = decoder.attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), mask, 0.0)
+    assert seen == [(torch.float32, False)] and out.dtype == torch.bfloat16
+    assert torch.allclose(out.float(), ref, atol=3e-2)
+    out.float().sum().backward()
+    assert all(t.grad is not None and torch.isfinite(t.grad).all() for t in (q, k, v))
+    seen.clear()
+    decoder.attention(q.detach(), k.detach(), v.detach(), mask, 0.0)  # fp32 stays as it was
+    assert seen == [(torch.float32, False)]
