@@ -18,6 +18,7 @@ import yaml
 
 from dinokit.config_rules import rule_problem
 from dinokit.errors import DinokitError
+from dinokit.yamlfile import read_mapping
 
 QueryMode = Literal["mixed", "pure", "static"]
 DenoisingMode = Literal["cdn", "dn", "none"]
@@ -208,15 +209,7 @@ def save_yaml(cfg: Config, path: Path) -> None:
 
 def load_yaml(path: Path, base: Config | None = None) -> Config:
     """Read a config file on top of `base` (a preset); unknown keys are errors."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of sections")
+    raw = read_mapping(path, "config file", ConfigError, "a mapping of sections", empty_ok=True)
     cfg = base if base is not None else Config()
     apply_dict(cfg, raw)
     return cfg

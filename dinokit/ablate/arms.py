@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from dinokit.config import Config, ConfigError, apply_dict, plain
+from dinokit.yamlfile import read_mapping
 
 FULL = "full"
 
@@ -126,14 +126,7 @@ def load_study_file(path: str | Path) -> ArmSet:
     path = Path(path)
     if not path.is_file() and (SHIPPED / f"{path.stem}.yaml").is_file() and path.parent == Path("."):
         path = SHIPPED / f"{path.stem}.yaml"
-    if not path.is_file():
-        raise ConfigError(f"study file not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"study file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"study file {path} must be a mapping with an 'arms' list")
+    raw = read_mapping(path, "study file", ConfigError, "a mapping with an 'arms' list")
     unknown = sorted(set(raw) - _STUDY_KEYS)
     if unknown:
         raise ConfigError(f"study file {path}: unknown key '{unknown[0]}' (allowed: {', '.join(sorted(_STUDY_KEYS))})")

@@ -17,10 +17,10 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
-import yaml
 from PIL import Image
 
 from dinokit.errors import DataError
+from dinokit.yamlfile import read_mapping
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 SPLITS = ("train", "val")
@@ -195,7 +195,7 @@ def yolo_to_coco(src: Path, split: str | None) -> dict[str, Any]:
     yaml_path = find_yolo_yaml(Path(src))
     if yaml_path is None:
         raise DataError(f"no data.yaml in {src}")
-    spec = _read_yaml(yaml_path)
+    spec = read_mapping(yaml_path, "YOLO dataset file", DataError, "a mapping with names, train and val")
     names = _yolo_names(spec, yaml_path)
     root = yaml_path.parent
     if spec.get("path"):
@@ -237,16 +237,6 @@ def find_yolo_yaml(src: Path) -> Path | None:
         if (src / name).is_file():
             return src / name
     return None
-
-
-def _read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        spec = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise DataError(f"cannot read YOLO dataset file {path}: {str(exc).splitlines()[0]}") from None
-    if not isinstance(spec, dict):
-        raise DataError(f"{path} is not a YOLO dataset file (expected a mapping with names, train, val)")
-    return spec
 
 
 def _yolo_names(spec: dict[str, Any], path: Path) -> list[str]:

@@ -67,6 +67,29 @@ def detector_checkpoint(weights: str | None, official_overrides: list[str] | Non
     return None
 
 
+QUERY_ROWS = ("queries.tgt_embed.weight", "queries.refpoint_embed.weight")  # (K G + M, D) with aids
+
+
+def _fit_query_rows(state: dict[str, Any], expected: dict[str, Any], one_to_one: int) -> list[str]:
+    """Fine-tuning with other training-only query aids than the checkpoint had (query groups,
+    one-to-many): the learned query rows differ in number but their first K rows are the one-to-one
+    group both share. Those come from the checkpoint; the other rows keep the fresh model's
+    initialisation (copies of group 0 would train identically: same queries, same shared decoder).
+    Changes `state` in place; returns the keys so fitted."""
+    fitted = []
+    for key in QUERY_ROWS:
+        have, want = state.get(key), expected.get(key)
+        if have is None or want is None or have.shape == want.shape or have.shape[1:] != want.shape[1:]:
+            continue
+        if min(have.shape[0], want.shape[0]) < one_to_one:
+            continue  # another num_queries: check_state names the mismatch
+        rows = want.detach().clone()
+        rows[:one_to_one] = have[:one_to_one]
+        state[key] = rows
+        fitted.append(key)
+    return fitted
+
+
 def load_initial_weights(model: nn.Module, ckpt: dict[str, Any], classes: list[str]) -> str:
     """Load a detector checkpoint into a freshly built model to fine-tune it; returns the line to print.
 
@@ -83,12 +106,16 @@ def load_initial_weights(model: nn.Module, ckpt: dict[str, Any], classes: list[s
         expected = {k: v for k, v in expected.items() if not k.startswith(CLASS_DEPENDENT)}
     elif "denoising.label_enc.weight" not in expected:  # fine-tuning without denoising
         state.pop("denoising.label_enc.weight", None)
+    trained_k = ckpt.get("config", {}).get("model", {}).get("num_queries")
+    grown = _fit_query_rows(state, expected, model.cfg.num_queries) if trained_k == model.cfg.num_queries else []
     check_state(state, expected, "the --weights detector (leave out --preset to train with its own configuration)")
     model.load_state_dict(state, strict=False)
+    aids = (f"; learned queries: the {model.cfg.num_queries} of group 0 from the checkpoint, the "
+            "training-only rows (query groups, one-to-many) freshly initialised") if grown else ""
     if same:
-        return f"weights: loaded every tensor of the detector checkpoint ({len(classes)} classes match)"
+        return f"weights: loaded every tensor of the detector checkpoint ({len(classes)} classes match){aids}"
     heads = ", ".join(p.rstrip(".") for p in CLASS_DEPENDENT)
     return (
         f"weights: kept every tensor of the detector checkpoint except the class-dependent ones "
-        f"({heads}), re-initialised for {len(classes)} classes (the checkpoint has {len(ckpt['classes'])})"
+        f"({heads}), re-initialised for {len(classes)} classes (the checkpoint has {len(ckpt['classes'])}){aids}"
     )

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from dinokit.config import Config, ConfigError, apply_dict
+from dinokit.yamlfile import read_mapping
 
 METRICS = ("AP50", "AP")
 PRUNERS = ("median", "hyperband")
@@ -122,14 +122,7 @@ def parse_space(raw: Any, where: str) -> SearchSpace:
 
 def load_space(path: Path) -> SearchSpace:
     """Read and check a search-space file."""
-    path = Path(path)
-    if not path.is_file():
-        raise SpaceError(f"search space file not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise SpaceError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
-    return parse_space(raw, str(path))
+    return parse_space(read_mapping(path, "search space file", SpaceError, "a mapping with 'params'"), str(path))
 
 
 def apply_values(base: Config, values: dict[str, Any]) -> Config:
