@@ -18,7 +18,7 @@ from dinokit.checkpoint import make_checkpoint, save_checkpoint  # noqa: E402
 from dinokit.infer.export import OUTPUTS, OnnxDetector  # noqa: E402
 from dinokit.model.dino import build_model  # noqa: E402
 from dinokit.model.postprocess import postprocess  # noqa: E402
-from tests.cli_helpers import run_cli
+from tests.cli_helpers import assert_same_detections, run_cli
 
 CLASSES = ["circle", "square", "triangle"]
 TOL = 1e-3
@@ -77,6 +77,8 @@ def test_onnx_matches_pytorch_at_other_sizes(exported, batch, height, width):
 
 
 def test_predict_backend_onnx_gives_the_torch_detections(exported, tmp_path):
+    """The same images through `dinokit predict` with the .pt and the exported .onnx: the same
+    labels, scores and boxes (pixels of the original image) for every detection."""
     root, _, _ = exported
     gen = torch.Generator().manual_seed(1)
     for i, size in enumerate([(100, 140), (90, 60)]):
@@ -87,11 +89,10 @@ def test_predict_backend_onnx_gives_the_torch_detections(exported, tmp_path):
     assert run_cli(["predict", *common, "--checkpoint", str(root / "tiny.onnx"), "--out", str(tmp_path / "o")]) == 0
     torch_dets = json.loads((tmp_path / "t" / "detections.json").read_text())
     onnx_dets = json.loads((tmp_path / "o" / "detections.json").read_text())
-    for a, b in zip(torch_dets, onnx_dets, strict=True):
-        assert len(a["detections"]) == len(b["detections"]) > 0
-        for da, db in zip(a["detections"], b["detections"]):
-            assert da["label"] == db["label"] or abs(da["score"] - db["score"]) < 1e-3  # near-ties may swap
-            assert abs(da["score"] - db["score"]) < 1e-3
+    # boxes: TOL in normalised coordinates is 0.14 px on these images; 0.5 px leaves room for rounding
+    assert assert_same_detections(torch_dets, onnx_dets, score_tol=TOL, box_tol=0.5) == 2 * 100  # num_select
+    labels = {d["label"] for r in torch_dets for d in r["detections"]}
+    assert len(labels) >= 2  # the label comparison is not trivially one class
 
 
 def test_export_errors_are_one_line(exported, tmp_path, capsys):
