@@ -17,7 +17,7 @@ from dinokit.runtime.allocator import tune_allocator
 from dinokit.infer.evaluator import batches_by_shape
 from dinokit.model import sampling
 from dinokit.model.dino import build_model
-from tests.cli_helpers import run_cli
+from tests.cli_helpers import assert_same_detections, run_cli
 from tests.model_helpers import make_targets, micro_config
 
 
@@ -69,6 +69,42 @@ def test_compiled_model_gives_the_eager_outputs():
         ref, out = model(x), compiled(x)
     assert torch.allclose(out["pred_logits"], ref["pred_logits"], atol=1e-5)
     assert torch.allclose(out["pred_boxes"], ref["pred_boxes"], atol=1e-5)
+
+
+@pytest.mark.slow
+def test_predict_compile_with_inductor_gives_the_eager_detections(tmp_path, monkeypatch):
+    """`dinokit predict --compile` as users get it: torch.compile's default backend (inductor,
+    C++ kernels built with the system compiler), the same detections as eager. One 96 px image and
+    a micro model (one feature level, one decoder layer) keep the compile near a minute."""
+    from dinokit.checkpoint import make_checkpoint, save_checkpoint
+    from dinokit.config import load_preset
+
+    cfg = load_preset("tiny")
+    cfg.model = micro_config(num_classes=3, num_feature_levels=1, dec_layers=1)
+    cfg.data.image_size = cfg.data.min_size = 96
+    model = build_model(cfg.model, load_weights=False)
+    for p in model.parameters():  # off the init, so that the scores are not all alike
+        p.data.add_(0.02 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+    ckpt = save_checkpoint(make_checkpoint(model.state_dict(), cfg, ["a", "b", "c"], [1, 2, 3]), tmp_path / "m.pt")
+    from PIL import Image
+
+    pixels = (torch.rand(96, 80, 3, generator=torch.Generator().manual_seed(3)) * 255).to(torch.uint8).numpy()
+    Image.fromarray(pixels).save(tmp_path / "img.png")
+    options = []
+    real_compile = speed.compile_model
+    monkeypatch.setattr(speed, "compile_model", lambda m, **o: options.append(o) or real_compile(m, **o))
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))  # a real compile, not a cache hit
+    torch._dynamo.reset()
+    argv = ["predict", str(tmp_path / "img.png"), "--checkpoint", str(ckpt), "--score", "0", "--device", "cpu"]
+    assert run_cli([*argv, "--out", str(tmp_path / "eager")]) == 0
+    assert options == []
+    assert run_cli([*argv, "--compile", "--out", str(tmp_path / "compiled")]) == 0
+    torch._dynamo.reset()
+    assert options == [{}]  # torch.compile's defaults: the inductor backend
+    assert list((tmp_path / "inductor").rglob("*.so")), "inductor built no C++ kernels"
+    eager = json.loads((tmp_path / "eager" / "detections.json").read_text())
+    compiled = json.loads((tmp_path / "compiled" / "detections.json").read_text())
+    assert assert_same_detections(eager, compiled, score_tol=1e-3, box_tol=0.05) == cfg.model.num_select
 
 
 def test_compiled_training_step_matches_eager_gradients():
