@@ -109,8 +109,24 @@ def test_conversions(detector, photo, tmp_path):
 
 def test_evaluate_and_export(detector, run, tmp_path):
     pytest.importorskip("onnxruntime")
+    import json
+
+    from pycocotools.coco import COCO
+
+    from dinokit.data.shapes import shapes_dir
+    from dinokit.infer.evaluator import evaluate_detections
+
     metrics = detector.evaluate(detections=tmp_path / "dets.json")
-    assert {"AP", "AP50", "per_class"} <= set(metrics) and (tmp_path / "dets.json").is_file()
+    assert {"AP", "AP50", "per_class"} <= set(metrics)
+    # the written detections are the ones scored: every val image, num_select each, and COCOeval
+    # over the file alone gives the returned metrics
+    written = json.loads((tmp_path / "dets.json").read_text())
+    gt = COCO(str(shapes_dir(detector.config.data) / "annotations" / "instances_val.json"))
+    assert len(written) == len(gt.getImgIds()) * detector.config.model.num_select
+    assert {d["image_id"] for d in written} == set(gt.getImgIds())
+    again = evaluate_detections(gt, written)
+    for name in ("AP", "AP50", "AP75"):
+        assert again[name] == pytest.approx(metrics[name], nan_ok=True), name
     path = detector.export(tmp_path / "m.onnx")
     onnx = dinokit.load(path, device="cpu")
     assert onnx.class_names == detector.class_names

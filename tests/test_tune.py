@@ -3,6 +3,8 @@ are refused with one line, and a TrialPruned raised from the trainer's callback 
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -12,6 +14,7 @@ import pytest
 import yaml
 
 from dinokit.config import apply_overrides, load_preset
+from dinokit.errors import DinokitError
 from dinokit.tune import report as report_mod
 from dinokit.tune import search
 from dinokit.tune.space import SpaceError, load_space, parse_space
@@ -51,7 +54,15 @@ class FakeTrainer:
 
 
 def fake_train(cfg: Any, progress: bool, on_epoch: Any) -> Any:
-    """An importable stand-in for worker processes: AP50 grows with the learning rate."""
+    """An importable stand-in for worker processes: AP50 grows with the learning rate. A trial
+    waits (up to a minute) until two worker processes have each started one, so that one quick
+    worker cannot take every trial before the other has imported torch."""
+    started = Path(cfg.train.out) / "started"
+    started.mkdir(parents=True, exist_ok=True)
+    (started / str(os.getpid())).touch()
+    deadline = time.monotonic() + 60
+    while len(list(started.iterdir())) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
     run_dir = Path(cfg.train.out) / "train" / cfg.train.name
     run_dir.mkdir(parents=True)  # fails if two trials share a run folder
     row = {"step": 2, "AP": cfg.train.lr, "AP50": 100 * cfg.train.lr}
@@ -88,7 +99,10 @@ def test_two_worker_processes_share_the_study(tmp_path: Path) -> None:
     study = search.run(spec, jobs=2, say=lambda m: None)
     counted = search.finished(study)
     assert 4 <= counted <= 5  # a worker may start a trial while the other finishes the 4th
-    assert len({t.user_attrs["pid"] for t in study.trials}) == 2
+    pids = {t.user_attrs["pid"] for t in study.trials}
+    assert len(pids) == 2 and os.getpid() not in pids  # two spawned workers, not this process
+    for pid in pids:  # each worker trained its share
+        assert any(t.user_attrs["pid"] == pid and t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
     assert len(list((tmp_path / "tune" / "t" / "train").iterdir())) == len(study.trials)
 
 
@@ -96,7 +110,7 @@ def test_rerun_with_another_space_is_refused(tmp_path: Path) -> None:
     search.run(_spec(tmp_path, 1, FakeTrainer(tmp_path)), say=lambda m: None)
     other = _spec(tmp_path, 1, FakeTrainer(tmp_path))
     other.space = parse_space({**SPACE, "params": {"train.lr": {"low": 1e-4, "high": 2e-3}}}, "space")
-    with pytest.raises(Exception, match="another space"):
+    with pytest.raises(DinokitError, match="another space"):
         search.run(other, say=lambda m: None)
 
 
