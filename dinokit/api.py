@@ -61,8 +61,10 @@ class Detector:
         """Detect on every frame of a video (PyAV, extra [video]); write the annotated video to
         `out` and one JSON line per frame to `json_lines` (default: `out` with .jsonl). Returns
         the number of frames."""
+        from dinokit.infer.predictor import check_predict_options
         from dinokit.infer.video import predict_video
 
+        check_predict_options(score, batch_size)  # before the output video is opened
         out = Path(out)
         lines = Path(json_lines) if json_lines is not None else out.with_suffix(".jsonl")
         return predict_video(source, lambda frames: self.predict(frames, score, batch_size), out, lines, batch_size)

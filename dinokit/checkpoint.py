@@ -37,6 +37,16 @@ ARCHITECTURE_FIELDS = (
     "denoising", "attention",
 )
 
+# A `--weights` / `model.weights` value ending so names a local torch file; anything else is a
+# torchvision weights name ("imagenet", "ResNet50_Weights.IMAGENET1K_V2").
+TORCH_FILE_SUFFIXES = (".pt", ".pth")
+
+
+def names_torch_file(weights: str | Path | None) -> bool:
+    """Whether a weights value names a local torch file (.pt / .pth) rather than a torchvision
+    weights name: the one rule the backbone and the detector-checkpoint loader both follow."""
+    return weights is not None and Path(weights).suffix.lower() in TORCH_FILE_SUFFIXES
+
 
 def versions() -> dict[str, str]:
     import torchvision

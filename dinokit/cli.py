@@ -202,14 +202,11 @@ def predict(
     """Detect objects in images; write annotated copies and a JSON of detections."""
     from dinokit.api import load
     from dinokit.checkpoint import latest_run_checkpoint, require_checkpoint_file
-    from dinokit.infer.predictor import gather_inputs, input_shapes
+    from dinokit.infer.predictor import check_predict_options, gather_inputs, input_shapes
     from dinokit.infer.video import is_video
     from dinokit.runtime.rundir import new_run_dir
 
-    if not 0.0 <= score <= 1.0:
-        raise ConfigError(f"--score must be in [0, 1], got {score}")
-    if batch_size <= 0:
-        raise ConfigError(f"--batch-size must be positive, got {batch_size}")
+    check_predict_options(score, batch_size, flags=True)
     if backend not in (None, "torch", "onnx"):
         raise ConfigError(f"--backend must be torch or onnx, got '{backend}'")
     _check_precision(precision, device)

@@ -146,11 +146,29 @@ def test_image_size_replaces_the_resize(run):
     (lambda d: d.predict("no/such/file.png"), "image not found"),
     (lambda d: d.predict([]), "no images given"),
     (lambda d: d.predict(np.zeros((8, 8, 3), dtype=np.uint8), score=2), "score must be in"),
+    (lambda d: d.predict(np.zeros((8, 8, 3), dtype=np.uint8), batch_size=0), "batch size must be positive"),
+    (lambda d: d.predict_video("clip.mp4", "out.mp4", score=-0.1), "score must be in"),
     (lambda d: d.export("m.tflite", format="tflite"), "export format must be onnx"),
 ])
 def test_bad_input_is_a_one_line_error(detector, call, message):
     with pytest.raises(DinokitError, match=message):
         call(detector)
+
+
+def test_score_and_batch_size_have_one_rule(detector, tmp_path):
+    """The CLI's flags and the API go through predictor.check_predict_options: one error class."""
+    from dinokit.config import ConfigError
+    from dinokit.infer.predictor import check_predict_options
+
+    with pytest.raises(ConfigError, match=r"^score must be in \[0, 1\], got 1.5$"):
+        detector.predict(np.zeros((8, 8, 3), dtype=np.uint8), score=1.5)
+    with pytest.raises(ConfigError, match=r"^--score must be in \[0, 1\], got 1.5$"):
+        check_predict_options(1.5, 1, flags=True)
+    with pytest.raises(ConfigError, match="score must be in"):
+        detector.predict_video(tmp_path / "clip.mp4", tmp_path / "out.mp4", score=2)
+    assert not (tmp_path / "out.mp4").exists()  # refused before the output is opened
+    check_predict_options(0.0, 1)
+    check_predict_options(1.0, 1)
 
 
 def test_load_and_train_errors(run, tmp_path):

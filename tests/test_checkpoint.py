@@ -195,3 +195,26 @@ def test_versions_match_installed():
 
     v = ckpt_mod.versions()
     assert v["torch"] == torch.__version__ and v["torchvision"] == torchvision.__version__
+
+
+@pytest.mark.parametrize("weights,is_file", [
+    ("model.pt", True), ("dir/model.pth", True), ("MODEL.PTH", True), ("imagenet", False),
+    ("ResNet18_Weights.IMAGENET1K_V1", False), ("model.onnx", False), (None, False),
+])
+def test_one_torch_file_rule(weights, is_file):
+    assert ckpt_mod.names_torch_file(weights) is is_file
+
+
+def test_backbone_and_detector_loader_follow_the_one_rule(tmp_path):
+    """An upper-case .PT / .PTH is a local file for both readers of --weights (the backbone and
+    the whole-detector loader), not a torchvision weights name."""
+    from dinokit.config import ModelConfig
+    from dinokit.interop.load import detector_checkpoint
+    from dinokit.model.backbone import Backbone
+
+    with pytest.raises(CheckpointError, match="backbone weights file not found"):
+        Backbone(ModelConfig(backbone="resnet18", weights=str(tmp_path / "missing.PTH")), levels=3)
+    path = save_checkpoint(small_state(), tmp_path / "detector.PT")
+    found = detector_checkpoint(str(path))
+    assert found is not None and found["classes"] == ["a", "b"]
+    assert detector_checkpoint("imagenet") is None

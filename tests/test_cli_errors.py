@@ -59,6 +59,8 @@ def fails(capsys, argv: list[str], expected: str) -> str:
     (["predict"], "Missing argument"),
     (["predict", "nothere.png"], "image not found: nothere.png"),
     (["predict", "img.png", "--score", "2"], "--score must be in [0, 1]"),
+    (["predict", "img.png", "--score", "nan"], "--score must be in [0, 1]"),
+    (["predict", "img.png", "--batch-size", "0"], "--batch-size must be positive"),
     (["info", "--size", "12xfoo"], "--size must look like HxW"),
     (["info", "--preset", "huge"], "unknown preset 'huge'"),
     (["info", "--set", "model.backbone=nonsense_net", "--size", "64"], "unknown backbone 'nonsense_net'"),
@@ -115,3 +117,28 @@ def test_real_entry_point_reports_one_line(tmp_path):
                           capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip() == "error: unknown preset 'nope' (choose from tiny, r50-4scale, r50-5scale)"
+
+
+def test_worker_processes_end_user_errors_as_one_line(capsys):
+    """ablate and tune workers share errors.run_worker: one `[worker PID] error: ...` line, exit 2;
+    Ctrl-C exits 130; a bug keeps its traceback."""
+    from dinokit.errors import DataError, run_worker
+
+    def bad_input() -> None:
+        raise DataError("annotations.json:\n  no images")
+
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    def bug() -> None:
+        raise ZeroDivisionError("a bug")
+
+    with pytest.raises(SystemExit) as info:
+        run_worker(bad_input)
+    assert info.value.code == 2
+    assert capsys.readouterr().out.splitlines() == [f"[worker {os.getpid()}] error: annotations.json: no images"]
+    with pytest.raises(SystemExit) as info:
+        run_worker(interrupted)
+    assert info.value.code == 130
+    with pytest.raises(ZeroDivisionError):
+        run_worker(bug)

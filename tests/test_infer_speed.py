@@ -146,6 +146,48 @@ def test_eval_batches_group_similar_aspect_ratios():
     assert [sorted(b) for b in batches] == [[0, 2], [4, 5], [1, 3]]  # wide, square, tall
 
 
+def test_batches_by_aspect_groups_ratios_stably():
+    from dinokit.data.transforms import batches_by_aspect
+
+    shapes = [(50, 100), (100, 50), (52, 100), (100, 48), (100, 100), (101, 99), (10, 10)]  # (h, w)
+    assert batches_by_aspect(shapes, 2) == [[0, 2], [4, 6], [5, 1], [3]]
+    assert batches_by_aspect([(1, 1)] * 5, 2) == [[0, 1], [2, 3], [4]]  # equal ratios keep their order
+
+
+def test_eval_and_predict_batch_by_the_one_rule(monkeypatch):
+    """Evaluation and prediction both batch through data.transforms.batches_by_aspect."""
+    from PIL import Image
+
+    from dinokit.config import DataConfig
+    from dinokit.data import transforms
+    from dinokit.infer.predictor import Backend, detect_images
+
+    seen = []
+    real = transforms.batches_by_aspect
+
+    def recording(shapes, batch_size):
+        seen.append((list(shapes), batch_size))
+        return real(shapes, batch_size)
+
+    monkeypatch.setattr(transforms, "batches_by_aspect", recording)
+    coco = SimpleNamespace(imgs={1: {"width": 80, "height": 40}, 2: {"width": 40, "height": 80}})
+    assert batches_by_shape(_FakeDataset(coco, [1, 2]), 3) == [[0, 1]]
+    sizes = [(64, 32), (32, 64), (48, 48)]  # (w, h) of PIL images
+    empty = {"scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.int64), "boxes": torch.zeros(0, 4)}
+    calls = []
+
+    def detect(images, masks, orig):
+        calls.append(orig.tolist())
+        return [empty] * len(images)
+
+    backend = Backend(detect, None, ["a"], [1])
+    inputs = [(f"i{k}", Image.new("RGB", size)) for k, size in enumerate(sizes)]
+    results = detect_images(backend, inputs, transforms.eval_transforms(DataConfig()), torch.device("cpu"), 2, 0.5)
+    assert [r.source for r in results] == ["i0", "i1", "i2"]  # input order kept
+    assert seen == [([(40, 80), (80, 40)], 3), ([(32, 64), (64, 32), (48, 48)], 2)]
+    assert calls == [[[32, 64], [48, 48]], [[64, 32]]]  # wide with square, then tall
+
+
 def test_fast_and_reference_attention_give_the_same_detector_outputs(monkeypatch):
     model = _micro_model()
     x = _images()

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import importlib
 import os
-import sys
 import time
 import traceback
 import uuid
@@ -38,7 +37,7 @@ from dinokit.ablate.ledger import (
 )
 from dinokit.ablate.pairing import SharedInit
 from dinokit.config import Config, ConfigError, check_budget, diff_configs, plain
-from dinokit.errors import DinokitError, one_line
+from dinokit.errors import DinokitError, run_worker
 
 DEFAULT_TRAINER = "dinokit.training.trainer:train"
 # may differ between the processes and machines that share one study
@@ -240,13 +239,7 @@ def _worker_main(spec: AblationSpec, run_id: str, threads: int) -> None:
     def say(message: str) -> None:
         print(f"[worker {os.getpid()}] {message}", flush=True)
 
-    try:
-        work(spec, run_id, threads, progress=False, say=say)
-    except KeyboardInterrupt:
-        sys.exit(130)
-    except DinokitError as exc:
-        say(f"error: {one_line(exc)}")
-        sys.exit(2)
+    run_worker(lambda: work(spec, run_id, threads, progress=False, say=say))
 
 
 def cpu_cores() -> int:

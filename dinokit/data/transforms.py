@@ -7,6 +7,8 @@ dataset normalises boxes afterwards. Mean/std normalisation is the model's job (
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 from torch import Tensor
 from torchvision.transforms import v2
@@ -88,6 +90,14 @@ def box_cleanup() -> v2.Compose:
     Zero-size or outside boxes would give the box losses nothing to fit.
     """
     return v2.Compose([v2.ClampBoundingBoxes(), v2.SanitizeBoundingBoxes()])
+
+
+def batches_by_aspect(shapes: Sequence[tuple[int, int]], batch_size: int) -> list[list[int]]:
+    """Indices of `shapes` ((height, width) each) in batches of similar aspect ratio, so that
+    `collate` pads little: the one batching rule of evaluation and prediction. Equal ratios keep
+    their order (the sort is stable)."""
+    order = sorted(range(len(shapes)), key=lambda i: shapes[i][0] / shapes[i][1])
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
 
 def collate(batch: list[tuple[Tensor, dict]]) -> tuple[Tensor, Tensor, list[dict]]:

@@ -129,15 +129,17 @@ def run_evaluation(
 
 
 def batches_by_shape(dataset: Dataset, batch_size: int) -> list[list[int]]:
-    """Item indices in batches of similar aspect ratio (from the COCO image records), so that
-    little of a batch is padding; plain order when the records carry no sizes."""
+    """Item indices in batches of similar aspect ratio (`batches_by_aspect` on the COCO image
+    records' sizes), so that little of a batch is padding; plain order when the records carry no sizes."""
+    from dinokit.data.transforms import batches_by_aspect
+
     coco, ids = getattr(dataset, "coco", None), getattr(dataset, "ids", None)
-    order = list(range(len(dataset)))  # type: ignore[arg-type]
+    shapes = [(1, 1)] * len(dataset)  # type: ignore[arg-type]  # equal ratios: the dataset's order
     if coco is not None and ids is not None:
         records = [coco.imgs.get(i, {}) for i in ids]
         if all(r.get("width") and r.get("height") for r in records):
-            order.sort(key=lambda i: records[i]["height"] / records[i]["width"])
-    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+            shapes = [(r["height"], r["width"]) for r in records]
+    return batches_by_aspect(shapes, batch_size)
 
 
 def _to_coco(image_id: int, result: dict[str, torch.Tensor], mapping: list[int]) -> list[dict[str, Any]]:

@@ -16,6 +16,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torchvision import tv_tensors
 
+from dinokit.config import ConfigError
 from dinokit.errors import DataError
 from dinokit.infer.detections import Detections, read_image
 
@@ -131,23 +132,28 @@ def load_backend(
     return Backend(detect, cfg, classes, cat_ids, model)
 
 
+def check_predict_options(score: float, batch_size: int, flags: bool = False) -> None:
+    """The one rule for prediction's score threshold and batch size, for the CLI (`flags`: the
+    message names --score / --batch-size) and the API alike: a ConfigError before any image is read."""
+    score_name, batch_name = ("--score", "--batch-size") if flags else ("score", "batch size")
+    if not 0.0 <= score <= 1.0:  # NaN fails too
+        raise ConfigError(f"{score_name} must be in [0, 1], got {score}")
+    if batch_size <= 0:
+        raise ConfigError(f"{batch_name} must be positive, got {batch_size}")
+
+
 def detect_images(
     backend: Backend, inputs: list[tuple[str, Path | Image.Image]], transform: Any, device: torch.device,
     batch_size: int, score: float,
 ) -> list[Detections]:
     """Detections >= `score` for every input, in input order; batches group similar shapes."""
-    from dinokit.data.transforms import collate
+    from dinokit.data.transforms import batches_by_aspect, collate
 
-    if not 0.0 <= score <= 1.0:
-        raise DataError(f"score must be in [0, 1], got {score}")
-    if batch_size <= 0:
-        raise DataError(f"batch size must be positive, got {batch_size}")
+    check_predict_options(score, batch_size)
     shapes = input_shapes(inputs)  # (h, w) each
-    order = sorted(range(len(inputs)), key=lambda i: shapes[i][0] / shapes[i][1])  # similar shapes together
     results: list[Detections | None] = [None] * len(inputs)
     with torch.inference_mode():
-        for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
+        for idx in batches_by_aspect(shapes, batch_size):
             images = {i: read_image(x) if isinstance(x, Path) else x for i in idx for x in [inputs[i][1]]}
             pixels, masks, _ = collate([_prepare(images[i], transform) for i in idx])
             sizes = torch.tensor([shapes[i] for i in idx], device=device)  # (B, 2) [h, w]

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from dinokit.checkpoint import (
-    FORMAT, check_compatible, checkpoint_config, inference_state, read_torch_file,
+    FORMAT, check_compatible, checkpoint_config, inference_state, names_torch_file, read_torch_file,
 )
 from dinokit.config import Config
 from dinokit.errors import CheckpointError
@@ -59,7 +59,7 @@ def model_from_checkpoint(path: str | Path, device: torch.device) -> tuple[nn.Mo
 def detector_checkpoint(weights: str | None, official_overrides: list[str] | None = None) -> dict[str, Any] | None:
     """The checkpoint `--weights` names when it is a whole detector (dinokit or official), else
     None (a torchvision weights name, or a file of backbone weights)."""
-    if weights is None or Path(weights).suffix not in (".pt", ".pth") or not Path(weights).is_file():
+    if weights is None or not names_torch_file(weights) or not Path(weights).is_file():
         return None
     raw = read_torch_file(Path(weights))
     if isinstance(raw, dict) and (raw.get("format") == FORMAT or official_state(raw) is not None):

@@ -15,6 +15,7 @@ import torchvision
 from torch import Tensor, nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
+from dinokit.checkpoint import names_torch_file
 from dinokit.config import ConfigError, ModelConfig
 from dinokit.errors import CheckpointError
 
@@ -60,7 +61,7 @@ def freeze_batchnorm(module: nn.Module) -> nn.Module:
 def _build_torchvision(name: str, weights: str | None, load_weights: bool) -> nn.Module:
     if name not in torchvision.models.list_models(module=torchvision.models):
         raise ConfigError(f"unknown backbone '{name}' (any torchvision classification model, e.g. resnet50)")
-    if weights is None or not load_weights or Path(weights).suffix in (".pt", ".pth"):
+    if weights is None or not load_weights or names_torch_file(weights):
         net = torchvision.models.get_model(name, weights=None)
     else:
         try:
@@ -73,7 +74,7 @@ def _build_torchvision(name: str, weights: str | None, load_weights: bool) -> nn
                 f"could not download weights '{weights}' for {name} ({exc.__class__.__name__}); "
                 "pass a local file with --weights PATH or train from scratch with --set model.weights=null"
             ) from None
-    if weights is not None and load_weights and Path(weights).suffix in (".pt", ".pth"):
+    if weights is not None and load_weights and names_torch_file(weights):
         _load_weights_file(net, Path(weights))
     return net
 

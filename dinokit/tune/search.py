@@ -13,7 +13,6 @@ from __future__ import annotations
 import importlib
 import multiprocessing
 import os
-import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from optuna.trial import TrialState
 
 from dinokit.ablate.ledger import HOST, PID_SPACE, open_storage, reap_dead, safe_url
 from dinokit.config import Config, check_budget, diff_configs, plain
-from dinokit.errors import DinokitError
+from dinokit.errors import DinokitError, run_worker
 from dinokit.tune.space import SearchSpace, apply_values, check_space
 
 DEFAULT_TRAINER = "dinokit.training.trainer:train"
@@ -170,13 +169,7 @@ def _worker_main(spec: TuneSpec, threads: int, worker: int) -> None:
     def say(message: str) -> None:
         print(f"[worker {os.getpid()}] {message}", flush=True)
 
-    try:
-        work(spec, threads, progress=False, say=say, worker=worker)
-    except KeyboardInterrupt:
-        sys.exit(130)
-    except DinokitError as exc:
-        say(f"error: {exc}")
-        sys.exit(2)
+    run_worker(lambda: work(spec, threads, progress=False, say=say, worker=worker))
 
 
 def run(spec: TuneSpec, jobs: int = 1, progress: bool = True, say: Say = print) -> optuna.Study:
