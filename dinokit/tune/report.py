@@ -4,6 +4,7 @@ the optimisation history and per-trial curves as PNGs."""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +28,14 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
 
 
 def importances(study: optuna.Study) -> dict[str, float]:
-    """optuna.importance over the complete trials; empty when there are too few to tell."""
+    """PED-ANOVA importances over the complete trials; empty when there are too few to tell. The
+    evaluator is named, not left to optuna: optuna 3.6's default, fANOVA, needs scikit-learn (not a
+    dependency), so the lowest allowed optuna failed here (found in the .ci/lowest.txt venv)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # experimental in 3.6
+        evaluator = optuna.importance.PedAnovaImportanceEvaluator()
     try:
-        return dict(optuna.importance.get_param_importances(study))
+        return dict(optuna.importance.get_param_importances(study, evaluator=evaluator))
     except (RuntimeError, ValueError, ZeroDivisionError):
         return {}
 

@@ -1,0 +1,72 @@
+"""pyproject.toml's dependencies are the true ones: every third-party package dinokit imports is
+declared (a direct import of a transitive dependency cannot hide), and each lower bound is the
+version .ci/lowest.txt installs for the lowest-versions test run."""
+
+from __future__ import annotations
+
+import ast
+import re
+import sys
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+IMPORT_TO_DIST = {"PIL": "pillow", "yaml": "pyyaml"}  # import name -> distribution name
+TESTED_PAIR = {"torch": "2.14.1", "torchvision": "0.29.1"}  # installed by .ci/run itself
+
+
+def _project() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+
+
+def _name(requirement: str) -> str:
+    return re.split(r"[<>=!~\[; ]", requirement, maxsplit=1)[0].lower()
+
+
+def _lower_bounds() -> dict[str, str]:
+    bounds = {}
+    for req in _project()["dependencies"]:
+        found = re.search(r">=\s*([0-9][0-9a-z.]*)", req)
+        assert found, f"{req}: every dependency needs a lower bound"
+        bounds[_name(req)] = found.group(1)
+    return bounds
+
+
+def _imported_packages() -> set[str]:
+    names = set()
+    for path in (ROOT / "dinokit").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module.split(".")[0])
+    return {n for n in names if n not in sys.stdlib_module_names and n != "dinokit"}
+
+
+def _release(version: str) -> tuple[int, ...]:
+    parts = [int(p) for p in version.split(".")]
+    return tuple(parts + [0] * (3 - len(parts)))
+
+
+def test_every_imported_package_is_declared():
+    project = _project()
+    declared = {_name(r) for r in project["dependencies"]}
+    extras = {_name(r) for reqs in project["optional-dependencies"].values() for r in reqs}
+    missing = {IMPORT_TO_DIST.get(n, n).lower() for n in _imported_packages()} - declared - extras
+    assert not missing, f"imported but not declared in pyproject.toml: {sorted(missing)}"
+
+
+def test_lower_bounds_are_the_lowest_tested_versions():
+    pins = {}
+    for line in (ROOT / ".ci" / "lowest.txt").read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            name, version = line.split("==")
+            pins[name.strip().lower()] = version.strip()
+    pins.update(TESTED_PAIR)
+    bounds = _lower_bounds()
+    assert set(pins) == set(bounds), "lowest.txt + the tested pair must pin exactly the direct dependencies"
+    for name, bound in bounds.items():
+        assert _release(bound) == _release(pins[name]), f"{name}: pyproject allows >={bound}, CI tests {pins[name]}"
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert all(f"{n}=={v}" in ci for n, v in TESTED_PAIR.items())
