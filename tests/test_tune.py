@@ -170,7 +170,14 @@ def test_cli_tune_with_real_training(tmp_path: Path, capsys) -> None:
     assert code == 0, capsys.readouterr().err
     folder = tmp_path / "tune" / "space"
     assert sorted(p.name for p in folder.glob("train/trial-*")) == ["trial-0", "trial-1"]
-    assert (folder / "best.yaml").is_file() and (folder / "trials.csv").is_file()
+    import pandas as pd
+
+    trials = pd.read_csv(folder / "trials.csv")  # both trials, their sampled lr inside the space
+    assert sorted(trials["trial"]) == [0, 1] and trials["train.lr"].between(1e-4, 1e-3).all()
+    best = yaml.safe_load((folder / "best.yaml").read_text())  # a ready --config of a best trial
+    top = trials[trials["value"] == trials["value"].max()]
+    assert any(best["train"]["lr"] == pytest.approx(lr) for lr in top["train.lr"])
+    assert best["model"]["backbone"] == "mobilenet_v3_small"  # the base config, not the preset's
     capsys.readouterr()
     code = run_cli(args)  # resume: nothing left to train
     assert code == 0 and "2 done" in capsys.readouterr().out and len(list(folder.glob("train/trial-*"))) == 2
