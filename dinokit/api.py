@@ -114,6 +114,8 @@ def load(
 ) -> Detector:
     """A detector from a dinokit checkpoint, an official IDEA-Research/DINO checkpoint or a .onnx file.
 
+    `quantize="int8"` runs on the CPU (dynamic int8 has no CUDA kernels): `device="auto"` then
+    means the CPU, and an explicit accelerator is refused before anything is loaded.
     `precision` (fp32, bf16, fp16, auto; default: the checkpoint's `train.precision`) runs the torch
     model under autocast (see dinokit.infer.precision; fp16 needs CUDA). `image_size`
     replaces the test-time resize by "longest side to image_size" (an official checkpoint otherwise
@@ -122,7 +124,7 @@ def load(
     from dinokit.checkpoint import require_checkpoint_file
     from dinokit.infer.precision import resolve_precision
     from dinokit.infer.predictor import load_backend
-    from dinokit.infer.speed import check_quantize
+    from dinokit.infer.speed import check_quantize, int8_device
     from dinokit.runtime.device import resolve_device
 
     if image_size is not None and image_size <= 0:
@@ -136,7 +138,7 @@ def load(
         raise ConfigError("--quantize, --compile and precision apply to the torch backend, not to an ONNX model")
     if backend == "torch":
         require_checkpoint_file(path)
-    dev = resolve_device(device)
+    dev = int8_device(device) if quantize == "int8" else resolve_device(device)
     if precision is not None:
         resolve_precision(precision, dev)  # a bad name or fp16 on a CPU fails before loading
     loaded = load_backend(path, backend, dev, quantize, compile)

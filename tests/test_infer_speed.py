@@ -266,3 +266,53 @@ def test_int8_refuses_a_model_off_the_cpu():
 
     with pytest.raises(ConfigError, match="runs on the CPU only"):
         speed.prepare_for_inference(nn.Sequential(nn.Linear(4, 4)).to("meta"), "int8")
+
+
+def test_int8_with_device_auto_on_a_cuda_machine_runs_on_the_cpu(trained, monkeypatch):
+    """`auto` on a machine that reports CUDA: the int8 model is built and run on the CPU, and
+    nothing touches CUDA first (there is no GPU here, so any CUDA call would raise)."""
+    import dinokit
+    from dinokit.runtime import device as device_mod
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert device_mod.resolve_device("auto") == torch.device("cuda", 0)  # auto would pick the GPU
+    moved = []
+    real_to = nn.Module.to
+
+    def watched_to(self, *args, **kwargs):
+        target = kwargs.get("device", args[0] if args and not isinstance(args[0], torch.dtype) else None)
+        if target is not None:  # .to(dtype) moves nothing
+            moved.append(str(target))
+        return real_to(self, *args, **kwargs)
+
+    monkeypatch.setattr(nn.Module, "to", watched_to)
+    detector = dinokit.load(trained / "runs" / "train" / "q" / "best.pt", device="auto", quantize="int8")
+    assert detector.device == torch.device("cpu")
+    assert moved and all(d == "cpu" for d in moved), moved
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicInt8Linear
+
+    assert any(isinstance(m, DynamicInt8Linear) for m in detector._backend.model.modules())
+    dets = detector.predict(torch.rand(3, 64, 80, generator=torch.Generator().manual_seed(0)), score=0.0)
+    assert len(dets) == 1 and len(dets[0]) > 0
+
+
+def test_int8_with_an_explicit_cuda_device_is_refused_before_loading(trained, monkeypatch, capsys):
+    import dinokit
+    from dinokit.config import ConfigError
+    from dinokit.interop import load as load_mod
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the checkpoint was loaded before the device was refused")
+
+    monkeypatch.setattr(load_mod, "model_from_checkpoint", no_loading)
+    ckpt = str(trained / "runs" / "train" / "q" / "best.pt")
+    with pytest.raises(ConfigError, match="runs on the CPU only, not on 'cuda'"):
+        dinokit.load(ckpt, device="cuda", quantize="int8")
+    monkeypatch.chdir(trained)
+    assert run_cli(["eval", ckpt, "--device", "cuda:0", "--quantize", "int8"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: --quantize int8 runs on the CPU only, not on 'cuda:0' (use --device cpu or auto)"]

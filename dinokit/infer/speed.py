@@ -32,6 +32,19 @@ def quantize_dynamic_int8(model: nn.Module) -> nn.Module:
     return quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8, inplace=False)
 
 
+def int8_device(spec: str | None) -> torch.device:
+    """The device an int8-quantised model runs on: the CPU. `auto` resolves to it even on a CUDA
+    machine (nothing is moved to the GPU first); an explicit accelerator is a one-line error."""
+    from dinokit.runtime.device import resolve_device
+
+    if (spec or "auto").strip().lower() == "auto":
+        return torch.device("cpu")
+    device = resolve_device(spec)
+    if device.type != "cpu":
+        raise ConfigError(f"--quantize int8 runs on the CPU only, not on '{spec}' (use --device cpu or auto)")
+    return device
+
+
 def check_quantize(value: str | None) -> str:
     value = (value or "none").lower()
     if value not in QUANTIZE_CHOICES:
