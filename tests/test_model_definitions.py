@@ -301,6 +301,37 @@ def test_gather_sampling_equals_grid_sample_with_gradients(dtype, kernel, monkey
         assert (a - b).abs().max() / scale < 1e-5, name
 
 
+def _gather_grads(dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+    value, shapes, locations, weights = (
+        t.requires_grad_() if isinstance(t, torch.Tensor) else t for t in _random_sampling_inputs(dtype)
+    )
+    out = sample_levels_gather(value, shapes, locations, weights)
+    grad_out = torch.linspace(-1, 1, out.numel(), dtype=dtype).view_as(out)
+    return (out.detach(), *torch.autograd.grad(out, (value, locations, weights), grad_out))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_weights_kernel_fallback_gives_the_fast_paths_gradients(dtype, monkeypatch):
+    """A torch without aten._embedding_bag_per_sample_weights_backward: the gather fallback gives
+    the kernel's outputs and gradients (same sums, maybe another order: float tolerance)."""
+    kernel, calls = sampling._WEIGHTS_KERNEL, []
+    assert kernel is not None  # the tested torch has it
+
+    def counted(*args):
+        calls.append(1)
+        return kernel(*args)
+
+    monkeypatch.setattr(sampling, "_WEIGHTS_KERNEL", counted)
+    fast = _gather_grads(dtype)
+    assert calls  # the fast path really used the kernel
+    monkeypatch.setattr(sampling, "_WEIGHTS_KERNEL", None)  # as a torch build without it
+    slow = _gather_grads(dtype)
+    tol = 1e-6 if dtype == torch.float32 else 1e-12
+    for name, a, b in zip(("out", "value", "locations", "weights"), fast, slow):
+        assert torch.equal(a, b) if name in ("out", "value") else (a - b).abs().max() <= tol * max(1.0, a.abs().max()), name
+    assert not torch.equal(fast[2], torch.zeros_like(fast[2]))  # the gradients compared are not trivial
+
+
 # ---------------------------------------------------------------- sizes and postprocess
 
 def test_r50_4scale_matches_official_parameter_count():
