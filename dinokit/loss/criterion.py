@@ -14,13 +14,15 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
-from torchvision.ops import box_convert, box_iou, generalized_box_iou_loss
+from torchvision.ops import box_convert, box_iou
 
 from dinokit.config import LossConfig, ModelConfig
 from dinokit.loss.classification import classification_loss
 from dinokit.loss.matcher import HungarianMatcher
 from dinokit.model.dino import DenoisingOutputs
 from dinokit.model.groups import repeat_targets
+
+Norm = float | Tensor  # a loss normaliser: a number, or a 0-dim tensor on the losses' device
 
 
 class SetCriterion(nn.Module):
@@ -36,7 +38,7 @@ class SetCriterion(nn.Module):
 
     # ------------------------------------------------------------------ pieces
 
-    def class_loss(self, logits: Tensor, onehot: Tensor, iou: Tensor, keep: Tensor | None, norm: float) -> Tensor:
+    def class_loss(self, logits: Tensor, onehot: Tensor, iou: Tensor, keep: Tensor | None, norm: Norm) -> Tensor:
         """LossConfig.cls summed over queries and classes; iou (..., Q) of each query's box with its
         target (IoU-aware losses); `keep` (..., Q) masks out queries."""
         loss = classification_loss(self.loss_cfg.cls, logits, onehot, iou, self.loss_cfg, self.alpha, self.gamma)
@@ -44,25 +46,21 @@ class SetCriterion(nn.Module):
             loss = loss * keep[..., None]
         return loss.sum() / norm
 
-    def box_losses(self, pred: Tensor, target: Tensor, norm: float) -> tuple[Tensor, Tensor]:
+    def box_losses(self, pred: Tensor, target: Tensor, norm: Norm) -> tuple[Tensor, Tensor]:
         """L1 and GIoU of paired (N, 4) cxcywh boxes, summed and normalised."""
         l1 = (pred - target).abs().sum() / norm
-        giou = generalized_box_iou_loss(
-            box_convert(pred, "cxcywh", "xyxy"), box_convert(target, "cxcywh", "xyxy"), reduction="sum"
-        ) / norm
+        giou = giou_loss_sum(box_convert(pred, "cxcywh", "xyxy"), box_convert(target, "cxcywh", "xyxy")) / norm
         return l1, giou
 
     def weighted(self, cls: Tensor, l1: Tensor, giou: Tensor) -> Tensor:
         return self.weights[0] * cls + self.weights[1] * l1 + self.weights[2] * giou
 
-    def set_loss(self, logits: Tensor, boxes: Tensor, targets: list[dict[str, Tensor]], num_boxes: float):
+    def set_loss(self, logits: Tensor, boxes: Tensor, targets: list[dict[str, Tensor]], num_boxes: Norm):
         """Hungarian-matched (class, L1, GIoU) for one set of predictions (B, Q, C) / (B, Q, 4)."""
         logits, boxes = logits.float(), boxes.float()  # fp32 losses: focal/GIoU lose their small terms in bf16
-        indices = self.matcher(logits.detach(), boxes.detach(), targets)
-        batch = torch.cat([torch.full_like(src, b) for b, (src, _) in enumerate(indices)]).to(logits.device)
-        src = torch.cat([s for s, _ in indices]).to(logits.device)
-        labels = torch.cat([t["labels"].to(logits.device)[j] for t, (_, j) in zip(targets, indices)])
-        tgt_boxes = torch.cat([t["boxes"].to(boxes.device)[j] for t, (_, j) in zip(targets, indices)])
+        batch, src, tgt = matched_indices(self.matcher(logits.detach(), boxes.detach(), targets), targets, logits.device)
+        labels = torch.cat([t["labels"] for t in targets]).to(logits.device)[tgt]
+        tgt_boxes = torch.cat([t["boxes"] for t in targets]).to(boxes.device)[tgt]
         onehot = torch.zeros_like(logits)
         onehot[batch, src, labels] = 1.0
         iou = torch.zeros_like(logits[..., 0])  # (B, Q)
@@ -73,10 +71,10 @@ class SetCriterion(nn.Module):
         keep_in_graph = boxes.sum() * 0.0  # no boxes at all: the box head still gets a (zero) gradient
         return cls, l1 + keep_in_graph, giou
 
-    def denoising_loss(self, dn: DenoisingOutputs, num_boxes: float) -> tuple[Tensor, Tensor]:
+    def denoising_loss(self, dn: DenoisingOutputs, num_boxes: Norm) -> tuple[Tensor, Tensor]:
         """Weighted denoising loss over all layers; with two draws, the lower draw's.
 
-        Returns (loss, index of the draw kept).
+        Returns (loss, index of the draw kept, a 0-dim tensor: choosing it reads nothing on the host).
         """
         q = dn.queries
         per_draw = []
@@ -91,25 +89,29 @@ class SetCriterion(nn.Module):
                 supervised = valid  # negatives learn the class and box of their closest ground truth
             else:
                 supervised = valid & ~negative  # negatives learn "no object" and no box
+            # the mask as indices once per draw: every boolean-mask index is a host sync on CUDA
+            # (its result's size), and the layers below would take 4 each
+            pick = supervised.nonzero(as_tuple=True)
             onehot = torch.zeros_like(logits[0])
-            onehot[supervised] = nn.functional.one_hot(labels[supervised], self.num_classes).to(onehot.dtype)
+            onehot[(*pick, labels[pick])] = 1.0
+            picked_targets = tgt_boxes[pick]
             norm = num_boxes * q.groups
             total = logits.new_zeros(())
             for layer in range(logits.shape[0]):
                 iou = torch.zeros_like(logits[layer][..., 0])  # (B, Pd)
                 if self.loss_cfg.cls != "focal":
-                    iou[supervised] = pair_iou(boxes[layer][supervised].detach(), tgt_boxes[supervised])
+                    iou[pick] = pair_iou(boxes[layer][pick].detach(), picked_targets)
                 cls = self.class_loss(logits[layer], onehot, iou, valid.to(logits.dtype), norm)
-                l1, giou = self.box_losses(boxes[layer][supervised], tgt_boxes[supervised], norm)
+                l1, giou = self.box_losses(boxes[layer][pick], picked_targets, norm)
                 total = total + self.weighted(cls, l1, giou)
             per_draw.append(total)
         losses = torch.stack(per_draw)
-        kept = int(losses.detach().argmin())
-        return losses[kept], kept
+        kept = losses.detach().argmin()
+        return losses.index_select(0, kept.view(1))[0], kept
 
     # ------------------------------------------------------------------ total
 
-    def deep_loss(self, outputs: dict, targets: list[dict[str, Tensor]], num_boxes: float) -> Tensor:
+    def deep_loss(self, outputs: dict, targets: list[dict[str, Tensor]], num_boxes: Norm) -> Tensor:
         """Weighted matched loss of one query set over its last and auxiliary layers."""
         total = self.weighted(*self.set_loss(outputs["pred_logits"], outputs["pred_boxes"], targets, num_boxes))
         for layer in outputs.get("aux_outputs", []):
@@ -151,6 +153,20 @@ class SetCriterion(nn.Module):
         return out
 
 
+def giou_loss_sum(a: Tensor, b: Tensor, eps: float = 1e-7) -> Tensor:
+    """sum(1 - GIoU) of paired xyxy boxes (N, 4): torchvision's generalized_box_iou_loss(reduction=
+    "sum") in value and gradient, but the empty intersections are masked with `where`, not by
+    boolean indexing (each x[mask] is a host sync on CUDA: five per call, ~35 calls a step)."""
+    x1, y1, x2, y2 = a.unbind(-1)
+    u1, v1, u2, v2 = b.unbind(-1)
+    iw, ih = torch.min(x2, u2) - torch.max(x1, u1), torch.min(y2, v2) - torch.max(y1, v1)
+    inter = torch.where((ih > 0) & (iw > 0), iw * ih, torch.zeros_like(iw))
+    union = (x2 - x1) * (y2 - y1) + (u2 - u1) * (v2 - v1) - inter
+    hull = (torch.max(x2, u2) - torch.min(x1, u1)) * (torch.max(y2, v2) - torch.min(y1, v1))
+    giou = inter / (union + eps) - (hull - union) / (hull + eps)
+    return (1 - giou).sum()
+
+
 def pair_iou(a: Tensor, b: Tensor) -> Tensor:
     """IoU of paired cxcywh boxes a, b (N, 4) -> (N,)."""
     if a.shape[0] == 0:
@@ -174,13 +190,30 @@ def closest_gt_targets(q, sl: slice) -> tuple[Tensor, Tensor]:
     return labels, boxes
 
 
-def count_boxes(targets: list[dict[str, Tensor]], device: torch.device) -> float:
-    """Ground-truth boxes in the batch, averaged over processes; at least 1."""
-    n = torch.tensor([float(sum(len(t["labels"]) for t in targets))], device=device)
+def count_boxes(targets: list[dict[str, Tensor]], device: torch.device) -> Tensor:
+    """Ground-truth boxes in the batch, averaged over processes; at least 1. A 0-dim fp32 tensor on
+    `device`: the losses divide by it where they are, without reading it on the host."""
+    n = torch.tensor(float(sum(len(t["labels"]) for t in targets)), device=device)
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(n)
         n = n / dist.get_world_size()
-    return max(float(n.item()), 1.0)
+    return n.clamp(min=1.0)
+
+
+def matched_indices(
+    indices: list[tuple[Tensor, Tensor]], targets: list[dict[str, Tensor]], device: torch.device
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The matcher's per-image (prediction, target) pairs as (image, prediction, target row in
+    the batch's concatenated targets), built on the host and moved to `device` in one copy that
+    does not wait for the device (no per-image transfers)."""
+    offsets = [0]
+    for t in targets:
+        offsets.append(offsets[-1] + len(t["labels"]))
+    host = torch.cat([
+        torch.stack((torch.full_like(src, b), src, tgt + offsets[b])) for b, (src, tgt) in enumerate(indices)
+    ], 1) if indices else torch.zeros(3, 0, dtype=torch.long)
+    batch, src, tgt = host.to(device, non_blocking=True).unbind(0)
+    return batch, src, tgt
 
 
 def build_criterion(cfg: ModelConfig, loss: LossConfig | None = None) -> SetCriterion:

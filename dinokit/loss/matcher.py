@@ -27,24 +27,33 @@ class HungarianMatcher(nn.Module):
 
     @torch.no_grad()
     def forward(self, logits: Tensor, boxes: Tensor, targets: list[dict[str, Tensor]]) -> list[tuple[Tensor, Tensor]]:
-        """logits (B, Q, C), boxes (B, Q, 4) cxcywh -> per image (prediction idx, target idx), int64 on CPU."""
-        out = []
-        for b, t in enumerate(targets):
-            if len(t["labels"]) == 0:
+        """logits (B, Q, C), boxes (B, Q, 4) cxcywh -> per image (prediction idx, target idx), int64 on CPU.
+
+        Every image's cost matrix is computed where the predictions are and all of them reach the
+        host in one transfer (one synchronisation per call, not one per image)."""
+        sizes = [len(t["labels"]) for t in targets]
+        costs = [self.image_cost(logits[b], boxes[b], t).flatten() for b, t in enumerate(targets) if sizes[b]]
+        host = torch.nan_to_num(torch.cat(costs), nan=1e8, posinf=1e8, neginf=-1e8).cpu().numpy() if costs else None
+        out, start, queries = [], 0, logits.shape[1]
+        for m in sizes:
+            if m == 0:
                 empty = torch.zeros(0, dtype=torch.long)
                 out.append((empty, empty))
                 continue
-            # costs in fp32 (the inputs cast here; the criterion calls this with autocast off): near-ties must not flip
-            prob = logits[b].sigmoid().float()
-            tgt_boxes = t["boxes"].to(boxes.device).float()
-            cost = (
-                self.cost_class * focal_class_cost(prob, t["labels"].to(prob.device), self.alpha, self.gamma)
-                + self.cost_bbox * torch.cdist(boxes[b].float(), tgt_boxes, p=1)
-                - self.cost_giou * generalized_box_iou(
-                    box_convert(boxes[b].float(), "cxcywh", "xyxy"), box_convert(tgt_boxes, "cxcywh", "xyxy")
-                )
-            )
-            cost = torch.nan_to_num(cost.cpu(), nan=1e8, posinf=1e8, neginf=-1e8)
-            rows, cols = linear_sum_assignment(cost.numpy())
+            rows, cols = linear_sum_assignment(host[start:start + queries * m].reshape(queries, m))
+            start += queries * m
             out.append((torch.as_tensor(rows, dtype=torch.long), torch.as_tensor(cols, dtype=torch.long)))
         return out
+
+    def image_cost(self, logits: Tensor, boxes: Tensor, target: dict[str, Tensor]) -> Tensor:
+        """(Q, M) matching cost of one image's predictions against its M ground-truth boxes."""
+        # costs in fp32 (the inputs cast here; the criterion calls this with autocast off): near-ties must not flip
+        prob = logits.sigmoid().float()
+        tgt_boxes = target["boxes"].to(boxes.device).float()
+        return (
+            self.cost_class * focal_class_cost(prob, target["labels"].to(prob.device), self.alpha, self.gamma)
+            + self.cost_bbox * torch.cdist(boxes.float(), tgt_boxes, p=1)
+            - self.cost_giou * generalized_box_iou(
+                box_convert(boxes.float(), "cxcywh", "xyxy"), box_convert(tgt_boxes, "cxcywh", "xyxy")
+            )
+        )

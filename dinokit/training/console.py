@@ -46,8 +46,21 @@ class TrainConsole:
             self._progress.stop()
             self._progress = None
 
+    def advance(self, step: int, elapsed: float) -> None:
+        """Move the progress bar after every step: needs no loss, so nothing is read from the device."""
+        if self._progress is not None:
+            done = step if self.total_steps else min(elapsed, self.budget_s)
+            self._progress.update(self._task, completed=done)
+
+    def line_due(self, step: int) -> bool:
+        """Whether plain output prints a line at optimiser step `step` (the trainer then reads the losses)."""
+        if not self.plain:
+            return False
+        every = max(1, (self.total_steps or 0) // 10)
+        return bool(self.total_steps and step % every == 0) or time.monotonic() - self._last_print >= 60 or step == 1
+
     def step(self, step: int, epoch: int, loss: float, lr: float, elapsed: float) -> None:
-        """Report optimiser step `step` (1-based count of steps done)."""
+        """Report the losses of optimiser step `step` (1-based count of steps done), read on the host."""
         if not self.enabled:
             return
         now = time.monotonic()
@@ -61,8 +74,7 @@ class TrainConsole:
             done = step if self.total_steps else min(elapsed, self.budget_s)
             self._progress.update(self._task, completed=done, info=info)
             return
-        every = max(1, (self.total_steps or 0) // 10)
-        if (self.total_steps and step % every == 0) or now - self._last_print >= 60 or step == 1:
+        if self.line_due(step):
             total = f"/{self.total_steps}" if self.total_steps else ""
             line = f"step {step}{total} {info} elapsed {elapsed / 60:.1f} min"
             self.console.print(line, highlight=False, soft_wrap=True)

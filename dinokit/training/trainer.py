@@ -34,6 +34,7 @@ from dinokit.interop.load import detector_checkpoint, load_checkpoint, load_init
 from dinokit.training.optim import LrSchedule, build_ema, build_optimizer
 from dinokit.training.rng import capture_rng, restore_rng, seed_everything
 from dinokit.training.board import Board, open_board
+from dinokit.training import losslog
 from dinokit.training.samples import SeededSamples, SkipSampler
 from dinokit.runtime.rundir import find_resume_dir, new_run_dir, plot_curves, safe_name, write_metrics_csv
 from dinokit.infer.speed import compile_model
@@ -169,6 +170,7 @@ class Trainer:
         self.loss_curve: list[list[float]] = []
         self.log_sums: dict[str, float] = {}
         self.log_count = 0
+        self.losslog = losslog.LossLog()  # this interval's loss terms, on the device until read
         self.lr = t.lr
         self._time_past_drop = False
         self._bad_steps = 0
@@ -232,6 +234,7 @@ class Trainer:
         return self._result(interrupted=True)
 
     def _result(self, interrupted: bool) -> TrainResult:
+        self._read_losses()
         if self.board is not None:
             self.board.close()
         return TrainResult(
@@ -319,16 +322,20 @@ class Trainer:
         self.scaler.update()  # fp16: a smaller scale after an overflow, a larger one after enough clean steps
         self.step += 1
         self.epoch_step += 1
-        values = {k: float(v.detach()) for k, v in losses.items() if torch.is_tensor(v) and v.numel() == 1}
-        if math.isfinite(values["loss"]):  # a skipped step must not turn the logged mean into NaN
-            for k, v in values.items():
-                self.log_sums[k] = self.log_sums.get(k, 0.0) + v
-            self.log_count += 1
-        if self.step % max(1, self.steps_per_epoch // 10) == 0 or self.step == 1:
-            self.loss_curve.append([self.step, values["loss"]])
-        self.console.step(self.step, self.epoch, values["loss"], self.lr, self._elapsed())
-        if self.board is not None:
-            self.board.step(self.step, values, self.lr)
+        self.losslog.push(self.step, self.epoch, self.lr, losses)
+        self.console.advance(self.step, self._elapsed())
+        if self.step == 1 or self.step % losslog.LOG_EVERY == 0 or self.console.line_due(self.step):
+            self._read_losses()
+
+    def _read_losses(self) -> None:
+        """The buffered steps' loss terms, read on the host in one copy, into the means of the next
+        evaluation, the loss curve, TensorBoard and the console."""
+        rows = self.losslog.drain()
+        self.log_count += losslog.fold(rows, self.log_sums, self.loss_curve, max(1, self.steps_per_epoch // 10))
+        for row in rows if self.board is not None else []:
+            self.board.step(row.step, row.values, row.lr)
+        if rows:
+            self.console.step(rows[-1].step, rows[-1].epoch, rows[-1].values["loss"], rows[-1].lr, self._elapsed())
 
     def _elapsed(self) -> float:
         return self.elapsed_before + (time.monotonic() - self.t0)
@@ -339,6 +346,7 @@ class Trainer:
         """Evaluate (rank 0, EMA weights if kept), append a history row, write run files."""
         t = self.cfg.train
         started = time.monotonic()
+        self._read_losses()
         logs = dist_utils.gather_objects((self.log_sums, self.log_count), self.info)
         if self.info.is_main:
             count = sum(c for _, c in logs)
@@ -397,6 +405,7 @@ class Trainer:
         return self._loader_state if inside else self.loader.generator.get_state()
 
     def _save_last(self, collective: bool = True) -> None:
+        self._read_losses()  # the checkpoint holds the log sums and the loss curve
         rng = dist_utils.gather_objects(capture_rng(), self.info) if collective else [capture_rng()]
         if self.info.is_main:
             save_checkpoint(self._checkpoint(full=True, rng=rng), self.run_dir / "last.pt")
