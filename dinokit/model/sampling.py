@@ -9,8 +9,9 @@ align_corners=False, pixel centres at (i + 0.5) / size):
   flattened value and one weight (bilinear weight x attention weight x in-bounds), and a single
   `embedding_bag(mode="sum")` gathers and sums them. No Python loop over levels or points, and no
   (batch, query, head, level, point, channel) tensor is ever materialised: a forward reads each
-  corner row once. Its backward scatters the value gradient in cache-sized chunks and leaves the
-  per-corner weight gradient to embedding_bag's own kernel.
+  corner row once. Its backward scatters the value gradient in cache-sized chunks (sorted and
+  deterministic under `--deterministic` on an accelerator) and leaves the per-corner weight
+  gradient to embedding_bag's own kernel.
 
 `deformable_sampling` picks the fast form, except while exporting.
 """
@@ -69,6 +70,14 @@ def per_sample_weights_grad(grad: Tensor, table: Tensor, rows: Tensor, offsets: 
     return (grad[bag_of] * table[rows]).sum(-1)
 
 
+def deterministic_scatter(device: torch.device) -> bool:
+    """Whether the value-gradient scatter must take the deterministic form: `--deterministic`
+    (torch's deterministic algorithms) on an accelerator, where index_add_ may add with atomics
+    (some torch versions reroute it under that mode, older ones do not). A CPU's index_add_
+    already adds in a fixed order, and is faster."""
+    return device.type != "cpu" and torch.are_deterministic_algorithms_enabled()
+
+
 class _BilinearGather(torch.autograd.Function):
     """out[n] = sum_k coeffs[n, k] * table[rows[n, k]], coefficients built inside from the
     fractional positions and attention weights.
@@ -114,12 +123,17 @@ class _BilinearGather(torch.autograd.Function):
             grad_table = torch.zeros_like(table)
             chunk = _SCATTER_ROWS if table.device.type == "cpu" else n
             buffer = grad.new_empty(min(chunk, n), k, grad.shape[1])  # reused: no page faults per chunk
+            ordered = deterministic_scatter(table.device)
             for start in range(0, n, chunk):
                 stop = min(start + chunk, n)
                 part = buffer[: stop - start]
                 torch.mul(coeffs[:, start:stop].t()[:, :, None], grad[start:stop, None, :], out=part)
                 # int64 indices: index_add_ is ~3x slower with int32 ones on a CPU
-                grad_table.index_add_(0, rows[start:stop].reshape(-1).long(), part.view(-1, grad.shape[1]))
+                index, values = rows[start:stop].reshape(-1).long(), part.view(-1, grad.shape[1])
+                if ordered:  # sorts the indices and adds in their order: the same sums every run
+                    grad_table.index_put_((index,), values, accumulate=True)
+                else:  # a CPU adds in index order; a GPU adds with atomics, in whatever order they land
+                    grad_table.index_add_(0, index, values)
         return grad_table, None, grad_fx, grad_fy, grad_attw, None, None
 
 

@@ -14,16 +14,37 @@ from typing import Any
 import numpy as np
 import torch
 
+from dinokit.errors import DinokitError
 
-def seed_everything(seed: int, deterministic: bool = False) -> None:
-    """Seed torch, random and numpy; optionally ask torch for deterministic kernels."""
+
+NO_DETERMINISTIC_KERNEL = "does not have a deterministic implementation"  # torch's message
+
+
+def seed_everything(seed: int, deterministic: bool = False, device: torch.device | None = None) -> None:
+    """Seed torch, random and numpy; optionally ask torch for deterministic kernels.
+
+    On an accelerator an op without a deterministic kernel then raises (the trainer turns it into
+    one line, `nondeterminism_error`) rather than warning and running its nondeterministic one;
+    on a CPU, where the ops of a step are deterministic, torch only warns."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.use_deterministic_algorithms(True, warn_only=device is None or device.type == "cpu")
         torch.backends.cudnn.benchmark = False
+
+
+def nondeterminism_error(exc: BaseException, device: torch.device) -> DinokitError | None:
+    """The one-line error for torch's "X does not have a deterministic implementation", else None."""
+    text = str(exc)
+    if not isinstance(exc, RuntimeError) or NO_DETERMINISTIC_KERNEL not in text:
+        return None
+    op = text.split(NO_DETERMINISTIC_KERNEL, 1)[0].strip() or "an operation"
+    return DinokitError(
+        f"--deterministic on {device.type}: torch {torch.__version__} has no deterministic kernel for {op} "
+        "(train without --deterministic, or with --device cpu)"
+    )
 
 
 def capture_rng() -> dict[str, Any]:

@@ -32,7 +32,7 @@ from dinokit.infer.precision import autocast, grad_scaler, resolve_precision
 from dinokit.data.coco import preflight_images
 from dinokit.interop.load import detector_checkpoint, load_checkpoint, load_initial_weights
 from dinokit.training.optim import LrSchedule, build_ema, build_optimizer
-from dinokit.training.rng import capture_rng, restore_rng, seed_everything
+from dinokit.training.rng import capture_rng, nondeterminism_error, restore_rng, seed_everything
 from dinokit.training.board import Board, open_board
 from dinokit.training import losslog
 from dinokit.training.samples import SeededSamples, SkipSampler
@@ -119,7 +119,7 @@ class Trainer:
         self.scaler = grad_scaler(self.precision, device)  # enabled for fp16 on CUDA only
         if t.threads > 0:
             torch.set_num_threads(t.threads)
-        seed_everything(t.seed, t.deterministic)
+        seed_everything(t.seed, t.deterministic, device)
         if not info.is_main:
             dist_utils.barrier(info)  # rank 0 prepares (e.g. writes the shapes dataset) first
         source = resolve_source(cfg.data)
@@ -215,10 +215,15 @@ class Trainer:
             self._save_last(collective=False)
             return self._interrupted()
         except Exception as exc:  # bad data, divergence, out of memory: keep the steps done so far
+            saved = ""
             if self.step > 0 and self._saved_step != self.step:
                 self._save_last(collective=False)
-                exc.args = (f"{exc} (saved {self.run_dir / 'last.pt'} at step {self.step}: continue with "
-                            f"dinokit train --resume --out {t.out} --name {self.run_dir.name})",)
+                saved = (f" (saved {self.run_dir / 'last.pt'} at step {self.step}: continue with "
+                         f"dinokit train --resume --out {t.out} --name {self.run_dir.name})")
+            refused = nondeterminism_error(exc, self.device) if t.deterministic else None
+            if refused is not None:  # an op without a deterministic kernel: one line, not a traceback
+                raise type(refused)(f"{refused}{saved}") from exc
+            exc.args = (f"{exc}{saved}",) if saved else exc.args
             raise
         if reason == "interrupt":
             self._save_last()
