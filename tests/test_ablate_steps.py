@@ -63,6 +63,9 @@ def test_report_shows_steps_only_for_a_cumulative_study() -> None:
     assert table is not None and list(table["step"]) == ["a → b", "b → c"]
     assert table.loc[0, "resolved"] == "AP, AP50, AUC" and table.loc[1, "resolved"] == "no"
     assert table.loc[0, "ΔAP50 [95% CI]"].startswith("+10.3 [")
+    two = done[done["seed"] < 2]  # 2 pairs: an interval with 1 degree of freedom resolves nothing
+    data2 = ReportData("chain", CHAIN.names, "c", two, pd.DataFrame(), [0, 1], {}, arm_set=CHAIN)
+    assert steps_table(data2).loc[0, "resolved"] == "no"
     md = render_markdown(data, summarize(done, CHAIN.names, "c"))
     assert "## Steps" in md and "queries: static → pure" in md
     flat = ArmSet((Arm("c", {}), Arm("x", {"lft": False}), Arm("y", {"queries": "static", "dn_draws": 2})), "c")

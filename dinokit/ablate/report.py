@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 
 from dinokit.ablate.arms import ArmSet, arm_config, setting
-from dinokit.ablate.format import delta_cell, mean_std, params_cell, reached_cell, seeds_cell
+from dinokit.ablate.format import MIN_SEEDS_FOR_CI, delta_cell, mean_std, params_cell, reached_cell, seeds_cell
 from dinokit.ablate.plots import plot_ap, plot_convergence, plot_forest
 from dinokit.ablate.steps import is_cumulative, step_differences
 from dinokit.ablate.stats import (
@@ -181,7 +181,7 @@ def steps_table(data: ReportData) -> pd.DataFrame | None:
                      **{f"Δ{label} [95% CI]": delta_cell(r, "", col) for col, label in
                         (("AP", "AP"), ("AP50", "AP50"), ("auc", "AP50 AUC"))},
                      "resolved": ", ".join(label for col, label in (("AP", "AP"), ("AP50", "AP50"), ("auc", "AUC"))
-                                           if r[f"d{col}_resolved"]) or "no",
+                                           if r[f"d{col}_resolved"] and r[f"d{col}_n"] >= MIN_SEEDS_FOR_CI) or "no",
                      "seeds for ΔAP50": seeds_cell(r, "", "AP50"), "seeds for ΔAUC": seeds_cell(r, "", "auc")})
     return pd.DataFrame(rows)
 
@@ -189,7 +189,7 @@ def steps_table(data: ReportData) -> pd.DataFrame | None:
 STEPS_NOTE = (
     "Each row is one step of the cumulative table: the arm against the arm above it, paired by "
     "seed (same 95% paired-t interval and seed estimate as above). 'resolved' names the measures "
-    "whose interval excludes 0."
+    "whose interval excludes 0, from 3 pairs or more."
 )
 
 

@@ -36,7 +36,7 @@ from dinokit.ablate.ledger import (
     HOST, PID_SPACE, Ledger, Pair, holder_of, open_storage, pair_of, reap_dead, safe_url,
 )
 from dinokit.ablate.pairing import SharedInit
-from dinokit.config import Config, ConfigError, check_budget, diff_configs, plain
+from dinokit.config import Config, check_budget, diff_configs, plain
 from dinokit.errors import DinokitError, run_worker
 
 DEFAULT_TRAINER = "dinokit.training.trainer:train"

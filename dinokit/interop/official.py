@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from dinokit.config import Config, ConfigError, apply_dict, apply_overrides, load_preset
 from dinokit.errors import CheckpointError

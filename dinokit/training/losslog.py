@@ -66,3 +66,12 @@ def fold(rows: list[LoggedStep], sums: dict[str, float], curve: list[list[float]
         if row.step % curve_every == 0 or row.step == 1:
             curve.append([row.step, row.values["loss"]])
     return added
+
+
+def merge(parts: list[tuple[dict[str, float], int]]) -> tuple[dict[str, float], int]:
+    """Every process's (sums, count) since the last evaluation, added up (DDP gathers them)."""
+    sums: dict[str, float] = {}
+    for part, _ in parts:
+        for k, v in part.items():
+            sums[k] = sums.get(k, 0.0) + v
+    return sums, sum(c for _, c in parts)

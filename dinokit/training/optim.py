@@ -16,6 +16,24 @@ from torch.optim.swa_utils import AveragedModel
 from dinokit.config import TrainConfig
 
 
+def apply_gradients(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: Any, model: nn.Module,
+                    clip: float) -> bool:
+    """Backward, gradient clipping at `clip` (0: none, the norm is still computed) and the
+    optimiser step through `scaler` (a GradScaler, enabled for fp16 on CUDA only). A step whose
+    gradient norm is not finite is skipped and its gradients dropped; returns whether it was taken."""
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)  # clip the true gradients (no-op unless fp16 on CUDA)
+    params = [p for p in model.parameters() if p.grad is not None]
+    norm = torch.nn.utils.clip_grad_norm_(params, clip if clip > 0 else float("inf"))
+    finite = bool(torch.isfinite(norm))  # the step's one host read of the norm
+    if finite:
+        scaler.step(optimizer)
+    else:
+        optimizer.zero_grad(set_to_none=True)
+    return finite
+
+
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
     """AdamW with two groups: backbone parameters at `lr_backbone`, the rest at `lr`. Frozen
     parameters (requires_grad=False) are left out."""

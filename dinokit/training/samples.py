@@ -10,11 +10,12 @@ process's generator (denoising noise, dropout) is never touched by data loading.
 from __future__ import annotations
 
 import itertools
+import math
 from typing import Any, Iterator
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:
@@ -58,3 +59,33 @@ class SkipSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return max(0, len(self.base) - self.skip)
+
+
+class TrainLoader:
+    """One process's training batches: shuffled per epoch by a DistributedSampler (the same order
+    for a seed, this rank's share under DDP), augmentation from (seed, epoch, index), and a
+    resumed epoch that skips the batches already trained on. `epoch_start_state` is the loader
+    generator's state when the current epoch's iterator was made (worker seeds derive from it)."""
+
+    def __init__(self, dataset: Dataset, batch_size: int, workers: int, seed: int, world_size: int, rank: int,
+                 collate_fn: Any) -> None:
+        self.sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
+        self.skip_sampler = SkipSampler(self.sampler)
+        self.samples = SeededSamples(dataset, seed)
+        self.batch_size = batch_size
+        self.loader = DataLoader(self.samples, batch_size=batch_size, sampler=self.skip_sampler, collate_fn=collate_fn,
+                                 num_workers=workers, generator=torch.Generator().manual_seed(seed))
+        self.steps_per_epoch = math.ceil(len(self.sampler) / batch_size)
+        self.epoch_start_state = self.generator.get_state()
+
+    @property
+    def generator(self) -> torch.Generator:
+        return self.loader.generator
+
+    def epoch(self, epoch: int, done_steps: int) -> DataLoader:
+        """The batches of `epoch` after the first `done_steps` (a resumed epoch)."""
+        self.sampler.set_epoch(epoch)
+        self.samples.set_epoch(epoch)
+        self.skip_sampler.skip = done_steps * self.batch_size
+        self.epoch_start_state = self.generator.get_state()
+        return self.loader

@@ -9,9 +9,6 @@ by all processes so that none is left waiting in a collective.
 from __future__ import annotations
 
 import copy
-import math
-import signal
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +17,6 @@ from typing import Any, Callable
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler
 
 from dinokit.config import Config, check_budget, save_yaml, total_steps
 from dinokit.training import distributed as dist_utils
@@ -31,11 +27,12 @@ from dinokit.infer.evaluator import run_evaluation
 from dinokit.infer.precision import autocast, grad_scaler, resolve_precision
 from dinokit.data.coco import preflight_images
 from dinokit.interop.load import detector_checkpoint, load_checkpoint, load_initial_weights
-from dinokit.training.optim import LrSchedule, build_ema, build_optimizer
+from dinokit.training.optim import LrSchedule, apply_gradients, build_ema, build_optimizer
 from dinokit.training.rng import capture_rng, nondeterminism_error, restore_rng, seed_everything
 from dinokit.training.board import Board, open_board
 from dinokit.training import losslog
-from dinokit.training.samples import SeededSamples, SkipSampler
+from dinokit.training.samples import TrainLoader
+from dinokit.training.signals import StopRequest
 from dinokit.runtime.rundir import find_resume_dir, new_run_dir, plot_curves, safe_name, write_metrics_csv
 from dinokit.infer.speed import compile_model
 from dinokit.errors import DataError, DinokitError
@@ -71,41 +68,17 @@ def train(
     device = process_device(cfg.train.device)
     info = dist_utils.init_distributed(device)
     try:
-        with _StopRequest() as stop:
+        with StopRequest() as stop:
             trainer = Trainer(cfg, device, info, progress, on_epoch, stop, resume, init_model)
             return trainer.run(resume)
     finally:
         dist_utils.cleanup_distributed(info)
 
 
-class _StopRequest:
-    """SIGTERM or a first Ctrl-C sets a flag that the loop checks each step (the state stays
-    consistent); a second Ctrl-C raises KeyboardInterrupt at once."""
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.signum is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.signum = signum
-
-    def __enter__(self) -> "_StopRequest":
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-
 class Trainer:
     def __init__(
         self, cfg: Config, device: torch.device, info: dist_utils.DistInfo, progress: bool,
-        on_epoch: Callable[[dict[str, Any]], None] | None, stop: _StopRequest, resume: bool = False,
+        on_epoch: Callable[[dict[str, Any]], None] | None, stop: StopRequest, resume: bool = False,
         init_model: Callable[[nn.Module, Any], None] | None = None,
     ) -> None:
         from dinokit.data.coco import build_dataset, resolve_source
@@ -149,16 +122,9 @@ class Trainer:
         self.ema = build_ema(self.raw_model, t.ema_decay) if t.ema else None
         seed_everything(t.seed + info.rank)  # augmentation streams differ per process
 
-        self.sampler = DistributedSampler(
-            self.train_set, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=t.seed
-        )
-        self.skip_sampler = SkipSampler(self.sampler)
-        self.samples = SeededSamples(self.train_set, t.seed)  # augmentation from (seed, epoch, index)
-        self.loader = DataLoader(
-            self.samples, batch_size=t.batch_size, sampler=self.skip_sampler, collate_fn=collate,
-            num_workers=cfg.data.workers, generator=torch.Generator().manual_seed(t.seed),
-        )
-        self.steps_per_epoch = math.ceil(len(self.sampler) / t.batch_size)
+        self.batches = TrainLoader(self.train_set, t.batch_size, cfg.data.workers, t.seed, info.world_size,
+                                   info.rank, collate)
+        self.steps_per_epoch = self.batches.steps_per_epoch
         self.total_steps = total_steps(t, self.steps_per_epoch)
         self.budget_s = t.time_budget * 60.0
 
@@ -176,7 +142,6 @@ class Trainer:
         self._bad_steps = 0
         self._saved_step = -1
         self._saved_at = time.monotonic()
-        self._loader_state = self.loader.generator.get_state()  # before this epoch's iterator drew from it
         self.console = TrainConsole(info.is_main, progress, self.total_steps or None, self.budget_s)
         for note in (weights_note, image_note, precision_note):
             if note:
@@ -252,11 +217,7 @@ class Trainer:
         while True:
             if self.total_steps and self.step >= self.total_steps:
                 return "budget"
-            self.sampler.set_epoch(self.epoch)
-            self.samples.set_epoch(self.epoch)
-            self.skip_sampler.skip = self.epoch_step * t.batch_size
-            self._loader_state = self.loader.generator.get_state()
-            for images, masks, targets in self.loader:
+            for images, masks, targets in self.batches.epoch(self.epoch, self.epoch_step):
                 reason = self._should_stop()
                 if reason:
                     return reason
@@ -307,18 +268,12 @@ class Trainer:
         with autocast(self.precision, self.device):  # the loss turns autocast off itself (fp32)
             outputs = self.model(images, masks, targets)
             losses = self.criterion(outputs, targets)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(losses["loss"]).backward()
-        self.scaler.unscale_(self.optimizer)  # clip the true gradients (no-op unless fp16 on CUDA)
-        params = [p for p in self.raw_model.parameters() if p.grad is not None]
-        norm = torch.nn.utils.clip_grad_norm_(params, t.clip_grad if t.clip_grad > 0 else float("inf"))
-        if torch.isfinite(norm):
-            self.scaler.step(self.optimizer)
+        finite = apply_gradients(losses["loss"], self.optimizer, self.scaler, self.raw_model, t.clip_grad)
+        if finite:
             if self.ema is not None:
                 self.ema.update_parameters(self.raw_model)
             self._bad_steps = 0
         else:  # identical on every rank: gradients are all-reduced before the norm
-            self.optimizer.zero_grad(set_to_none=True)
             self._bad_steps += 1
             if self._bad_steps >= MAX_BAD_STEPS:
                 raise DinokitError(
@@ -354,11 +309,7 @@ class Trainer:
         self._read_losses()
         logs = dist_utils.gather_objects((self.log_sums, self.log_count), self.info)
         if self.info.is_main:
-            count = sum(c for _, c in logs)
-            sums: dict[str, float] = {}
-            for part, _ in logs:
-                for k, v in part.items():
-                    sums[k] = sums.get(k, 0.0) + v
+            sums, count = losslog.merge(logs)
             eval_model = self.ema.module if self.ema is not None else self.raw_model
             metrics, _ = run_evaluation(
                 eval_model, self.val_set, self.device, t.batch_size, self.cfg.model.num_select,
@@ -407,7 +358,7 @@ class Trainer:
         """The loader generator's state that the next session's first iterator must start from:
         inside an epoch, the one this epoch's iterator started from; at its end, the current one."""
         inside = 0 < self.epoch_step < self.steps_per_epoch
-        return self._loader_state if inside else self.loader.generator.get_state()
+        return self.batches.epoch_start_state if inside else self.batches.generator.get_state()
 
     def _save_last(self, collective: bool = True) -> None:
         self._read_losses()  # the checkpoint holds the log sums and the loss curve
@@ -442,6 +393,6 @@ class Trainer:
         if self.info.rank < len(states):
             restore_rng(states[self.info.rank])
         if torch.is_tensor(ckpt.get("loader_generator")):  # worker seeds of the epoch in progress
-            self.loader.generator.set_state(ckpt["loader_generator"].to(device="cpu", dtype=torch.uint8))
+            self.batches.generator.set_state(ckpt["loader_generator"].to(device="cpu", dtype=torch.uint8))
         if self.epoch_step >= self.steps_per_epoch:  # the epoch length changed (e.g. batch size)
             self.epoch, self.epoch_step = self.epoch + 1, 0
