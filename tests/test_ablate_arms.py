@@ -62,9 +62,10 @@ def test_shipped_paper_table_is_the_cumulative_table() -> None:
     arms = load_study_file(ROOT / "ablations" / "paper_table.yaml")
     assert len(arms.arms) == 6
     first, last = arms.arms[0], arms.arms[-1]
-    assert first.overrides == {"queries": "static", "denoising": "none", "lft": False}
-    assert arms.arms[1].overrides == {"queries": "static", "denoising": "dn", "lft": False}  # DN-DETR
-    assert last.overrides == {"queries": "mixed", "denoising": "cdn", "lft": True}  # = full DINO
+    # every arm trains with the paper's focal loss (the study's base), whatever the preset uses
+    assert first.overrides == {"loss.cls": "focal", "queries": "static", "denoising": "none", "lft": False}
+    assert arms.arms[1].overrides == {"loss.cls": "focal", "queries": "static", "denoising": "dn", "lft": False}  # DN-DETR
+    assert last.overrides == {"loss.cls": "focal", "queries": "mixed", "denoising": "cdn", "lft": True}  # = full DINO
     assert arms.baseline == last.name
     steps = [a.overrides for a in arms.arms]
     for before, after in zip(steps, steps[1:]):  # each row changes what the next component adds
@@ -73,9 +74,10 @@ def test_shipped_paper_table_is_the_cumulative_table() -> None:
 
 def test_shipped_seed_variants_change_one_switch_each() -> None:
     arms = load_study_file(ROOT / "ablations" / "seed_variants.yaml")
-    assert arms.baseline == "defaults" and arms.get("defaults").overrides == {}
+    assert arms.baseline == "defaults" and arms.get("defaults").overrides == {"loss.cls": "focal"}
     others = [a.overrides for a in arms.arms if a.name != "defaults"]
-    assert others == [{"dn_draws": 2}, {"neg_target": "closest-gt"}, {"attention": "dense"}]
+    focal = {"loss.cls": "focal"}
+    assert others == [{**focal, "dn_draws": 2}, {**focal, "neg_target": "closest-gt"}, {**focal, "attention": "dense"}]
 
 
 def _study(tmp_path: Path, text: str) -> Path:
@@ -155,4 +157,24 @@ def test_shipped_successors_compare_dino_with_one_aid_each() -> None:
         pytest.skip("the aids (model.query_groups, loss.cls) are not in this tree yet: file parsed only")
     arms = load_study_file("successors")
     assert arms.get("vfl").overrides == {"loss.cls": "vfl"}
-    assert arms.get("query-groups").overrides == {"query_groups": 3}
+    assert arms.get("query-groups").overrides == {"loss.cls": "focal", "query_groups": 3}
+    assert arms.get("dino").overrides == {"loss.cls": "focal"}  # the paper's DINO, whatever the preset's loss
+
+
+def test_study_base_is_shared_by_every_arm_and_an_arm_overrides_it(tmp_path: Path) -> None:
+    from dinokit.ablate.arms import arm_config
+    from dinokit.config import load_preset
+
+    arms = load_study_file(_study(tmp_path, "base: {loss: {cls: focal}, model: {lft: false}}\n"
+                                            "arms: [{name: a, model: {}}, {name: b, loss: {cls: vfl}}]\n"))
+    assert arms.get("a").overrides == {"loss.cls": "focal", "lft": False}
+    assert arms.get("b").overrides == {"loss.cls": "vfl", "lft": False}
+    assert arms.baseline == "a"  # the arm with no settings of its own, as without a base
+    preset = load_preset("tiny")
+    preset.loss.cls = "mal"
+    assert arm_config(preset, arms.get("a")).loss.cls == "focal"  # the study wins over the preset
+    for body, message in [("base: [1]\narms: [{name: a}]\n", "'base' must be a mapping"),
+                          ("base: {optim: {}}\narms: [{name: a}]\n", "'base' must be a mapping"),
+                          ("base: {loss: {cls: dice}}\narms: [{name: a}]\n", "loss.cls must be one of")]:
+        with pytest.raises(ConfigError, match=message):
+            load_study_file(_study(tmp_path, body))

@@ -17,22 +17,18 @@ from dinokit.interop.load import load_checkpoint
 from dinokit.training import trainer as trainer_mod
 from dinokit.training.samples import SeededSamples, sample_seed
 from dinokit.training.trainer import train
+from tests.train_helpers import MICRO_MODEL, isolated_cache
 
 # 16 images in batches of 2: 8 steps per epoch, so every stop below is inside the first epoch.
 FAST = [
     "data.shapes_train=16", "data.shapes_val=2", "data.shapes_size=64", "data.image_size=64", "data.min_size=32",
-    "model.backbone=mobilenet_v3_small", "model.hidden_dim=32", "model.nheads=2", "model.enc_layers=1",
-    "model.dec_layers=2", "model.dim_feedforward=64", "model.num_queries=20", "model.dn_number=10",
-    "model.num_select=20", "train.batch_size=2", "train.time_budget=0", "train.threads=2", "train.lr=1e-3",
+    *MICRO_MODEL, "train.batch_size=2", "train.time_budget=0", "train.threads=2", "train.lr=1e-3",
 ]
 
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("resume")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DINOKIT_CACHE", str(root / "cache"))
-        yield root
+    yield from isolated_cache(tmp_path_factory, "resume")
 
 
 def config(workdir, *extra: str) -> Config:

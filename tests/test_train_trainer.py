@@ -13,22 +13,18 @@ from dinokit.config import Config, ConfigError, apply_overrides, load_preset
 from dinokit.errors import CheckpointError
 from dinokit.interop.load import load_checkpoint, model_from_checkpoint
 from dinokit.training.trainer import TrainResult, train
+from tests.train_helpers import MICRO_MODEL, isolated_cache
 
-# A DINO small enough that a step takes about a second on a busy 2-core CPU.
 FAST = [
     "data.shapes_train=8", "data.shapes_val=4", "data.shapes_size=64", "data.image_size=64", "data.min_size=64",
-    "model.backbone=mobilenet_v3_small", "model.hidden_dim=32", "model.nheads=2", "model.enc_layers=1",
-    "model.dec_layers=2", "model.dim_feedforward=64", "model.num_queries=20", "model.dn_number=10",
-    "model.num_select=20", "train.batch_size=4",
+    *MICRO_MODEL, "train.batch_size=4",
+    "train.time_budget=0",  # not the preset's 9 minutes: a starved host must not cut a 4-step run short
 ]
 
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("train")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DINOKIT_CACHE", str(root / "cache"))
-        yield root
+    yield from isolated_cache(tmp_path_factory, "train")
 
 
 def fast_config(workdir, *extra: str) -> Config:

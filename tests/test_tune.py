@@ -94,6 +94,16 @@ def test_three_trials_one_pruned_and_resume(tmp_path: Path) -> None:
     assert (tmp_path / "report" / "history.png").is_file() and (tmp_path / "report" / "report.md").is_file()
 
 
+def test_prune_after_keeps_early_evaluations_from_stopping_a_trial(tmp_path: Path) -> None:
+    fake = FakeTrainer(tmp_path)
+    spec = _spec(tmp_path, 3, fake)
+    spec.space = parse_space({**SPACE, "prune_after": 6}, "space")
+    study = search.run(spec, say=lambda m: None)
+    assert [t.state for t in sorted(study.trials, key=lambda t: t.number)][-1] == optuna.trial.TrialState.PRUNED
+    assert fake.reached == [4, 4, 3]  # the poor third trial ran through steps 2 and 4, stopped at 6
+    assert "prune_after" not in parse_space(SPACE, "space").to_dict()  # older stored studies still match
+
+
 def test_two_worker_processes_share_the_study(tmp_path: Path) -> None:
     spec = _spec(tmp_path, 4, "tests.test_tune:fake_train")
     study = search.run(spec, jobs=2, say=lambda m: None)
@@ -125,6 +135,8 @@ def test_rerun_with_another_space_is_refused(tmp_path: Path) -> None:
     ("metric: loss\nparams: {train.lr: {choices: [1e-3]}}", "metric must be"),
     ("params: {train.lr: {low: 1, high: 2, step: 1}}", "unknown key 'step'"),
     ("params: [", "not valid YAML"),
+    ("prune_after: -1\nparams: {train.lr: {choices: [1e-3]}}", "prune_after must be"),
+    ("pruner: hyperband\nprune_after: 100\nparams: {train.lr: {choices: [1e-3]}}", "median pruner only"),
 ])
 def test_invalid_space_files_are_refused_with_one_line(tmp_path: Path, body: str, message: str, capsys) -> None:
     path = tmp_path / "space.yaml"
@@ -136,10 +148,11 @@ def test_invalid_space_files_are_refused_with_one_line(tmp_path: Path, body: str
     assert not (tmp_path / "tune").exists() or not any((tmp_path / "tune").rglob("trial-*"))
 
 
-def test_shipped_space_file_is_valid() -> None:
+@pytest.mark.parametrize("name", ["tune_tiny.yaml", "tune_tiny_recipe.yaml"])
+def test_shipped_space_files_are_valid(name: str) -> None:
     from dinokit.tune.space import check_space
 
-    space = load_space(Path(__file__).resolve().parents[1] / "ablations" / "tune_tiny.yaml")
+    space = load_space(Path(__file__).resolve().parents[1] / "ablations" / name)
     check_space(space, load_preset("tiny"))
 
 

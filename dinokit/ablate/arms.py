@@ -2,7 +2,8 @@
 
 An arm is a name plus ModelConfig overrides applied on top of the base configuration (preset,
 `--data`, `--set`). Arms come from removal flags (leave-one-out or a full grid) or from a YAML
-study file (see `ablations/`). Everything here is validated before any training starts, so a typo
+study file (see `ablations/`), whose `base:` settings every arm shares (the paper-faithful studies
+pin the paper's focal loss there, whatever the preset trains with). Everything here is validated before any training starts, so a typo
 in a study file costs a one-line error, not an hour of training.
 """
 
@@ -42,7 +43,7 @@ REMOVALS: tuple[Removal, ...] = (
 REMOVAL_BY_NAME = {r.name: r for r in REMOVALS}
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9+][A-Za-z0-9._+-]*$")
-_STUDY_KEYS = {"description", "baseline", "arms"}
+_STUDY_KEYS = {"description", "baseline", "base", "arms"}
 _SECTIONS = ("loss", "train")  # besides `model`: sections an arm may change, stored as "section.field"
 _ARM_KEYS = {"name", "model", "description", *_SECTIONS}
 
@@ -133,7 +134,11 @@ def load_study_file(path: str | Path) -> ArmSet:
     items = raw.get("arms")
     if not isinstance(items, list) or not items:
         raise ConfigError(f"study file {path}: 'arms' must be a non-empty list (the grid would be empty)")
-    arms = []
+    shared = raw.get("base") or {}
+    if not isinstance(shared, dict) or set(shared) - {"model", *_SECTIONS}:
+        raise ConfigError(f"study file {path}: 'base' must be a mapping of sections (model, {', '.join(_SECTIONS)})")
+    shared_overrides = _section_overrides(shared, f"study file {path}: base")
+    arms, own = [], []
     for i, item in enumerate(items):
         where = f"study file {path}: arm {i + 1}"
         if not isinstance(item, dict):
@@ -143,21 +148,28 @@ def load_study_file(path: str | Path) -> ArmSet:
             raise ConfigError(f"{where}: unknown key '{bad[0]}' (allowed: {', '.join(sorted(_ARM_KEYS))})")
         if "name" not in item:
             raise ConfigError(f"{where}: missing 'name'")
-        overrides: dict[str, Any] = {}
-        for section in ("model", *_SECTIONS):
-            values = item.get(section) or {}
-            if not isinstance(values, dict):
-                raise ConfigError(f"{where}: '{section}' must be a mapping of {section.capitalize()}Config fields")
-            overrides.update({(k if section == "model" else f"{section}.{k}"): v for k, v in values.items()})
-        arms.append(Arm(str(item["name"]), overrides, str(item.get("description", ""))))
+        overrides = _section_overrides(item, where)
+        own.append(bool(overrides))
+        arms.append(Arm(str(item["name"]), {**shared_overrides, **overrides}, str(item.get("description", ""))))
     baseline = raw.get("baseline")
     if baseline is None:
-        plain = [a.name for a in arms if not a.overrides]
+        plain = [a.name for a, changed in zip(arms, own) if not changed]
         baseline = plain[0] if plain else arms[0].name
     try:
         return validate_arms(ArmSet(tuple(arms), str(baseline), str(raw.get("description", ""))))
     except ConfigError as exc:
         raise ConfigError(f"study file {path}: {exc}") from None
+
+
+def _section_overrides(item: dict[str, Any], where: str) -> dict[str, Any]:
+    """An arm's (or the study base's) `model:` / `loss:` / `train:` mappings as override keys."""
+    overrides: dict[str, Any] = {}
+    for section in ("model", *_SECTIONS):
+        values = item.get(section) or {}
+        if not isinstance(values, dict):
+            raise ConfigError(f"{where}: '{section}' must be a mapping of {section.capitalize()}Config fields")
+        overrides.update({(k if section == "model" else f"{section}.{k}"): v for k, v in values.items()})
+    return overrides
 
 
 def validate_arms(arm_set: ArmSet, base: Config | None = None) -> ArmSet:

@@ -65,7 +65,7 @@ def _sampler(spec: TuneSpec, worker: int = 0) -> optuna.samplers.TPESampler:
 def _pruner(spec: TuneSpec) -> optuna.pruners.BasePruner:
     if spec.space.pruner == "hyperband":
         return optuna.pruners.HyperbandPruner()
-    return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
+    return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=spec.space.prune_after)
 
 
 def prepare(spec: TuneSpec) -> optuna.Study:

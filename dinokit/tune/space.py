@@ -3,6 +3,7 @@
     description: what is searched
     metric: AP50            # AP50 (default) or AP: reported at every evaluation, maximised
     pruner: median          # median (default) or hyperband
+    prune_after: 200        # median pruner: no trial is stopped before this step (early AP50 is noise)
     params:
       train.lr: {low: 1e-4, high: 2e-3, log: true}     # a float range (log scale)
       train.warmup_steps: {low: 0, high: 200}          # integers when both ends are integers
@@ -59,10 +60,14 @@ class SearchSpace:
     metric: str = "AP50"
     pruner: str = "median"
     description: str = ""
+    prune_after: int = 0  # steps before which the median pruner stops no trial
 
     def to_dict(self) -> dict[str, Any]:
-        return {"description": self.description, "metric": self.metric, "pruner": self.pruner,
-                "params": {p.name: p.to_dict() for p in self.params}}
+        out = {"description": self.description, "metric": self.metric, "pruner": self.pruner,
+               "params": {p.name: p.to_dict() for p in self.params}}
+        if self.prune_after:  # only when set, so studies stored before the key still resume
+            out["prune_after"] = self.prune_after
+        return out
 
 
 def _number(where: str, value: Any) -> float | int:
@@ -105,19 +110,25 @@ def _param(where: str, name: str, raw: Any) -> Param:
 def parse_space(raw: Any, where: str) -> SearchSpace:
     if not isinstance(raw, dict):
         raise SpaceError(f"{where} must hold a mapping with 'params'")
-    unknown = set(raw) - {"description", "metric", "pruner", "params"}
+    unknown = set(raw) - {"description", "metric", "pruner", "prune_after", "params"}
     if unknown:
-        raise SpaceError(f"{where}: unknown key '{sorted(unknown)[0]}' (description, metric, pruner, params)")
+        raise SpaceError(f"{where}: unknown key '{sorted(unknown)[0]}' "
+                         "(description, metric, pruner, prune_after, params)")
     metric, pruner = raw.get("metric", "AP50"), raw.get("pruner", "median")
     if metric not in METRICS:
         raise SpaceError(f"{where}: metric must be one of {', '.join(METRICS)}, got '{metric}'")
     if pruner not in PRUNERS:
         raise SpaceError(f"{where}: pruner must be one of {', '.join(PRUNERS)}, got '{pruner}'")
+    prune_after = raw.get("prune_after", 0)
+    if isinstance(prune_after, bool) or not isinstance(prune_after, int) or prune_after < 0:
+        raise SpaceError(f"{where}: prune_after must be a whole number of steps >= 0, got '{prune_after}'")
+    if prune_after and pruner != "median":
+        raise SpaceError(f"{where}: prune_after applies to the median pruner only")
     params = raw.get("params")
     if not isinstance(params, dict) or not params:
         raise SpaceError(f"{where}: 'params' must map at least one section.field to a range or choices")
     out = tuple(_param(f"{where}: {name}", str(name), value) for name, value in params.items())
-    return SearchSpace(out, metric, pruner, str(raw.get("description", "")))
+    return SearchSpace(out, metric, pruner, str(raw.get("description", "")), prune_after)
 
 
 def load_space(path: Path) -> SearchSpace:
