@@ -89,10 +89,13 @@ def test_sampling_topk_and_heads_run_in_fp32_under_autocast(monkeypatch):
 def test_auto_picks_bf16_only_where_the_device_does_it_natively(monkeypatch):
     monkeypatch.setattr(precision_mod, "cpu_flags", lambda: {"avx2", "avx512_bf16"})
     assert resolve_precision("auto", CPU) == ("bf16", "precision auto: bf16 (the CPU has avx512_bf16/AMX)")
+    assert resolve_precision("bf16", CPU) == ("bf16", "")  # native: no warning
     monkeypatch.setattr(precision_mod, "cpu_flags", lambda: {"avx2", "fma"})
     monkeypatch.setattr(precision_mod, "cpu_capability", lambda: "AVX2")
     chosen, note = resolve_precision("auto", CPU)
     assert chosen == "fp32" and "no native bf16" in note
+    chosen, note = resolve_precision("bf16", CPU)  # asked for explicitly: kept, with a warning
+    assert chosen == "bf16" and "far slower than fp32" in note
     monkeypatch.setattr(precision_mod, "cpu_capability", lambda: "AVX512_AMX")  # AMX reported by torch only
     assert resolve_precision("auto", CPU)[0] == "bf16"
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)

@@ -64,6 +64,9 @@ def resolve_precision(name: str, device: torch.device) -> tuple[str, str]:
         return chosen, f"precision auto: {chosen} ({why})"
     if name == "fp16" and device.type == "cpu":
         raise ConfigError("precision fp16 needs a CUDA GPU; on a CPU use bf16 (or auto)")
+    if name == "bf16" and device.type == "cpu" and not cpu_has_fast_bf16():
+        # asked for, so honoured; but emulated bf16 matmuls ran at under 1 GFLOP/s on an AVX2 EPYC
+        return name, "precision bf16: this CPU has no native bf16 (avx512_bf16/AMX), so it runs far slower than fp32"
     return name, ""
 
 
