@@ -94,11 +94,14 @@ def build_ema(model: nn.Module, decay: float) -> AveragedModel:
     def ema_update(averaged: list[torch.Tensor], current: list[torch.Tensor], n_averaged: Any) -> None:
         n = float(n_averaged)
         d = min(decay, (1.0 + n) / (10.0 + n))
-        floats = [(a, c) for a, c in zip(averaged, current) if a.is_floating_point()]
-        if floats:  # one foreach call, not one lerp per tensor
-            torch._foreach_lerp_([a for a, _ in floats], [c for _, c in floats], 1.0 - d)
+        floats: tuple[list[torch.Tensor], list[torch.Tensor]] = ([], [])
         for avg, cur in zip(averaged, current):
-            if not avg.is_floating_point():
+            if avg.is_floating_point():
+                floats[0].append(avg)
+                floats[1].append(cur)
+            else:
                 avg.copy_(cur)
+        if floats[0]:  # one foreach call, not one lerp per tensor
+            torch._foreach_lerp_(floats[0], floats[1], 1.0 - d)
 
     return AveragedModel(model, multi_avg_fn=ema_update, use_buffers=True)
