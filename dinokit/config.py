@@ -26,6 +26,7 @@ NegTarget = Literal["background", "closest-gt"]
 AttentionKind = Literal["deformable", "dense"]
 ClassLoss = Literal["focal", "vfl", "ia-bce", "mal"]
 Precision = Literal["fp32", "bf16", "fp16", "auto"]
+LrShape = Literal["step", "cosine", "linear"]
 
 
 SECTIONS = ("model", "data", "train", "loss")  # the Config fields, in the order files list them
@@ -124,7 +125,8 @@ class TrainConfig:
     lr_backbone: float = 1e-5
     weight_decay: float = 1e-4
     clip_grad: float = 0.1
-    lr_drop: float = 11 / 12  # fraction of the run after which lr is multiplied by 0.1
+    lr_schedule: LrShape = "step"  # step: x0.1 at lr_drop (the paper's); cosine/linear: down to 0 at the end
+    lr_drop: float = 11 / 12  # fraction of the run after which lr is multiplied by 0.1 (step only)
     warmup_steps: int = 0
     ema: bool = False
     ema_decay: float = 0.9997

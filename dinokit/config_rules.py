@@ -187,6 +187,7 @@ RULES: dict[str, Rule] = {
     "train.lr_backbone": Num(0.0),  # 0 freezes the backbone in effect
     "train.weight_decay": Num(0.0),
     "train.clip_grad": Num(0.0),  # 0: no clipping
+    "train.lr_schedule": Choice(("step", "cosine", "linear")),
     "train.lr_drop": FRACTION,
     "train.warmup_steps": COUNT,
     "train.ema": Flag(),

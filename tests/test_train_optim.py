@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
 
-from dinokit.config import TrainConfig
+from dinokit.config import Config, ConfigError, TrainConfig, apply_overrides, validate
 from dinokit.training.optim import LrSchedule, build_ema, build_optimizer
 
 
@@ -62,6 +64,26 @@ def test_warmup_then_drop():
     again = LrSchedule(build_optimizer(Toy(), TrainConfig(lr=1e-3)), 4, 0.75)
     again.load_state_dict(state)
     assert again.update(10, 0.0) == pytest.approx(1e-4)  # a drop survives resume
+
+
+@pytest.mark.parametrize("shape, expected", [
+    ("cosine", [0.5 * (1 + math.cos(math.pi * p)) for p in (0.0, 0.25, 0.5, 0.75, 1.0)]),
+    ("linear", [1.0, 0.75, 0.5, 0.25, 0.0]),
+])
+def test_cosine_and_linear_decay_to_zero_over_the_budget(shape, expected):
+    opt = build_optimizer(Toy(), TrainConfig(lr=1e-3, lr_backbone=1e-4))
+    sched = LrSchedule(opt, warmup_steps=0, lr_drop=0.1, shape=shape)  # lr_drop is the step shape's only
+    lrs = [sched.update(10 + i, p) for i, p in enumerate((0.0, 0.25, 0.5, 0.75, 1.0))]
+    assert lrs == pytest.approx([1e-3 * f for f in expected], abs=1e-12)
+    assert opt.param_groups[1]["lr"] == pytest.approx(0.0, abs=1e-12)  # the backbone group follows
+    assert sched.update(11, 0.5) == pytest.approx(1e-3 * expected[2])  # no state: progress alone decides
+    warm = LrSchedule(build_optimizer(Toy(), TrainConfig(lr=1e-3)), warmup_steps=4, lr_drop=1.0, shape=shape)
+    assert warm.update(1, 0.5) == pytest.approx(1e-3 * expected[2] * 2 / 4)  # warm-up scales the decay
+
+
+def test_an_unknown_schedule_shape_is_refused():
+    with pytest.raises(ConfigError, match="lr_schedule"):
+        validate(apply_overrides(Config(), ["train.lr_schedule=exponential"]))
 
 
 def test_ema_ramps_up_and_copies_integer_buffers():

@@ -57,11 +57,17 @@ def barrier(info: DistInfo) -> None:
 
 def any_flag(flags: list[bool], info: DistInfo, device: torch.device) -> list[bool]:
     """Element-wise OR of boolean flags across processes (so all ranks stop at the same step)."""
+    return [v > 0.0 for v in max_values([float(f) for f in flags], info, device)]
+
+
+def max_values(values: list[float], info: DistInfo, device: torch.device) -> list[float]:
+    """Element-wise maximum across processes (e.g. the time budget's progress, so every rank
+    sets the same learning rate)."""
     if not info.enabled:
-        return flags
-    t = torch.tensor([float(f) for f in flags], device=device)
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return [bool(v) for v in t.tolist()]
+    return [float(v) for v in t.tolist()]
 
 
 def broadcast_object(obj: Any, info: DistInfo) -> Any:

@@ -118,7 +118,7 @@ class Trainer:
         self.criterion = build_criterion(cfg.model, cfg.loss).to(device)
         self.params = sum(p.numel() for p in self.raw_model.parameters())
         self.optimizer = build_optimizer(self.raw_model, t)
-        self.schedule = LrSchedule(self.optimizer, t.warmup_steps, t.lr_drop)
+        self.schedule = LrSchedule(self.optimizer, t.warmup_steps, t.lr_drop, t.lr_schedule)
         self.ema = build_ema(self.raw_model, t.ema_decay) if t.ema else None
         seed_everything(t.seed + info.rank)  # augmentation streams differ per process
 
@@ -138,7 +138,7 @@ class Trainer:
         self.log_count = 0
         self.losslog = losslog.LossLog()  # this interval's loss terms, on the device until read
         self.lr = t.lr
-        self._time_past_drop = False
+        self._time_fraction = 0.0  # fraction of the time budget spent (0 without one)
         self._bad_steps = 0
         self._saved_step = -1
         self._saved_at = time.monotonic()
@@ -249,19 +249,19 @@ class Trainer:
     def _should_stop(self) -> str | None:
         elapsed = self._elapsed()
         time_over = self.budget_s > 0 and elapsed >= self.budget_s
-        past_drop = self.budget_s > 0 and elapsed >= self.cfg.train.lr_drop * self.budget_s
-        signalled, time_over, past_drop = dist_utils.any_flag(
-            [self.stop.signum is not None, time_over, past_drop], self.info, self.device
+        time_fraction = min(1.0, elapsed / self.budget_s) if self.budget_s > 0 else 0.0
+        signalled, time_over, time_fraction = dist_utils.max_values(
+            [float(self.stop.signum is not None), float(time_over), time_fraction], self.info, self.device
         )
-        self._time_past_drop = past_drop
-        if signalled:
+        self._time_fraction = time_fraction  # the same on every rank, so is the lr
+        if signalled > 0:
             return "interrupt"
-        return "budget" if time_over else None
+        return "budget" if time_over > 0 else None
 
     def _train_step(self, images: torch.Tensor, masks: torch.Tensor, targets: list[dict[str, Any]]) -> None:
         t = self.cfg.train
         fraction = self.step / self.total_steps if self.total_steps else 0.0
-        self.lr = self.schedule.update(self.step, 1.0 if self._time_past_drop else fraction)
+        self.lr = self.schedule.update(self.step, max(fraction, self._time_fraction))
         images, masks = images.to(self.device), masks.to(self.device)
         targets = [{k: v.to(self.device) if torch.is_tensor(v) else v for k, v in tg.items()} for tg in targets]
         self.model.train()
