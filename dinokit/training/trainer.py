@@ -247,16 +247,14 @@ class Trainer:
         return (by_steps or by_time) and self._saved_step != self.step
 
     def _should_stop(self) -> str | None:
-        elapsed = self._elapsed()
-        time_over = self.budget_s > 0 and elapsed >= self.budget_s
-        time_fraction = min(1.0, elapsed / self.budget_s) if self.budget_s > 0 else 0.0
-        signalled, time_over, time_fraction = dist_utils.max_values(
-            [float(self.stop.signum is not None), float(time_over), time_fraction], self.info, self.device
+        time_fraction = min(1.0, self._elapsed() / self.budget_s) if self.budget_s > 0 else 0.0
+        signalled, time_fraction = dist_utils.max_values(
+            [float(self.stop.signum is not None), time_fraction], self.info, self.device
         )
         self._time_fraction = time_fraction  # the same on every rank, so is the lr
         if signalled > 0:
             return "interrupt"
-        return "budget" if time_over > 0 else None
+        return "budget" if time_fraction >= 1.0 else None
 
     def _train_step(self, images: torch.Tensor, masks: torch.Tensor, targets: list[dict[str, Any]]) -> None:
         t = self.cfg.train
