@@ -66,6 +66,22 @@ def test_truncated_jpeg_decodes_as_far_as_possible(tmp_path):
         decode_image(tmp_path / "bad.jpg")
 
 
+def test_threaded_decodes_still_find_truncation(tmp_path):
+    """A strict decode beside a lenient one on another thread must not be made lenient by it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    whole = jpeg_bytes()
+    paths = []
+    for k in range(24):
+        paths.append(tmp_path / f"{k}.jpg")
+        paths[-1].write_bytes(whole[: len(whole) * 2 // 3])  # every file truncated
+    with ThreadPoolExecutor(8) as pool:
+        for _ in range(5):
+            flags = list(pool.map(lambda path: decode_image(path)[1], paths))
+            assert all(flags), f"{flags.count(False)} of {len(flags)} truncated files passed as whole"
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is False
+
+
 def test_check_images_is_cached(tmp_path):
     paths = []
     for k, data in enumerate([jpeg_bytes(), jpeg_bytes()[:1500], b"junk"]):

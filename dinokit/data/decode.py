@@ -1,8 +1,7 @@
 """Image decoding that survives scraped datasets, and a fast check of every image before training.
 
 A truncated or slightly damaged JPEG is decoded as far as the file allows (Pillow's
-`LOAD_TRUNCATED_IMAGES`, switched on for that one file under a lock, never globally) and counted
-as a warning; a file that cannot be decoded at all stays an error. `check_images` decodes every
+`LOAD_TRUNCATED_IMAGES`, switched on for that one file, never left on) and counted as a warning; a file that cannot be decoded at all stays an error. `check_images` decodes every
 image of a split at reduced size (JPEG DCT scaling, ~1/8 of the work) on threads, and caches the
 result per dataset under $DINOKIT_CACHE, so that a bad file stops `dinokit train` before its
 first step, not minutes into an epoch.
@@ -22,7 +21,6 @@ from PIL import Image, ImageFile
 
 from dinokit.errors import DataError
 
-_LENIENT = threading.Lock()  # LOAD_TRUNCATED_IMAGES is a Pillow module flag: one lenient decode at a time
 CHECK_VERSION = 1  # bump when the check's rules change: cached results are redone
 
 
@@ -34,15 +32,47 @@ class UndecodableImage(DataError):
         self.path = str(path)
 
 
-@contextlib.contextmanager
-def _truncated_allowed() -> Iterator[None]:
-    with _LENIENT:
+class _LeniencyGate:
+    """Strict decodes run side by side; a lenient one runs alone.
+
+    LOAD_TRUNCATED_IMAGES is a Pillow module flag: a strict decode on another thread while it is on
+    would pass a truncated file unnoticed (check_data decodes on a thread pool)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._strict = 0  # strict decodes running
+        self._lenient = False  # a lenient decode running or waiting for the strict ones to end
+
+    @contextlib.contextmanager
+    def strict(self) -> Iterator[None]:
+        with self._cond:
+            self._cond.wait_for(lambda: not self._lenient)
+            self._strict += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._strict -= 1
+                self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def lenient(self) -> Iterator[None]:
+        with self._cond:
+            self._cond.wait_for(lambda: not self._lenient)
+            self._lenient = True  # new strict decodes wait from here on
+            self._cond.wait_for(lambda: self._strict == 0)
         before = ImageFile.LOAD_TRUNCATED_IMAGES
         ImageFile.LOAD_TRUNCATED_IMAGES = True
         try:
             yield
         finally:
             ImageFile.LOAD_TRUNCATED_IMAGES = before
+            with self._cond:
+                self._lenient = False
+                self._cond.notify_all()
+
+
+_GATE = _LeniencyGate()
 
 
 def decode_image(path: str | Path, draft: bool = False) -> tuple[Image.Image, bool]:
@@ -50,13 +80,14 @@ def decode_image(path: str | Path, draft: bool = False) -> tuple[Image.Image, bo
 
     `draft`: decode a JPEG at about 1/8 size (for checking, not for training)."""
     try:
-        return _decode(path, draft), False
+        with _GATE.strict():
+            return _decode(path, draft), False
     except FileNotFoundError:
         raise UndecodableImage(path, "file not found") from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         first_error = str(exc) or type(exc).__name__
     try:
-        with _truncated_allowed():
+        with _GATE.lenient():
             return _decode(path, draft), True
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
         raise UndecodableImage(path, first_error) from None
@@ -87,8 +118,6 @@ def check_images(paths: list[str], cache: Path | None = None) -> dict[str, dict[
             return path, "bad", str(exc)
         return path, ("truncated" if truncated else None), "decoded as far as the file allows"
 
-    # One file at a time: a lenient decode sets Pillow's module-wide LOAD_TRUNCATED_IMAGES, so a
-    # strict decode running beside it in another thread would pass a truncated file unnoticed.
     for path, kind, reason in map(one, paths):
         if kind is not None:
             result[kind][path] = reason or ""
