@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator
 
@@ -118,7 +119,9 @@ def check_images(paths: list[str], cache: Path | None = None) -> dict[str, dict[
             return path, "bad", str(exc)
         return path, ("truncated" if truncated else None), "decoded as far as the file allows"
 
-    for path, kind, reason in map(one, paths):
+    with ThreadPoolExecutor(min(8, (os.cpu_count() or 1) * 2)) as pool:  # decoding releases the GIL
+        checked = list(pool.map(one, paths))
+    for path, kind, reason in checked:
         if kind is not None:
             result[kind][path] = reason or ""
     if cached is not None:
