@@ -172,8 +172,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     # `benchmarks/train_default.py --steps 400`: AP50 0.06 / 0.26 / 0.42 / 0.59 at step 100 / 200 /
     # 300 / 400 (415 s of training on 2 cores at 109 fp32 GFLOP/s); the paper's recipe it replaced
     # (60 queries, lr 4e-4, focal loss) reached 0.008 / 0.08 / 0.20 / 0.27. With the fused AdamW
-    # (same seed, another session's faster host) 0.04 / 0.24 / 0.39 / 0.53 in 230 s: the spread
-    # between runs is about +-0.05 AP50 at step 400.
+    # (same seed, another session's faster host) 0.04 / 0.24 / 0.39 / 0.53 in 230 s. Over seeds
+    # 42-45 step 400 gives AP50 0.53 / 0.62 / 0.62 / 0.58 (mean 0.59); `model.query_groups: 3` gave
+    # 0.59 / 0.62 / 0.60 / 0.62 (mean 0.61) at 1.35x the seconds per step, so it stays off here.
     "tiny": {
         "model": {
             "backbone": "resnet18",
