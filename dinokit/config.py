@@ -50,6 +50,9 @@ class ModelConfig:
     dec_layers: int = 6
     dim_feedforward: int = 2048
     dropout: float = 0.0
+    # recompute each encoder FFN's (tokens, dim_feedforward) hidden layer in the backward instead of
+    # keeping it: less training memory for one more linear1 per layer; outputs are unchanged
+    checkpoint_ffn: bool = False
     enc_points: int = 4
     dec_points: int = 4
     num_queries: int = 900

@@ -134,6 +134,7 @@ RULES: dict[str, Rule] = {
     "model.dec_layers": POSITIVE,
     "model.dim_feedforward": POSITIVE,
     "model.dropout": Num(0.0, 1.0, open_high=True),
+    "model.checkpoint_ffn": Flag(),
     "model.enc_points": POSITIVE,
     "model.dec_points": POSITIVE,
     "model.num_queries": POSITIVE,

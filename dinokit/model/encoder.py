@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from dinokit.config import ModelConfig
 from dinokit.model.attention import Shapes, build_attention
@@ -24,6 +25,7 @@ class EncoderLayer(nn.Module):
         self.linear2 = nn.Linear(cfg.dim_feedforward, cfg.hidden_dim)
         self.norm2 = nn.LayerNorm(cfg.hidden_dim)
         self.dropout = nn.Dropout(cfg.dropout)
+        self.checkpoint_ffn = cfg.checkpoint_ffn
 
     def forward(self, src: Tensor, pos: Tensor, reference_points: Tensor, shapes: Shapes, mask: Tensor) -> Tensor:
         """src, pos (B, S, D); reference_points (B, S, L, 2); returns (B, S, D)."""
@@ -42,8 +44,16 @@ class EncoderLayer(nn.Module):
 
     def residual_ffn(self, src: Tensor, attn: Tensor) -> Tensor:
         src = self.norm1(src + self.dropout(attn))
-        ffn = self.linear2(self.dropout(torch.relu_(self.linear1(src))))
+        if self.checkpoint_ffn and src.requires_grad and not torch.jit.is_tracing():
+            # r50 at 2x512: the six hidden layers are (2, 5440, 2048) floats, 85 MB each
+            ffn = checkpoint(self.ffn, src, use_reentrant=False)  # saves src only; dropout's RNG replayed
+        else:
+            ffn = self.ffn(src)
         return self.norm2(src + self.dropout(ffn))
+
+    def ffn(self, src: Tensor) -> Tensor:
+        """(..., D) -> (..., D) through the (..., dim_feedforward) hidden layer."""
+        return self.linear2(self.dropout(torch.relu_(self.linear1(src))))
 
 
 def encoder_reference_points(shapes: Shapes, valid_ratios: Tensor) -> Tensor:
