@@ -6,7 +6,6 @@ offenders. It raises only when the data cannot be found or parsed at all.
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -17,7 +16,7 @@ from PIL import Image
 
 from dinokit.config import DataConfig
 from dinokit.data.coco import resolve_source
-from dinokit.data.decode import UndecodableImage, decode_image
+from dinokit.data.decode import DECODE_THREADS, UndecodableImage, decode_image
 from dinokit.data.validate import coco_problems, read_coco_json
 
 EXAMPLES = 5  # offenders listed per problem
@@ -112,8 +111,7 @@ def _check_split(split: str, ann_file: Path, images_dir: Path, known: dict[int, 
     def inspect(img: dict[str, Any]) -> tuple[dict[str, Any], str | None, tuple[int, int] | None]:
         return img, *_inspect_image(images_dir / img["file_name"], read_images)
 
-    workers = min(8, (os.cpu_count() or 1) * 2)
-    with ThreadPoolExecutor(workers) as pool:  # decoding releases the GIL
+    with ThreadPoolExecutor(DECODE_THREADS) as pool:
         for img, error, size in pool.map(inspect, data["images"]):
             where = f"image {img['id']} ({images_dir / img['file_name']})"
             if error == "file not found":

@@ -1,7 +1,8 @@
 """Image decoding that survives scraped datasets, and a fast check of every image before training.
 
 A truncated or slightly damaged JPEG is decoded as far as the file allows (Pillow's
-`LOAD_TRUNCATED_IMAGES`, switched on for that one file, never left on) and counted as a warning; a file that cannot be decoded at all stays an error. `check_images` decodes every
+`LOAD_TRUNCATED_IMAGES`, switched on for that one file, never left on) and counted as a warning;
+a file that cannot be decoded at all stays an error. `check_images` decodes every
 image of a split at reduced size (JPEG DCT scaling, ~1/8 of the work) on threads, and caches the
 result per dataset under $DINOKIT_CACHE, so that a bad file stops `dinokit train` before its
 first step, not minutes into an epoch.
@@ -22,6 +23,7 @@ from PIL import Image, ImageFile
 
 from dinokit.errors import DataError
 
+DECODE_THREADS = min(8, (os.cpu_count() or 1) * 2)  # decoding releases the GIL
 CHECK_VERSION = 1  # bump when the check's rules change: cached results are redone
 
 
@@ -119,7 +121,7 @@ def check_images(paths: list[str], cache: Path | None = None) -> dict[str, dict[
             return path, "bad", str(exc)
         return path, ("truncated" if truncated else None), "decoded as far as the file allows"
 
-    with ThreadPoolExecutor(min(8, (os.cpu_count() or 1) * 2)) as pool:  # decoding releases the GIL
+    with ThreadPoolExecutor(DECODE_THREADS) as pool:
         checked = list(pool.map(one, paths))
     for path, kind, reason in checked:
         if kind is not None:
