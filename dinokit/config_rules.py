@@ -172,6 +172,7 @@ RULES: dict[str, Rule] = {
     "data.image_size": Int(32),  # the backbone's coarsest stride
     "data.min_size": COUNT,  # 0: 0.6 x image_size
     "data.augment": Flag(),
+    "data.crop": FRACTION,  # probability; 0: no crop
     "data.eval_resize": Choice(("longest", "official")),
     "data.workers": COUNT,
     "data.skip_bad_images": Flag(),

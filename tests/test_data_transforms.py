@@ -8,7 +8,8 @@ from PIL import Image
 from torchvision import tv_tensors
 
 from dinokit.config import DataConfig
-from dinokit.data.transforms import box_cleanup, collate, eval_transforms, train_sizes, train_transforms
+from dinokit.data.transforms import (RandomSizeCrop, box_cleanup, collate, eval_transforms, train_sizes,
+                                     train_transforms)
 
 
 @pytest.mark.parametrize("image_size, min_size, expected", [
@@ -52,6 +53,49 @@ def test_train_pipeline_sizes_and_jitter():
         sizes.add(image.shape[-1])
         colours.add(round(image[0, 0, 0].item(), 2))
     assert len(sizes) == 3 and len(colours) > 1
+
+
+def _coordinate_image(w: int = 200, h: int = 100) -> Image.Image:
+    """Red = x, green = y of each pixel: a crop's offset can be read off its first pixel."""
+    xs = torch.arange(w).expand(h, w)
+    ys = torch.arange(h)[:, None].expand(h, w)
+    rgb = torch.stack([xs, ys, torch.zeros_like(xs)], dim=-1).to(torch.uint8)  # (h, w, 3)
+    return Image.fromarray(rgb.numpy())
+
+
+def test_random_size_crop_cuts_pixels_and_boxes_alike():
+    boxes = tv_tensors.BoundingBoxes([[0.0, 0.0, 200.0, 100.0], [150.0, 60.0, 190.0, 95.0], [5.0, 5.0, 20.0, 20.0]],
+                                     format="XYXY", canvas_size=(100, 200))
+    shapes, dropped = set(), 0
+    for seed in range(20):
+        torch.manual_seed(seed)
+        image, target = RandomSizeCrop(min_fraction=0.5)(_coordinate_image(), {"boxes": boxes, "labels": torch.tensor([0, 1, 2])})
+        w, h = image.size
+        assert 100 <= w <= 200 and 50 <= h <= 100
+        left, top = image.getpixel((0, 0))[:2]
+        assert image.getpixel((w - 1, h - 1))[:2] == (left + w - 1, top + h - 1)  # a window, not a resize
+        expected = (torch.tensor(boxes.tolist()) - torch.tensor([left, top, left, top])).clamp(min=0)
+        expected = torch.minimum(expected, torch.tensor([w, h, w, h]))
+        assert torch.allclose(target["boxes"].as_subclass(torch.Tensor), expected)
+        assert target["boxes"].canvas_size == (h, w)
+        image, target = box_cleanup()(image, target)
+        kept = target["labels"].tolist()
+        assert 0 in kept  # the full-image box always survives
+        dropped += 3 - len(kept)
+        shapes.add((w, h))
+    assert len(shapes) > 10 and dropped > 0  # the crops vary and some boxes fall outside
+
+
+def test_train_pipeline_crops_with_its_probability():
+    never = train_transforms(DataConfig(image_size=200, min_size=200, crop=0.0))
+    always = train_transforms(DataConfig(image_size=200, min_size=200, crop=1.0))
+    aspects_never, aspects_always = set(), set()
+    for seed in range(10):
+        torch.manual_seed(seed)
+        aspects_never.add(tuple(never(*_sample(200, 100))[0].shape[-2:]))
+        aspects_always.add(tuple(always(*_sample(200, 100))[0].shape[-2:]))
+    assert aspects_never == {(100, 200)}  # resize only: the aspect is kept
+    assert len(aspects_always) > 5  # every crop has its own aspect
 
 
 def test_collate_pads_bottom_right_with_masks():

@@ -28,14 +28,17 @@ def train_sizes(cfg: DataConfig) -> list[int]:
 
 
 def train_transforms(cfg: DataConfig) -> v2.Compose:
-    """Flip, random multi-scale resize, light colour jitter; just the resize if augment is off."""
+    """Flip, a random crop with probability `cfg.crop`, random multi-scale resize, light colour
+    jitter; just the resize if augment is off."""
     if not cfg.augment:
         return eval_transforms(cfg)
     sizes = train_sizes(cfg)
+    crop = [v2.RandomApply([RandomSizeCrop()], p=cfg.crop)] if cfg.crop > 0 else []
     # geometry and colour run on the PIL image (faster than on tensors at these sizes); hue
     # jitter is left out: it costs 3x the rest and colour carries no class information anyway
     return v2.Compose([
         v2.RandomHorizontalFlip(p=0.5),
+        *crop,
         v2.RandomChoice([v2.Resize(size=None, max_size=s) for s in sizes]),
         v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2),
         v2.ToImage(),
@@ -43,6 +46,27 @@ def train_transforms(cfg: DataConfig) -> v2.Compose:
         v2.SanitizeBoundingBoxes(),  # drops boxes that became empty, with their labels
         v2.ToDtype(torch.float32, scale=True),
     ])
+
+
+class RandomSizeCrop(v2.Transform):
+    """DETR's and DINO's training crop: each side a uniform fraction in [min_fraction, 1] of the
+    image's, at a uniform position. Boxes are cut to the crop; those left empty are dropped by the
+    cleanup after it (an image may keep no box at all, as in the official pipeline)."""
+
+    def __init__(self, min_fraction: float = 0.5) -> None:
+        super().__init__()
+        self.min_fraction = min_fraction
+
+    def make_params(self, flat_inputs: list) -> dict:
+        height, width = v2.query_size(flat_inputs)
+        frac = self.min_fraction + (1.0 - self.min_fraction) * torch.rand(2)  # (h, w) fractions
+        h, w = max(1, int(height * frac[0])), max(1, int(width * frac[1]))
+        top = int(torch.randint(0, height - h + 1, ()))
+        left = int(torch.randint(0, width - w + 1, ()))
+        return {"top": top, "left": left, "height": h, "width": w}
+
+    def transform(self, inpt: object, params: dict) -> object:
+        return self._call_kernel(v2.functional.crop, inpt, **params)
 
 
 def eval_transforms(cfg: DataConfig) -> v2.Compose:
