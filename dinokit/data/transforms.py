@@ -33,6 +33,8 @@ def train_transforms(cfg: DataConfig) -> v2.Compose:
     if not cfg.augment:
         return eval_transforms(cfg)
     sizes = train_sizes(cfg)
+    # no RandomApply at 0: it would still draw a number per image and shift every later draw,
+    # so runs without the crop keep the augmentation streams they had before it existed
     crop = [v2.RandomApply([RandomSizeCrop()], p=cfg.crop)] if cfg.crop > 0 else []
     # geometry and colour run on the PIL image (faster than on tensors at these sizes); hue
     # jitter is left out: it costs 3x the rest and colour carries no class information anyway
