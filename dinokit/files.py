@@ -1,0 +1,116 @@
+"""The one atomic writer for every file dinokit produces.
+
+Each output is written to a temporary file in the destination's own folder (so the rename never
+crosses a filesystem), flushed and fsync'd, then moved into place with `os.replace`: a reader sees
+the old file or the new one, never half of one, and a crash mid-write leaves the previous file
+intact. The temporary name is unique per call (`tempfile.mkstemp`), so two processes writing the
+same output never share a temp file. JSON never contains NaN or infinities (they become null).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename itself durable (POSIX); a no-op where directories cannot be opened."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path, *, fsync: bool = True) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on a clean exit it replaces `path`, on an error it is
+    removed and `path` is untouched. For writers that want a file name (savefig, torch.save,
+    pandas, a video muxer). The temp name keeps `path`'s suffix so format sniffing still works."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        if fsync:
+            with open(tmp, "rb+") as handle:
+                os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        if fsync:
+            _fsync_dir(path.parent)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | Path, mode: str = "w", *, encoding: str | None = "utf-8",
+                fsync: bool = True) -> Iterator[IO[Any]]:
+    """`open()` for writing, atomically: `with atomic_open(p) as f: f.write(...)`."""
+    if "b" in mode:
+        encoding = None
+    with atomic_path(path, fsync=fsync) as tmp, open(tmp, mode, encoding=encoding) as handle:
+        yield handle
+        handle.flush()
+
+
+def write_text(path: str | Path, text: str, *, fsync: bool = True) -> Path:
+    """Write a text file atomically; returns `path`."""
+    with atomic_open(path, "w", fsync=fsync) as handle:
+        handle.write(text)
+    return Path(path)
+
+
+def write_bytes(path: str | Path, data: bytes, *, fsync: bool = True) -> Path:
+    """Write a binary file atomically; returns `path`."""
+    with atomic_open(path, "wb", fsync=fsync) as handle:
+        handle.write(data)
+    return Path(path)
+
+
+def json_safe(value: Any) -> Any:
+    """`value` with every non-finite float replaced by None (JSON has no NaN), numpy and torch
+    scalars and arrays made plain, tuples made lists, Paths made strings."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, (str, int, bool)) or value is None:
+        return value
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    tolist = getattr(value, "tolist", None)  # numpy / torch scalars and arrays
+    if callable(tolist):
+        return json_safe(tolist())
+    return value
+
+
+def write_json(path: str | Path, payload: Any, *, indent: int | None = 2, fsync: bool = True) -> Path:
+    """Write JSON atomically; NaN and infinities become null, so the file is valid JSON."""
+    text = json.dumps(json_safe(payload), indent=indent, allow_nan=False)
+    return write_text(path, text + "\n", fsync=fsync)
+
+
+def write_with(path: str | Path, writer: Callable[[Path], Any], *, fsync: bool = True) -> Path:
+    """Call `writer(tmp_path)` and move its file into place: `write_with(p, fig.savefig)`."""
+    with atomic_path(path, fsync=fsync) as tmp:
+        writer(tmp)
+    return Path(path)
+
+
+def same_file(a: str | Path, b: str | Path) -> bool:
+    """Whether two paths name the same file (after resolving links), existing or not."""
+    a, b = Path(a), Path(b)
+    if a.exists() and b.exists():
+        return os.path.samefile(a, b)
+    return a.resolve() == b.resolve()
