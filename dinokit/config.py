@@ -172,7 +172,7 @@ class Config:
 PRESETS: dict[str, dict[str, Any]] = {
     # The CPU default: small backbone, small images, few layers. Its recipe (lr, warm-up, clipping,
     # 100 queries, 30 denoising queries, DEIM's MAL loss) is the best region of
-    # `dinokit tune --space ablations/tune_tiny_recipe.yaml` (17 trials of 400 steps). Measured with
+    # `dinokit tune --space tune_tiny_recipe` (17 trials of 400 steps). Measured with
     # `benchmarks/train_default.py --steps 400`: AP50 0.06 / 0.26 / 0.42 / 0.59 at step 100 / 200 /
     # 300 / 400 (415 s of training on 2 cores at 109 fp32 GFLOP/s); the paper's recipe it replaced
     # (60 queries, lr 4e-4, focal loss) reached 0.008 / 0.08 / 0.20 / 0.27. With the fused AdamW

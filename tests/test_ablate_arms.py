@@ -8,8 +8,7 @@ import pytest
 
 from dinokit.ablate.arms import FULL, grid, leave_one_out, load_study_file
 from dinokit.config import ConfigError
-
-ROOT = Path(__file__).resolve().parents[1]
+from dinokit.studies.shipped import shipped
 
 
 def test_leave_one_out_single_flag_is_full_plus_one_arm() -> None:
@@ -59,7 +58,7 @@ def test_unknown_removal_is_an_error() -> None:
 
 
 def test_shipped_paper_table_is_the_cumulative_table() -> None:
-    arms = load_study_file(ROOT / "ablations" / "paper_table.yaml")
+    arms = load_study_file("paper_table")
     assert len(arms.arms) == 6
     first, last = arms.arms[0], arms.arms[-1]
     # every arm trains with the paper's focal loss (the study's base), whatever the preset uses
@@ -73,7 +72,7 @@ def test_shipped_paper_table_is_the_cumulative_table() -> None:
 
 
 def test_shipped_seed_variants_change_one_switch_each() -> None:
-    arms = load_study_file(ROOT / "ablations" / "seed_variants.yaml")
+    arms = load_study_file("seed_variants")
     assert arms.baseline == "defaults" and arms.get("defaults").overrides == {"loss.cls": "focal"}
     others = [a.overrides for a in arms.arms if a.name != "defaults"]
     focal = {"loss.cls": "focal"}
@@ -147,7 +146,7 @@ def test_shipped_successors_compare_dino_with_one_aid_each() -> None:
 
     from dinokit.config import Config
 
-    raw = yaml.safe_load((ROOT / "ablations" / "successors.yaml").read_text())
+    raw = yaml.safe_load(shipped("ablate")["successors"].read_text())
     assert raw["baseline"] == "dino" and raw["arms"][0] == {"name": "dino", "description": raw["arms"][0]["description"],
                                                              "model": {}}
     losses = [a["loss"]["cls"] for a in raw["arms"] if "loss" in a]

@@ -37,7 +37,7 @@ def _invoke(tmp_path: Path, *args: str) -> Any:
         (["--steps", "2", "--storage", "sqlite:////no/such/dir/study.db"], "cannot open storage"),
         (["--steps", "2", "--storage", "postgresql://me:hunter2@127.0.0.1:1/x"], "cannot open storage"),
         (["--steps", "2", "--storage", "study.db"], "must be a database URL"),
-        (["--steps", "2", "--no-cdn", "--study", str(ROOT / "ablations" / "paper_table.yaml")], "do not combine"),
+        (["--steps", "2", "--no-cdn", "--study", "paper_table"], "do not combine"),
         (["--steps", "2", "--study", "missing.yaml"], "study file not found"),
         (["--steps", "2", "--set", "model.denoising=cdn2"], "model.denoising must be one of"),
         (["--steps", "2", "--preset", "huge"], "unknown preset"),

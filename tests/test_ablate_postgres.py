@@ -34,7 +34,7 @@ SMALL = [
 
 def _storage() -> optuna.storages.RDBStorage:
     """The server's storage, or a skip (a failure when CI promised a server)."""
-    from dinokit.ablate.ledger import open_storage
+    from dinokit.studies.storage import open_storage
 
     reason = ""
     if not URL:

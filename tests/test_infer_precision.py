@@ -132,8 +132,7 @@ def test_fp16_on_cpu_and_unknown_names_refused():
 ])
 def test_cli_refuses_fp16_on_cpu_in_one_line(capsys, tmp_path, monkeypatch, argv):
     monkeypatch.chdir(tmp_path)
-    space = str(Path(__file__).resolve().parents[1] / "ablations" / "tune_tiny.yaml")
-    assert run_cli([space if a == "SPACE" else a for a in argv]) == 2
+    assert run_cli(["tune_tiny" if a == "SPACE" else a for a in argv]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err and "precision" in err, err
 

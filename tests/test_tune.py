@@ -148,11 +148,11 @@ def test_invalid_space_files_are_refused_with_one_line(tmp_path: Path, body: str
     assert not (tmp_path / "tune").exists() or not any((tmp_path / "tune").rglob("trial-*"))
 
 
-@pytest.mark.parametrize("name", ["tune_tiny.yaml", "tune_tiny_recipe.yaml"])
+@pytest.mark.parametrize("name", ["tune_tiny", "tune_tiny_recipe"])
 def test_shipped_space_files_are_valid(name: str) -> None:
     from dinokit.tune.space import check_space
 
-    space = load_space(Path(__file__).resolve().parents[1] / "ablations" / name)
+    space = load_space(name)
     check_space(space, load_preset("tiny"))
 
 
@@ -195,3 +195,90 @@ def test_cli_tune_with_real_training(tmp_path: Path, capsys) -> None:
     capsys.readouterr()
     code = run_cli(args)  # resume: nothing left to train
     assert code == 0 and "2 done" in capsys.readouterr().out and len(list(folder.glob("train/trial-*"))) == 2
+
+
+# --------------------------------------------------------------------------- issue 24 (items 2, 10, 16)
+
+
+class PeakTrainer:
+    """Trial 0 peaks once (0.9) and ends low (0.2); trial 1 holds 0.5 to the end: ranked by its
+    single best evaluation trial 0 would win, by the last evaluations trial 1 does."""
+
+    curves = ([0.1, 0.9, 0.2, 0.2], [0.5, 0.5, 0.5, 0.5])
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, cfg: Any, progress: bool, on_epoch: Any) -> Any:
+        curve = self.curves[min(self.calls, 1)]
+        self.calls += 1
+        history = []
+        for step, ap in zip((2, 4, 6, 8), curve):
+            history.append({"step": step, "AP": ap / 2, "AP50": ap})
+            on_epoch(history[-1])
+        run_dir = Path(cfg.train.out) / "train" / cfg.train.name
+        run_dir.mkdir(parents=True, exist_ok=True)
+        return SimpleNamespace(run_dir=run_dir, history=history, interrupted=False)
+
+
+def test_trials_are_ranked_by_their_last_evaluations_not_a_peak(tmp_path: Path) -> None:
+    study = search.run(_spec(tmp_path, 2, PeakTrainer()), say=lambda m: None)
+    values = {t.number: t.value for t in study.trials}
+    assert values[0] == pytest.approx((0.9 + 0.2 + 0.2) / 3) and values[1] == pytest.approx(0.5)
+    table, summary = report_mod.render(study, _spec(tmp_path, 2, PeakTrainer()).base, tmp_path / "report")
+    assert summary["best_trial"] == 1 and list(table["trial"]) == [1, 0]
+    assert search.rank_value([0.3]) == 0.3 and search.rank_value([]) == 0.0  # fewer evaluations: all of them
+
+
+def test_tune_outputs_are_written_atomically(tmp_path: Path, monkeypatch) -> None:
+    """Every report file goes through dinokit/files.py (temp file beside it, then os.replace)."""
+    import dinokit.files
+
+    study = search.run(_spec(tmp_path, 2, FakeTrainer(tmp_path)), say=lambda m: None)
+    replaced: list[str] = []
+    real_replace = os.replace
+    monkeypatch.setattr(dinokit.files.os, "replace", lambda src, dst: (replaced.append(Path(dst).name),
+                                                                        real_replace(src, dst)))
+    report_mod.render(study, _spec(tmp_path, 2, FakeTrainer(tmp_path)).base, tmp_path / "report")
+    assert {"best.yaml", "trials.csv", "report.md", "history.png", "curves.png"} <= set(replaced), replaced
+    assert not [p for p in (tmp_path / "report").iterdir() if p.name.startswith(".")]  # no temp file left
+
+
+def test_pruned_real_trial_keeps_no_resume_state_and_no_resume_hint(tmp_path: Path) -> None:
+    """The real trainer under a pruner that stops every trial at its first evaluation: the trial
+    is PRUNED (not failed), its folder holds no last.pt and nothing tells the user to resume it."""
+    cfg = apply_overrides(load_preset("tiny"), SMALL)
+    cfg.train.steps, cfg.train.time_budget = 8, 0.0
+    spec = search.TuneSpec("p", parse_space(SPACE, "space"), cfg, tmp_path / "tune" / "p", 1)
+    said: list[str] = []
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=2.0))
+    study.optimize(search.Objective(spec, threads=1, progress=False, say=said.append), n_trials=1)
+    trial = study.trials[0]
+    assert trial.state == optuna.trial.TrialState.PRUNED and list(trial.intermediate_values) == [2]
+    run_dir = tmp_path / "tune" / "p" / "train" / "trial-0"
+    assert (run_dir / "metrics.csv").is_file() and not (run_dir / "last.pt").exists()
+    assert any("pruned" in m for m in said) and not any("resume" in m for m in said), said
+
+
+def test_tune_trials_are_not_step_seeded(tmp_path: Path, monkeypatch, capsys) -> None:
+    """`step_seeded` pairs an ablation's arms; tune's trials and best.yaml keep the preset's value."""
+    import dinokit.training.trainer
+
+    seen: list[Any] = []
+
+    def fake(cfg: Any, progress: bool, on_epoch: Any) -> Any:
+        seen.append(cfg)
+        return PeakTrainer()(cfg, progress, on_epoch)
+
+    monkeypatch.setattr(dinokit.training.trainer, "train", fake)
+    space = tmp_path / "lr.yaml"
+    space.write_text(yaml.safe_dump(SPACE))
+    sets = [x for s in SMALL for x in ("--set", s)]
+    assert run_cli(["tune", "--space", str(space), "--trials", "1", "--steps", "8", "--out", str(tmp_path),
+                    *sets]) == 0, capsys.readouterr().err
+    assert len(seen) == 1 and seen[0].train.step_seeded is False
+    best = yaml.safe_load((tmp_path / "tune" / "lr" / "best.yaml").read_text())
+    assert best["train"]["step_seeded"] is False
+    from dinokit.ablate.cli import base_config
+
+    assert base_config("tiny", None, [], 8, None).train.step_seeded is True  # ablate's arms stay paired

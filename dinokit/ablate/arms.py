@@ -2,21 +2,23 @@
 
 An arm is a name plus ModelConfig overrides applied on top of the base configuration (preset,
 `--data`, `--set`). Arms come from removal flags (leave-one-out or a full grid) or from a YAML
-study file (see `ablations/`), whose `base:` settings every arm shares (the paper-faithful studies
-pin the paper's focal loss there, whatever the preset trains with). Everything here is validated before any training starts, so a typo
-in a study file costs a one-line error, not an hour of training.
+study file (shipped ones: `dinokit ablate --list-studies`), whose `base:` settings every arm
+shares (the paper-faithful studies pin the paper's focal loss there, whatever the preset trains
+with). Everything here is validated before any training starts, so a typo in a study file costs
+a one-line error, not an hour of training.
 """
 
 from __future__ import annotations
 
 import itertools
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 
 from dinokit.config import Config, ConfigError, apply_dict, plain
+from dinokit.studies.names import NAME_RULE, valid_name
+from dinokit.studies.shipped import find
 from dinokit.yamlfile import read_mapping
 
 FULL = "full"
@@ -42,7 +44,6 @@ REMOVALS: tuple[Removal, ...] = (
 )
 REMOVAL_BY_NAME = {r.name: r for r in REMOVALS}
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9+][A-Za-z0-9._+-]*$")
 _STUDY_KEYS = {"description", "baseline", "base", "arms"}
 _SECTIONS = ("loss", "train")  # besides `model`: sections an arm may change, stored as "section.field"
 _ARM_KEYS = {"name", "model", "description", *_SECTIONS}
@@ -118,15 +119,10 @@ def grid(removals: list[str]) -> ArmSet:
     return validate_arms(ArmSet(tuple(arms), FULL))
 
 
-SHIPPED = Path(__file__).resolve().parents[2] / "ablations"  # the repository's study files
-
-
 def load_study_file(path: str | Path) -> ArmSet:
-    """Arms from a YAML study file (a path, or the name of a shipped one such as `paper_table`);
-    unknown keys, fields or switch values are errors."""
-    path = Path(path)
-    if not path.is_file() and (SHIPPED / f"{path.stem}.yaml").is_file() and path.parent == Path("."):
-        path = SHIPPED / f"{path.stem}.yaml"
+    """Arms from a YAML study file (a path, or the name of a shipped one such as `paper_table`:
+    dinokit/studies/shipped.py); unknown keys, fields or switch values are errors."""
+    path = find(path, "ablate", ConfigError)
     raw = read_mapping(path, "study file", ConfigError, "a mapping with an 'arms' list")
     unknown = sorted(set(raw) - _STUDY_KEYS)
     if unknown:
@@ -178,8 +174,8 @@ def validate_arms(arm_set: ArmSet, base: Config | None = None) -> ArmSet:
         raise ConfigError("no arms to compare: the grid is empty")
     seen: dict[str, str] = {}
     for arm in arm_set.arms:
-        if not _NAME_RE.match(arm.name):
-            raise ConfigError(f"arm name '{arm.name}' may only use letters, digits and . _ + -")
+        if not valid_name(arm.name):
+            raise ConfigError(f"arm name '{arm.name}' {NAME_RULE}")
         if arm.name in seen:
             raise ConfigError(f"arm name '{arm.name}' is used twice")
         try:

@@ -7,7 +7,6 @@ The main CLI mounts `app` with `app.add_typer(ablate_app, name="ablate")`.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
@@ -15,8 +14,10 @@ import typer
 from rich.console import Console
 
 from dinokit.ablate import arms as arms_mod
-from dinokit.config import Config, apply_overrides, budget_flags, check_budget, load_preset
+from dinokit.config import Config
 from dinokit.errors import DinokitError, fail
+from dinokit.studies.names import check_name
+from dinokit.studies.trials import study_config
 
 if TYPE_CHECKING:  # optuna, pandas and matplotlib load when a command runs: `dinokit --help` stays quick
     import pandas as pd
@@ -26,7 +27,6 @@ if TYPE_CHECKING:  # optuna, pandas and matplotlib load when a command runs: `di
 app = typer.Typer(help="Ablation studio: train arms x seeds under one budget and report the differences.",
                   add_completion=False, pretty_exceptions_enable=False)
 console = Console()
-_NAME_RE = re.compile(r"^[A-Za-z0-9+][A-Za-z0-9._+-]*$")
 
 
 def ablation_name(removals: list[str], grid: bool, study: Optional[Path]) -> str:
@@ -37,32 +37,11 @@ def ablation_name(removals: list[str], grid: bool, study: Optional[Path]) -> str
     return f"grid-{body}" if grid else ("leave-one-out" if not removals else body)
 
 
-EVALS_PER_TRIAL = 10  # default number of step marks per trial (--eval-every)
-TIME_BUDGET_MARK = 100  # default --eval-every under a time or epoch budget (step count unknown here)
-
-
 def base_config(preset: str, data: Optional[str], sets: list[str], steps: Optional[int],
                 time_budget: Optional[float], eval_every: Optional[int] = None) -> Config:
-    """The config every arm starts from, with the per-trial budget; a zero budget is an error.
-
-    Every arm is evaluated at the same step marks (`eval_every` steps; default about ten marks
-    per trial) and runs with step-seeded random streams, so arms of one seed are paired."""
-    cfg = load_preset(preset)
-    if data is not None:
-        if data != "shapes" and not Path(data).exists():
-            raise DinokitError(f"--data {data}: no such file or folder (or use 'shapes')")
-        cfg.data.data = data
-    apply_overrides(cfg, list(sets))
-    for key, value in budget_flags(steps=steps, time_budget=time_budget).items():
-        setattr(cfg.train, key, value)
-    check_budget(cfg.train)
-    if eval_every is not None and eval_every <= 0:
-        raise DinokitError(f"--eval-every must be a positive number of steps, got {eval_every}")
-    if eval_every is not None:
-        cfg.train.eval_every_steps = eval_every
-    elif cfg.train.eval_every_steps <= 0:
-        cfg.train.eval_every_steps = max(1, cfg.train.steps // EVALS_PER_TRIAL) if cfg.train.steps > 0 else \
-            TIME_BUDGET_MARK
+    """The study's shared base config (dinokit/studies/trials.py), with step-seeded random
+    streams: arms of one seed see the same draws, so they are paired (ablate only)."""
+    cfg = study_config(preset, data, sets, steps, time_budget, eval_every)
     cfg.train.step_seeded = True  # paired seeds: see dinokit/ablate/pairing.py
     return cfg
 
@@ -85,7 +64,8 @@ def ablate(
     static_queries: bool = typer.Option(False, "--static-queries", help="Arm with static queries."),
     pure_queries: bool = typer.Option(False, "--pure-queries", help="Arm with pure query selection."),
     grid: bool = typer.Option(False, "--grid", help="Every combination of the named removals."),
-    study: Optional[Path] = typer.Option(None, "--study", help="Arms from a YAML file or shipped name (paper_table)."),
+    study: Optional[Path] = typer.Option(None, "--study", help="Arms from a YAML file or a shipped study's name "
+                                          "(paper_table; see --list-studies)."),
     seeds: int = typer.Option(3, "--seeds", help="Seeds per arm (the same seeds for every arm)."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Optimiser steps per trial."),
     time_budget: Optional[float] = typer.Option(None, "--time-budget", help="Minutes per trial."),
@@ -102,9 +82,15 @@ def ablate(
     sets: list[str] = typer.Option([], "--set", help="Config override key=value (repeatable)."),
     precision: Optional[str] = typer.Option(None, "--precision",
                                             help="Every trial's train.precision: fp32, bf16, fp16 (CUDA) or auto."),
+    list_studies: bool = typer.Option(False, "--list-studies", help="Print the shipped study names and paths."),
 ) -> None:
     """Train the full model and the ablated arms on the same data, budget and seeds; report."""
     if ctx.invoked_subcommand is not None:
+        return
+    if list_studies:
+        from dinokit.studies.shipped import listing
+
+        print(listing("ablate"))
         return
     from dinokit.ablate import report as report_mod
     from dinokit.ablate import study as study_mod
@@ -123,9 +109,7 @@ def ablate(
         arm_set = arms_mod.load_study_file(study)
     else:
         arm_set = arms_mod.grid(removals) if grid else arms_mod.leave_one_out(removals)
-    name = name or ablation_name(removals, grid, study)
-    if not _NAME_RE.match(name):
-        raise DinokitError(f"--name '{name}' may only use letters, digits and . _ + -")
+    name = check_name(name or ablation_name(removals, grid, study))
     cfg = base_config(preset, data, sets, steps, time_budget, eval_every)
     set_trial_precision(cfg, precision)  # passed through to every trial's config
     meta = {"preset": preset, "data": cfg.data.data, "budget": budget_text(cfg),
@@ -153,13 +137,13 @@ def report(
 ) -> None:
     """Re-render an ablation's report from storage, without training."""
     from dinokit.ablate import report as report_mod
-    from dinokit.ablate import study as study_mod
+    from dinokit.studies.storage import default_storage
 
     out_dir = out / "ablate" / name
     if storage is None:
         if not (out_dir / "study.db").is_file():
             raise DinokitError(f"no ablation named '{name}': {out_dir / 'study.db'} not found (see --out, --storage)")
-        storage = study_mod.default_storage(out_dir)
+        storage = default_storage(out_dir)
     data_, summary = report_mod.render(storage, name, out_dir)
     _show(data_, summary, out_dir)
 

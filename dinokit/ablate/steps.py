@@ -1,7 +1,7 @@
 """The steps of a cumulative study: each row against the row above it, paired by seed.
 
 A study whose arms each change exactly one setting from the arm before them (the paper's
-component table, `ablations/paper_table.yaml`) asks "what does each step add?", not "what is
+component table, `--study paper_table`) asks "what does each step add?", not "what is
 still missing compared with the baseline?". The per-arm table answers the second; this one
 answers the first with the same paired statistics (95% paired-t interval, seeds needed).
 """

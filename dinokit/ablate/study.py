@@ -18,7 +18,6 @@ Who trains which pair:
 
 from __future__ import annotations
 
-import importlib
 import os
 import time
 import traceback
@@ -32,14 +31,14 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from dinokit.ablate.arms import Arm, ArmSet, arm_config, validate_arms
-from dinokit.ablate.ledger import (
-    HOST, PID_SPACE, Ledger, Pair, holder_of, open_storage, pair_of, reap_dead, safe_url,
-)
+from dinokit.ablate.ledger import Ledger, Pair, holder_of, pair_of
 from dinokit.ablate.pairing import SharedInit
 from dinokit.config import Config, check_budget, diff_configs, plain
 from dinokit.errors import DinokitError, run_worker
+from dinokit.studies.storage import default_storage, open_storage, safe_url
+from dinokit.studies.trials import DEFAULT_TRAINER, history_row, load_trainer
+from dinokit.studies.workers import reap_dead, sign, threads_per_job
 
-DEFAULT_TRAINER = "dinokit.training.trainer:train"
 # may differ between the processes and machines that share one study
 _LOCAL = ("train.threads", "train.out", "train.name", "train.seed", "train.device", "data.workers")
 Say = Callable[[str], None]
@@ -77,10 +76,6 @@ class AblationSpec:
         arms = ArmSet(tuple(Arm.from_dict(a) for a in ident["arms"]), ident["baseline"], ident.get("description", ""))
         return cls(name, arms, list(ident["seeds"]), Config.from_dict(ident["base"]), out_dir, storage,
                    dict(ident.get("meta", {})))
-
-
-def default_storage(out_dir: Path) -> str:
-    return f"sqlite:///{(Path(out_dir) / 'study.db').resolve()}"
 
 
 def check_spec(spec: AblationSpec) -> None:
@@ -135,19 +130,6 @@ def run_name(pair: Pair, attempt: int) -> str:
     return f"trial-{pair[0]}-s{pair[1]}" + (f"-retry{attempt}" if attempt else "")
 
 
-def _trainer(path: str | Callable[..., Any]) -> Callable[..., Any]:
-    if callable(path):
-        return path
-    module, _, func = path.partition(":")
-    return getattr(importlib.import_module(module), func)
-
-
-def _row(row: dict[str, Any]) -> dict[str, Any]:
-    """A history row as plain JSON numbers and strings (storage user attrs are JSON)."""
-    return {k: float(v) if isinstance(v, float) else v for k, v in row.items()
-            if v is None or isinstance(v, (bool, int, float, str))}
-
-
 class Objective:
     """Trains the trial's (arm, seed) with the real trainer and records everything in the trial."""
 
@@ -155,8 +137,7 @@ class Objective:
         self.spec, self.run_id, self.threads, self.progress, self.say = spec, run_id, threads, progress, say
 
     def __call__(self, trial: optuna.Trial) -> float:
-        for key, value in {"host": HOST, "pid": os.getpid(), "pid_space": PID_SPACE, "run_id": self.run_id}.items():
-            trial.set_user_attr(key, value)
+        sign(trial, run_id=self.run_id)
         arm = trial.suggest_categorical("arm", self.spec.arm_set.names)
         seed = trial.suggest_categorical("seed", list(self.spec.seeds))
         holder = holder_of(trial.study, trial.number, (arm, seed))
@@ -172,7 +153,7 @@ class Objective:
         history: list[dict[str, Any]] = []
 
         def on_epoch(row: dict[str, Any]) -> None:
-            history.append(_row(row))
+            history.append(history_row(row))
             trial.set_user_attr("history", history)  # partial curves survive an interruption
             if isinstance(row.get("AP50"), (int, float)):  # the convergence curve, mark by mark
                 trial.report(float(row["AP50"]), step=int(row.get("step", len(history))))
@@ -181,7 +162,7 @@ class Objective:
         start = time.perf_counter()
         try:
             init = SharedInit(plain(self.spec.base.model.__dict__), int(seed))  # paired initial weights
-            result = _trainer(self.spec.trainer)(cfg, progress=self.progress, on_epoch=on_epoch, init_model=init)
+            result = load_trainer(self.spec.trainer)(cfg, progress=self.progress, on_epoch=on_epoch, init_model=init)
         except BaseException as exc:  # KeyboardInterrupt too: the trial is failed, then we stop
             text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             reason = "interrupted (KeyboardInterrupt)" if isinstance(exc, KeyboardInterrupt) else \
@@ -191,7 +172,7 @@ class Objective:
             self.say(f"{tag} FAILED: {reason}")
             raise
         wall = time.perf_counter() - start
-        rows = [_row(r) for r in result.history] or history
+        rows = [history_row(r) for r in result.history] or history
         trial.set_user_attr("history", rows)
         trial.set_user_attr("run_dir", str(result.run_dir))
         if getattr(result, "interrupted", False):  # the trainer stopped early on Ctrl-C / SIGTERM
@@ -242,13 +223,6 @@ def _worker_main(spec: AblationSpec, run_id: str, threads: int) -> None:
     run_worker(lambda: work(spec, run_id, threads, progress=False, say=say))
 
 
-def cpu_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
 def run(spec: AblationSpec, jobs: int = 1, progress: bool = True, say: Say = print) -> Ledger:
     """Run (or resume) the ablation with `jobs` worker processes. Returns the ledger at the end:
     pairs done, still running in other processes, failed in this run."""
@@ -260,7 +234,7 @@ def run(spec: AblationSpec, jobs: int = 1, progress: bool = True, say: Say = pri
     todo = ledger.pending(spec.pairs)
     say(f"ablation {spec.name}: {len(spec.arm_set.arms)} arms x {len(spec.seeds)} seeds = {len(spec.pairs)} "
         f"trials, {len(ledger.done)} done, {len(todo)} to run ({safe_url(spec.storage)})")
-    threads = max(1, cpu_cores() // jobs)
+    threads = threads_per_job(jobs)
     if todo and jobs == 1:
         work(spec, run_id, threads, progress, say)
     elif todo:

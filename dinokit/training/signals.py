@@ -30,3 +30,9 @@ class StopRequest:
     def __exit__(self, *exc: Any) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+
+
+class StopRun(Exception):
+    """Raised by an `on_epoch` callback to end a run where it stands because its owner decided so
+    (a pruned `tune` trial). Not a crash: the trainer re-raises it unchanged, keeps no resume
+    state (`last.pt` is removed) and prints no resume hint."""

@@ -32,7 +32,7 @@ from dinokit.training.rng import capture_rng, nondeterminism_error, restore_rng,
 from dinokit.training.board import Board, open_board
 from dinokit.training import losslog
 from dinokit.training.samples import TrainLoader
-from dinokit.training.signals import StopRequest
+from dinokit.training.signals import StopRequest, StopRun
 from dinokit.runtime.rundir import find_resume_dir, new_run_dir, plot_curves, safe_name, write_metrics_csv
 from dinokit.infer.speed import compile_model
 from dinokit.errors import DataError, DinokitError
@@ -179,6 +179,11 @@ class Trainer:
         except KeyboardInterrupt:  # a second Ctrl-C: save what we have without collectives
             self._save_last(collective=False)
             return self._interrupted()
+        except StopRun:  # the caller ended the run (a pruned trial): nothing to resume
+            (self.run_dir / "last.pt").unlink(missing_ok=True)
+            if self.board is not None:
+                self.board.close()
+            raise
         except Exception as exc:  # bad data, divergence, out of memory: keep the steps done so far
             saved = ""
             if self.step > 0 and self._saved_step != self.step:

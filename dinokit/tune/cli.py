@@ -3,22 +3,22 @@ Every input error is a DinokitError raised before any training (the main CLI pri
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Optional
 
 import typer
 from rich.console import Console
 
-from dinokit.ablate.cli import base_config  # the same base config and budget flags as ablate
 from dinokit.errors import DinokitError
+from dinokit.studies.names import check_name
+from dinokit.studies.trials import study_config
 
 console = Console()
-_NAME_RE = re.compile(r"^[A-Za-z0-9+][A-Za-z0-9._+-]*$")
 
 
 def tune(
-    space: Path = typer.Option(..., "--space", help="Search space YAML (e.g. ablations/tune_tiny.yaml)."),
+    space: Optional[Path] = typer.Option(None, "--space", help="Search space: a YAML file or a shipped space's "
+                                         "name (tune_tiny; see --list-spaces)."),
     trials: int = typer.Option(20, "--trials", help="Finished or pruned trials the study should hold."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Optimiser steps per trial."),
     time_budget: Optional[float] = typer.Option(None, "--time-budget", help="Minutes per trial."),
@@ -32,18 +32,24 @@ def tune(
     sets: list[str] = typer.Option([], "--set", help="Config override key=value for every trial (repeatable)."),
     precision: Optional[str] = typer.Option(None, "--precision",
                                             help="Every trial's train.precision: fp32, bf16, fp16 (CUDA) or auto."),
+    list_spaces: bool = typer.Option(False, "--list-spaces", help="Print the shipped search spaces' names and paths."),
 ) -> None:
     """Search hyperparameters with Optuna TPE and pruning; each trial is a training run."""
-    from dinokit.tune import report as report_mod
+    from dinokit.studies.shipped import listing
+
+    if list_spaces:
+        print(listing("tune"))
+        return
+    if space is None:
+        raise DinokitError("--space is required: a search-space YAML file or a shipped name (see --list-spaces)")
     from dinokit.infer.precision import set_trial_precision
+    from dinokit.tune import report as report_mod
     from dinokit.tune import search
     from dinokit.tune.space import load_space
 
     search_space = load_space(space)
-    name = name or space.stem
-    if not _NAME_RE.match(name):
-        raise DinokitError(f"--name '{name}' may only use letters, digits and . _ + -")
-    cfg = set_trial_precision(base_config(preset, data, sets, steps, time_budget), precision)
+    name = check_name(name or space.stem)
+    cfg = set_trial_precision(study_config(preset, data, sets, steps, time_budget), precision)
     spec = search.TuneSpec(name, search_space, cfg, out / "tune" / name, trials, storage or "", seed)
     study = search.run(spec, jobs=jobs, say=lambda m: console.print(m, highlight=False, markup=False, soft_wrap=True))
     table, summary = report_mod.render(study, cfg, spec.out_dir)

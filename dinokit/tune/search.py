@@ -6,11 +6,14 @@ optuna.TrialPruned from the trainer's evaluation callback. The study lives in an
 storage (default sqlite in runs/tune/NAME, or --storage URL shared by several processes or
 machines) exactly as `dinokit ablate`'s, so a rerun resumes: finished and pruned trials count,
 only the missing ones are trained; trials whose worker died are failed and not counted.
+
+A trial's value, the one TPE learns from and the report ranks by, is the mean of its last
+`RANK_LAST` evaluations (fewer if it had fewer), not its single best one: a lucky peak in a
+noisy curve does not win. A pruned trial keeps no resume state (`last.pt`), as a finished one.
 """
 
 from __future__ import annotations
 
-import importlib
 import multiprocessing
 import os
 import warnings
@@ -21,12 +24,15 @@ from typing import Any, Callable
 import optuna
 from optuna.trial import TrialState
 
-from dinokit.ablate.ledger import HOST, PID_SPACE, open_storage, reap_dead, safe_url
 from dinokit.config import Config, check_budget, diff_configs, plain
 from dinokit.errors import DinokitError, run_worker
+from dinokit.studies.storage import default_storage, open_storage, safe_url
+from dinokit.studies.trials import DEFAULT_TRAINER, history_row, load_trainer
+from dinokit.studies.workers import reap_dead, sign, threads_per_job
+from dinokit.training.signals import StopRun
 from dinokit.tune.space import SearchSpace, apply_values, check_space
 
-DEFAULT_TRAINER = "dinokit.training.trainer:train"
+RANK_LAST = 3  # a trial's value: the mean of its last evaluations, this many
 _LOCAL = ("train.threads", "train.out", "train.name", "train.device", "data.workers")  # may differ per worker
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)
 Say = Callable[[str], None]
@@ -51,10 +57,6 @@ class TuneSpec:
 
     def identity(self) -> dict[str, Any]:
         return plain({"space": self.space.to_dict(), "base": self.base.to_dict()})
-
-
-def default_storage(out_dir: Path) -> str:
-    return f"sqlite:///{(Path(out_dir) / 'study.db').resolve()}"
 
 
 def _sampler(spec: TuneSpec, worker: int = 0) -> optuna.samplers.TPESampler:
@@ -94,11 +96,15 @@ def prepare(spec: TuneSpec) -> optuna.Study:
     return study
 
 
-def _trainer(path: str | Callable[..., Any]) -> Callable[..., Any]:
-    if callable(path):
-        return path
-    module, _, func = path.partition(":")
-    return getattr(importlib.import_module(module), func)
+class Pruned(optuna.TrialPruned, StopRun):
+    """The pruner's stop: optuna records the trial as PRUNED, the trainer ends the run cleanly."""
+
+
+def rank_value(values: list[float]) -> float:
+    """A trial's value from its metric at each evaluation, in step order: the mean of the last
+    `RANK_LAST` (0.0 before any evaluation)."""
+    last = values[-RANK_LAST:]
+    return sum(last) / len(last) if last else 0.0
 
 
 class Objective:
@@ -108,8 +114,7 @@ class Objective:
         self.spec, self.threads, self.progress, self.say = spec, threads, progress, say
 
     def __call__(self, trial: optuna.Trial) -> float:
-        for key, value in {"host": HOST, "pid": os.getpid(), "pid_space": PID_SPACE}.items():
-            trial.set_user_attr(key, value)
+        sign(trial)
         values = {p.name: p.suggest(trial) for p in self.spec.space.params}
         cfg = apply_values(self.spec.base, values)
         cfg.train.threads = cfg.train.threads or self.threads
@@ -118,17 +123,17 @@ class Objective:
         history: list[dict[str, Any]] = []
 
         def on_epoch(row: dict[str, Any]) -> None:
-            history.append({k: v for k, v in row.items() if isinstance(v, (int, float, str)) or v is None})
+            history.append(history_row(row))
             trial.set_user_attr("history", history)
             if isinstance(row.get(metric), (int, float)):
                 trial.report(float(row[metric]), step=int(row["step"]))
                 if trial.should_prune():
-                    raise optuna.TrialPruned(f"{metric} {row[metric]:.3f} at step {row['step']}")
+                    raise Pruned(f"{metric} {row[metric]:.3f} at step {row['step']}")
 
         shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
         self.say(f"trial {trial.number}: {shown}")
         try:
-            result = _trainer(self.spec.trainer)(cfg, progress=self.progress, on_epoch=on_epoch)
+            result = load_trainer(self.spec.trainer)(cfg, progress=self.progress, on_epoch=on_epoch)
         except optuna.TrialPruned as exc:
             self.say(f"trial {trial.number} pruned: {exc}")
             raise
@@ -138,11 +143,11 @@ class Objective:
             raise
         if getattr(result, "interrupted", False):
             raise KeyboardInterrupt(f"trial {trial.number} interrupted")
-        best = max((float(r[metric]) for r in history if isinstance(r.get(metric), (int, float))), default=0.0)
+        value = rank_value([float(r[metric]) for r in history if isinstance(r.get(metric), (int, float))])
         trial.set_user_attr("run_dir", str(result.run_dir))
         (Path(result.run_dir) / "last.pt").unlink(missing_ok=True)  # trials restart rather than resume
-        self.say(f"trial {trial.number}: best {metric} {best:.3f}")
-        return best
+        self.say(f"trial {trial.number}: {metric} {value:.3f} (mean of the last {RANK_LAST} evaluations)")
+        return value
 
 
 def finished(study: optuna.Study) -> int:
@@ -181,8 +186,7 @@ def run(spec: TuneSpec, jobs: int = 1, progress: bool = True, say: Say = print) 
     say(f"tune {spec.name}: {len(spec.space.params)} parameters, {spec.trials} trials, {done} done "
         f"({safe_url(spec.storage)})")
     if done < spec.trials:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        threads = max(1, cores // jobs)
+        threads = threads_per_job(jobs)
         if jobs == 1:
             work(spec, threads, progress, say)
         else:

@@ -1,4 +1,4 @@
-"""Search spaces for `dinokit tune`, read from YAML (see ablations/tune_tiny.yaml):
+"""Search spaces for `dinokit tune`, read from YAML (shipped ones: `dinokit tune --list-spaces`):
 
     description: what is searched
     metric: AP50            # AP50 (default) or AP: reported at every evaluation, maximised
@@ -22,6 +22,7 @@ from typing import Any
 
 
 from dinokit.config import Config, ConfigError, apply_dict
+from dinokit.studies.shipped import find
 from dinokit.yamlfile import read_mapping
 
 METRICS = ("AP50", "AP")
@@ -131,8 +132,9 @@ def parse_space(raw: Any, where: str) -> SearchSpace:
     return SearchSpace(out, metric, pruner, str(raw.get("description", "")), prune_after)
 
 
-def load_space(path: Path) -> SearchSpace:
-    """Read and check a search-space file."""
+def load_space(path: str | Path) -> SearchSpace:
+    """Read and check a search-space file (a path, or a shipped space's name such as `tune_tiny`)."""
+    path = find(path, "tune", SpaceError)
     return parse_space(read_mapping(path, "search space file", SpaceError, "a mapping with 'params'"), str(path))
 
 
