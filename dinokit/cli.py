@@ -21,6 +21,7 @@ from dinokit.tune.cli import tune as tune_command
 from dinokit.config import ConfigError, budget_flags
 from dinokit.data.cli import app as data_app
 from dinokit.errors import DinokitError, fail
+from dinokit.version import __version__
 
 app = typer.Typer(
     name="dinokit",
@@ -29,6 +30,20 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        print(f"dinokit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                          help="Print dinokit's version and exit.")) -> None:
+    pass
+
+
 app.add_typer(data_app, name="data", help="Check, convert and generate datasets.")
 app.add_typer(ablate_app, name="ablate", help="Ablation studio: which DINO component buys how much AP.")
 console = Console()
@@ -332,13 +347,13 @@ def info(
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Parameter counts per part and GFLOPs of a configuration (no weights are downloaded)."""
-    from dinokit.model.summary import model_summary
-
     from dinokit.api import train_config
+    from dinokit.checkpoint import versions
+    from dinokit.model.summary import model_summary
 
     cfg = train_config(None, preset, config, False, set_, {})
     shape = parse_size(size) if size else (cfg.data.image_size, cfg.data.image_size)
-    summary = model_summary(cfg, shape)
+    summary = {"versions": versions(), **model_summary(cfg, shape)}  # the versions a checkpoint records
     if json_out:
         print(json.dumps(summary, indent=2))
         return

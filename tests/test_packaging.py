@@ -5,6 +5,7 @@ version .ci/lowest.txt installs for the lowest-versions test run."""
 from __future__ import annotations
 
 import ast
+import json
 import re
 import sys
 import tomllib
@@ -70,3 +71,38 @@ def test_lower_bounds_are_the_lowest_tested_versions():
         assert _release(bound) == _release(pins[name]), f"{name}: pyproject allows >={bound}, CI tests {pins[name]}"
     ci = (ROOT / ".ci" / "run").read_text()
     assert all(f"{n}=={v}" in ci for n, v in TESTED_PAIR.items())
+
+
+def test_every_data_file_of_the_package_is_declared_package_data():
+    """A wheel holds the .py modules and what `[tool.setuptools.package-data]` names: a data file
+    added under dinokit/ without a matching pattern would be missing from every install."""
+    from fnmatch import fnmatch
+
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    data = [p for p in (ROOT / "dinokit").rglob("*") if p.is_file() and p.suffix not in (".py", ".pyc")]
+    assert any(p.suffix == ".yaml" for p in data)  # the shipped studies and spaces
+    for path in data:
+        owners = [(pkg, pat) for pkg, pats in declared.items() for pat in pats
+                  if path.is_relative_to(ROOT / pkg.replace(".", "/"))
+                  and fnmatch(path.relative_to(ROOT / pkg.replace(".", "/")).as_posix(), pat)]
+        assert owners, f"{path.relative_to(ROOT)} is not package data in pyproject.toml: no wheel would hold it"
+
+
+def test_version_has_one_home_and_the_cli_prints_it(capsys):
+    from dinokit.version import __version__
+    from tests.cli_helpers import run_cli
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert "version" not in project["project"] and "version" in project["project"]["dynamic"]
+    assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "dinokit.version.__version__"}
+    assert run_cli(["--version"]) == 0 and capsys.readouterr().out == f"dinokit {__version__}\n"
+    assert run_cli(["info", "--json", "--size", "64", "--set", "model.backbone=mobilenet_v3_small"]) == 0
+    assert json.loads(capsys.readouterr().out)["versions"]["dinokit"] == __version__  # as checkpoints record it
+
+
+def test_licence_file_matches_the_metadata():
+    project = _project()
+    assert project["license"] == "Apache-2.0" and project["license-files"] == ["LICENSE"]
+    text = (ROOT / "LICENSE").read_text()
+    assert "Apache License" in text and "Version 2.0, January 2004" in text and "END OF TERMS AND CONDITIONS" in text
+    assert project["requires-python"] and project["urls"] and project["classifiers"]

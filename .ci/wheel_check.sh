@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# The installed package is the product: build the sdist and the wheel, check their metadata, install
+# the wheel into a fresh venv and run the main commands from a folder outside the clone (no source
+# tree on sys.path), then compare the wheel's files with the package's modules and data files.
+# Called at the end of .ci/run with .venv active; runs alone too: `. .venv/bin/activate && .ci/wheel_check.sh`.
+# The fresh venv takes the tested torch pair (and the other dependencies) from .venv through a .pth
+# file, as the lowest-versions block does, so no multi-GB download; the wheel itself goes in with
+# --no-deps --ignore-installed, and `pip check` then confirms every dependency it declares is present.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CLONE="$(pwd)"
+WORK="$(mktemp -d)"
+trap 'rm -rf "$WORK"' EXIT
+python -m pip install --quiet build twine
+python -m build --outdir "$WORK/dist" . >"$WORK/build.log" 2>&1 || { tail -30 "$WORK/build.log"; exit 1; }
+python -m twine check --strict "$WORK"/dist/*
+WHEEL="$(ls "$WORK"/dist/*.whl)"
+
+python -m venv "$WORK/venv"
+purelib() { "$1/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'; }
+purelib "$(python -c 'import sys; print(sys.prefix)')" > "$(purelib "$WORK/venv")/zz-tested-torch.pth"
+"$WORK/venv/bin/python" -m pip install --quiet --no-deps --ignore-installed "$WHEEL"
+"$WORK/venv/bin/python" -m pip check
+
+# From a folder outside the clone, with nothing of the clone on the path.
+mkdir "$WORK/user"
+cd "$WORK/user"
+unset PYTHONPATH
+export PATH="$WORK/venv/bin:$PATH" DINOKIT_CACHE="$WORK/cache"
+python - "$CLONE" <<'PY'
+import sys
+from pathlib import Path
+
+import dinokit
+
+clone, where = Path(sys.argv[1]).resolve(), Path(dinokit.__file__).resolve()
+assert not where.is_relative_to(clone), f"dinokit imported from the clone: {where}"
+print(f"dinokit {dinokit.__version__} imported from {where.parent}")
+PY
+want="dinokit $(sed -n 's/^__version__ = "\(.*\)"$/\1/p' "$CLONE/dinokit/version.py")"
+got="$(dinokit --version)"
+[ "$got" = "$want" ] || { echo "dinokit --version says '$got', expected '$want'"; exit 1; }
+SMALL=(--set data.shapes_train=8 --set data.shapes_val=4 --set data.image_size=64 --set data.min_size=64
+       --set model.backbone=mobilenet_v3_small --set model.enc_layers=1 --set model.dec_layers=2
+       --set model.num_queries=20 --set model.dn_number=6 --set train.batch_size=4)
+dinokit train --steps 3 "${SMALL[@]}"
+python -c 'from PIL import Image; Image.new("RGB", (64, 48), (200, 120, 40)).save("photo.png")'
+dinokit predict photo.png --score 0 --out pred --json pred.json
+test -s pred.json && test -n "$(ls pred)"
+dinokit ablate --list-studies | grep -q '^paper_table '
+dinokit tune --list-spaces | grep -q '^tune_tiny '
+dinokit ablate --study paper_table --steps 2 --seeds 1 "${SMALL[@]}"
+test -s runs/ablate/paper_table/report.md
+dinokit tune --space tune_tiny --trials 1 --steps 2 "${SMALL[@]}"
+test -s runs/tune/tune_tiny/trials.csv
+
+# The wheel holds exactly the package's files: every module and data file, nothing else.
+cd "$CLONE"
+python - "$WHEEL" <<'PY'
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+in_wheel = {n for n in zipfile.ZipFile(sys.argv[1]).namelist() if not n.split("/")[0].endswith(".dist-info")}
+try:  # a clean clone: the tracked files; elsewhere every file but caches
+    listed = subprocess.run(["git", "ls-files", "dinokit"], capture_output=True, text=True, check=True).stdout.split()
+except (OSError, subprocess.CalledProcessError):
+    listed = [str(p) for p in Path("dinokit").rglob("*") if p.is_file()]
+package = {p for p in listed if "__pycache__" not in p and not p.endswith(".pyc")}
+missing, extra = sorted(package - in_wheel), sorted(in_wheel - package)
+assert not missing, f"files of the package missing from the wheel (declare them in pyproject.toml): {missing}"
+assert not extra, f"files in the wheel that are not the package's: {extra}"
+print(f"wheel check: {len(in_wheel)} package files in {Path(sys.argv[1]).name}, none missing, none extra")
+PY
