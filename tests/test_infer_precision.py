@@ -4,8 +4,6 @@ fp16 loss scaler's state surviving a resume (tested on the CPU: no GPU in CI).""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
