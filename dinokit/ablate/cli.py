@@ -38,6 +38,7 @@ def ablation_name(removals: list[str], grid: bool, study: Optional[Path]) -> str
 
 
 EVALS_PER_TRIAL = 10  # default number of step marks per trial (--eval-every)
+STUDY_SHAPES_VAL = 300  # studies validate on 300 built-in images (the first 100 are the default split)
 TIME_BUDGET_MARK = 100  # default --eval-every under a time or epoch budget (step count unknown here)
 
 
@@ -53,6 +54,8 @@ def base_config(preset: str, data: Optional[str], sets: list[str], steps: Option
             raise DinokitError(f"--data {data}: no such file or folder (or use 'shapes')")
         cfg.data.data = data
     apply_overrides(cfg, list(sets))
+    if cfg.data.data == "shapes" and not any(s.replace(" ", "").startswith("data.shapes_val=") for s in sets):
+        cfg.data.shapes_val = STUDY_SHAPES_VAL  # less validation-sample noise per paired difference
     for key, value in budget_flags(steps=steps, time_budget=time_budget).items():
         setattr(cfg.train, key, value)
     check_budget(cfg.train)

@@ -172,7 +172,7 @@ def plot_heatmap(name: str, diffs: pd.DataFrame, path: Path) -> None:
             if pd.isna(low) or low <= 0 <= high:
                 ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="///", edgecolor="#666666",
                                        linewidth=0))
-            ax.text(j, i, f"{grid[i, j]:+.1f}", ha="center", va="center", fontsize="small")
+            ax.text(j, i, f"{round(grid[i, j], 1) + 0.0:+.1f}", ha="center", va="center", fontsize="small")
     ax.set_xticks(range(len(cols)), cols, rotation=20, ha="right", fontsize="small")
     ax.set_yticks(range(len(keys)), keys, fontsize="small")
     fig.colorbar(image, ax=ax, label="mean paired Δ AP (COCO points)")
