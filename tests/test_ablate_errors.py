@@ -77,3 +77,19 @@ def test_breakdown_pairs_by_seed_and_shows_undefined_sizes() -> None:
     assert cells["APs"] == "n/a" and not cells["ring"].endswith("*")
     errors = dict(zip(*breakdown_table(diffs, ("error",)).values.T))
     assert errors["dupl"].startswith("−3.0")
+
+
+def test_gallery_picks_the_busiest_images_and_a_seed_every_arm_finished(tmp_path) -> None:
+    from dinokit.ablate.gallery import busiest_images, gallery_seed
+
+    gt = {"images": [{"id": i} for i in range(1, 6)],
+          "annotations": [{"image_id": i} for i in (3, 3, 3, 5, 5, 1, 2, 2, 4, 4)] + [{"image_id": 1, "iscrowd": 1}]}
+    assert busiest_images(gt, 3) == [3, 2, 4]  # 3 objects, then 2 each (ties: lower id); crowds not counted
+    for arm, seed in (("a", 1), ("b", 2), ("a", 2)):
+        (tmp_path / f"{arm}{seed}").mkdir()
+        (tmp_path / f"{arm}{seed}" / "best.pt").write_bytes(b"x")
+    done = pd.DataFrame({"arm": ["a", "a", "b", "b"], "seed": [1, 2, 1, 2],
+                         "run_dir": [str(tmp_path / "a1"), str(tmp_path / "a2"), str(tmp_path / "gone"),
+                                     str(tmp_path / "b2")]})
+    assert gallery_seed(done, ["a", "b"]) == 2  # seed 1's b checkpoint is gone
+    assert gallery_seed(done.iloc[:1], ["a", "b"]) is None
