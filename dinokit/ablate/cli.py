@@ -37,11 +37,18 @@ def ablation_name(removals: list[str], grid: bool, study: Optional[Path]) -> str
     return f"grid-{body}" if grid else ("leave-one-out" if not removals else body)
 
 
+STUDY_SHAPES_VAL = 300  # studies validate on 300 built-in images (the first 100 are the default split)
+
+
 def base_config(preset: str, data: Optional[str], sets: list[str], steps: Optional[int],
                 time_budget: Optional[float], eval_every: Optional[int] = None) -> Config:
     """The study's shared base config (dinokit/studies/trials.py), with step-seeded random
-    streams: arms of one seed see the same draws, so they are paired (ablate only)."""
+    streams: arms of one seed see the same draws, so they are paired (ablate only). On the
+    built-in data the validation split grows to 300 images (less validation-sample noise per
+    paired difference) unless `--set data.shapes_val=...` says otherwise."""
     cfg = study_config(preset, data, sets, steps, time_budget, eval_every)
+    if cfg.data.data == "shapes" and not any(s.replace(" ", "").startswith("data.shapes_val=") for s in sets):
+        cfg.data.shapes_val = STUDY_SHAPES_VAL
     cfg.train.step_seeded = True  # paired seeds: see dinokit/ablate/pairing.py
     return cfg
 
@@ -83,6 +90,14 @@ def ablate(
     precision: Optional[str] = typer.Option(None, "--precision",
                                             help="Every trial's train.precision: fp32, bf16, fp16 (CUDA) or auto."),
     list_studies: bool = typer.Option(False, "--list-studies", help="Print the shipped study names and paths."),
+    until_decided: bool = typer.Option(False, "--until-decided", help="Seeds in rounds until every comparison "
+                                       "is decided (helps, hurts, or no effect beyond --margin); --seeds is ignored."),
+    margin: float = typer.Option(1.0, "--margin", help="Equivalence margin in the measure's COCO points."),
+    max_seeds: int = typer.Option(20, "--max-seeds", help="Seed cap of --until-decided."),
+    max_hours: Optional[float] = typer.Option(None, "--max-hours", help="Hours of training rounds after which "
+                                              "--until-decided starts no new round (the study's total)."),
+    decide_on: str = typer.Option("AP", "--decide-on", help="Measure of the verdicts: AP, AP50, auc, AP-tail or "
+                                  "AP50-tail (mean over the last third of the evaluations)."),
 ) -> None:
     """Train the full model and the ablated arms on the same data, budget and seeds; report."""
     if ctx.invoked_subcommand is not None:
@@ -93,6 +108,7 @@ def ablate(
         print(listing("ablate"))
         return
     from dinokit.ablate import report as report_mod
+    from dinokit.ablate import sequential as sequential_mod
     from dinokit.ablate import study as study_mod
     from dinokit.infer.precision import set_trial_precision
 
@@ -110,14 +126,27 @@ def ablate(
     else:
         arm_set = arms_mod.grid(removals) if grid else arms_mod.leave_one_out(removals)
     name = check_name(name or ablation_name(removals, grid, study))
+    rule = sequential_mod.Rule(margin, decide_on, max_seeds, max_hours)
+    if until_decided:
+        sequential_mod.check_rule(rule)
     cfg = base_config(preset, data, sets, steps, time_budget, eval_every)
     set_trial_precision(cfg, precision)  # passed through to every trial's config
     meta = {"preset": preset, "data": cfg.data.data, "budget": budget_text(cfg),
             "evaluations": f"every {cfg.train.eval_every_steps} steps"}
     if sets:
         meta["overrides"] = " ".join(sets)
-    spec = study_mod.AblationSpec(name, arm_set, [cfg.train.seed + i for i in range(seeds)], cfg,
+    if until_decided:
+        meta.update(sequential=True, rule={"margin": margin, "measure": decide_on})
+    n_seeds = sequential_mod.SEED_SPACE if until_decided else seeds
+    spec = study_mod.AblationSpec(name, arm_set, [cfg.train.seed + i for i in range(n_seeds)], cfg,
                                   out / "ablate" / name, storage or "", meta)
+    if until_decided:
+        _, reason = sequential_mod.run_until_decided(spec, rule, jobs=jobs, say=_say)
+        _say(f"stopped: {reason}")
+        data_, summary = report_mod.render(spec.storage, name, spec.out_dir,
+                                           {"margin": margin, "measure": decide_on, "reason": reason})
+        _show(data_, summary, spec.out_dir)
+        return
     ledger = study_mod.run(spec, jobs=jobs, say=_say)
     data_, summary = report_mod.render(spec.storage, name, spec.out_dir)
     _show(data_, summary, spec.out_dir)
@@ -134,6 +163,9 @@ def report(
     name: str = typer.Argument(..., help="Ablation name (folder under OUT/ablate)."),
     storage: Optional[str] = typer.Option(None, "--storage", help="Optuna RDB URL (default: the run folder's)."),
     out: Path = typer.Option(Path("runs"), "--out", help="Root folder of the runs."),
+    margin: Optional[float] = typer.Option(None, "--margin", help="Add verdicts (helps / hurts / no effect "
+                                           "beyond +-margin COCO points) under the sequential rule."),
+    decide_on: str = typer.Option("AP", "--decide-on", help="Measure of the verdicts (see ablate --decide-on)."),
 ) -> None:
     """Re-render an ablation's report from storage, without training."""
     from dinokit.ablate import report as report_mod
@@ -144,7 +176,13 @@ def report(
         if not (out_dir / "study.db").is_file():
             raise DinokitError(f"no ablation named '{name}': {out_dir / 'study.db'} not found (see --out, --storage)")
         storage = default_storage(out_dir)
-    data_, summary = report_mod.render(storage, name, out_dir)
+    rule = None
+    if margin is not None:
+        from dinokit.ablate.sequential import Rule, check_rule
+
+        check_rule(Rule(margin, decide_on))
+        rule = {"margin": margin, "measure": decide_on}
+    data_, summary = report_mod.render(storage, name, out_dir, rule)
     _show(data_, summary, out_dir)
 
 
@@ -162,6 +200,9 @@ def _show(data_: ReportData, summary: pd.DataFrame, out_dir: Path) -> None:
 
     wide = console if console.is_terminal else Console(width=160)  # logs: no 80-column wrapping
     wide.print(rich_table(data_, summary))
+    for sec in data_.sections[:1] if data_.rule else []:  # the verdicts
+        for row in sec.table.itertuples(index=False):
+            _say("  " + " | ".join(str(v) for v in row))
     fails = data_.trials[data_.trials["state"] == "FAIL"] if not data_.trials.empty else data_.trials
     for row in fails.itertuples():
         _say(f"failed trial {row.trial} ({row.arm} seed {row.seed}): {row.error or 'interrupted'}")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import html
 import math
-import os
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -20,12 +19,13 @@ import pandas as pd
 
 from dinokit.ablate.arms import ArmSet, arm_config, setting
 from dinokit.ablate.format import MIN_SEEDS_FOR_CI, delta_cell, mean_std, params_cell, reached_cell, seeds_cell
-from dinokit.ablate.plots import plot_ap, plot_convergence, plot_forest
+from dinokit.ablate.plots import plot_ap, plot_convergence, plot_forest, plot_heatmap
 from dinokit.ablate.steps import is_cumulative, step_differences
 from dinokit.ablate.stats import (
     THRESHOLDS, PairedDiff, curve_stats, paired_difference, seeds_needed, threshold_column,
 )
 from dinokit.config import Config
+from dinokit.files import write_text, write_with
 
 METRICS = ("AP", "AP50", "AP75", "APs")
 ALL_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR100")
@@ -49,6 +49,10 @@ class ReportData:
     meta: dict[str, Any] = field(default_factory=dict)  # shown as-is: preset, data, budget, ...
     arm_settings: dict[str, str] = field(default_factory=dict)  # arm -> "field=value, ..."
     arm_set: ArmSet | None = None  # a cumulative one also gets the step table
+    analyses: dict[int, dict[str, Any]] = field(default_factory=dict)  # trial -> per-class/size/errors
+    rule: dict[str, Any] | None = None  # {margin, measure[, reason]}: the Verdicts section
+    sequential: bool = False  # seeds run in rounds: arms not needed are not "missing"
+    sections: list[Any] = field(default_factory=list)  # findings.Section, filled by write_report
 
 
 def report_data(name: str, arm_set: ArmSet, base: Config, seeds: list[int], records: list[dict[str, Any]],
@@ -61,7 +65,7 @@ def report_data(name: str, arm_set: ArmSet, base: Config, seeds: list[int], reco
     """
     configs = {a.name: arm_config(base, a) for a in arm_set.arms}
     extra = dict.fromkeys(k for a in arm_set.arms for k in a.overrides if k not in SWITCHES)
-    rows, hist = [], []
+    rows, hist, analyses = [], [], {}
     for rec in records:
         if rec["arm"] not in configs:
             continue
@@ -77,6 +81,8 @@ def report_data(name: str, arm_set: ArmSet, base: Config, seeds: list[int], reco
                    started=_iso(rec.get("started")), finished=_iso(rec.get("finished")))
         row.update({k: setting(cfg, k) for k in (*SWITCHES, *extra)})
         rows.append(row)
+        if rec["state"] == "COMPLETE" and isinstance(ua.get("analysis"), dict):
+            analyses[int(rec["trial"])] = ua["analysis"]
         if rec["state"] == "COMPLETE":
             hist += [{"trial": rec["trial"], "arm": rec["arm"], "seed": rec["seed"], **h} for h in history]
     trials, history = pd.DataFrame(rows), pd.DataFrame(hist)
@@ -88,7 +94,8 @@ def report_data(name: str, arm_set: ArmSet, base: Config, seeds: list[int], reco
                 + (f" — {a.description}" if a.description else "") for a in arm_set.arms}
     meta = {**({"description": arm_set.description} if arm_set.description else {}), **meta,
             "baseline": arm_set.baseline}
-    return ReportData(name, arm_set.names, arm_set.baseline, trials, history, list(seeds), meta, settings, arm_set)
+    return ReportData(name, arm_set.names, arm_set.baseline, trials, history, list(seeds), meta, settings, arm_set,
+                      analyses)
 
 
 def _iso(when: Any) -> str:
@@ -216,6 +223,8 @@ def failures(trials: pd.DataFrame) -> pd.DataFrame:
 def missing_pairs(data: ReportData) -> list[str]:
     """(arm, seed) pairs without a finished trial, e.g. while a study is still running."""
     done = completed(data.trials)
+    if data.sequential:  # rounds train only the arms an undecided comparison needs
+        return []
     have = set(zip(done["arm"], done["seed"])) if not done.empty else set()
     return [f"{a}/s{s}" for a in data.arms for s in data.seeds if (a, s) not in have]
 
@@ -246,13 +255,18 @@ def render_markdown(data: ReportData, summary: pd.DataFrame) -> str:
     for key, value in {**data.meta, "trials finished": f"{done} / {total}"}.items():
         if key != "description":
             out.append(f"- **{key}**: {value}")
-    out += ["", "## Results", "", _md_table(display_table(summary, data.baseline)), "", NOTE, ""]
+    out.append("")
+    for sec in data.sections[:1] if data.rule else []:
+        out += _md_section(sec)
+    out += ["## Results", "", _md_table(display_table(summary, data.baseline)), "", NOTE, ""]
     steps = steps_table(data)
     if steps is not None:
         out += ["## Steps", "", _md_table(steps, ("step", "change")), "", STEPS_NOTE, ""]
     out += ["## Convergence", "", _md_table(convergence_table(summary, data.baseline)), "", CURVE_NOTE, ""]
     out += ["![AP50 against step](convergence.png)", "", "![paired differences](forest.png)", "",
             "![AP per arm](ap.png)", ""]
+    for sec in data.sections[1:] if data.rule else data.sections:
+        out += _md_section(sec)
     if data.arm_settings:
         settings = pd.DataFrame({"arm": list(data.arm_settings), "settings": list(data.arm_settings.values())})
         out += ["## Arms", "", _md_table(settings), ""]
@@ -263,6 +277,25 @@ def render_markdown(data: ReportData, summary: pd.DataFrame) -> str:
     if missing:
         out += ["## Not finished", "", ", ".join(missing), ""]
     return "\n".join(out)
+
+
+def _md_section(sec: Any) -> list[str]:
+    out = [f"## {sec.title}", ""]
+    if sec.table is not None and len(sec.table):
+        out += [_md_table(sec.table, sec.left), ""]
+    if sec.note:
+        out += [sec.note, ""]
+    return out + [f"![{alt}]({name})\n" for name, alt in sec.images]
+
+
+def _html_section(sec: Any, table: Any) -> list[str]:
+    esc = html.escape
+    out = [f"<h2>{esc(sec.title)}</h2>"]
+    if sec.table is not None and len(sec.table):
+        out.append(table(sec.table))
+    if sec.note:
+        out.append(f"<p>{esc(sec.note)}</p>")
+    return out + [f"<p><img class='wide' src='{esc(name)}' alt='{esc(alt)}'></p>" for name, alt in sec.images]
 
 
 def render_html(data: ReportData, summary: pd.DataFrame) -> str:
@@ -277,16 +310,19 @@ def render_html(data: ReportData, summary: pd.DataFrame) -> str:
         f"<title>Ablation {esc(data.name)}</title><style>",
         "body{font-family:sans-serif;margin:2em;max-width:80em}table.t{border-collapse:collapse}",
         ".t td,.t th{padding:.3em .7em;border-bottom:1px solid #ccc;text-align:right}",
-        ".t td:first-child,.t th:first-child{text-align:left}img{max-width:48%}</style></head><body>",
+        ".t td:first-child,.t th:first-child{text-align:left}img{max-width:48%}img.wide{max-width:100%}",
+        "</style></head><body>",
         f"<h1>Ablation: {esc(data.name)}</h1><ul>",
         *(f"<li><b>{esc(str(k))}</b>: {esc(str(v))}</li>" for k, v in meta.items()),
-        "</ul><h2>Results</h2>", table(display_table(summary, data.baseline)),
+        "</ul>", *(x for sec in (data.sections[:1] if data.rule else []) for x in _html_section(sec, table)),
+        "<h2>Results</h2>", table(display_table(summary, data.baseline)),
         f"<p>{esc(NOTE)}</p>",
         *([] if (steps := steps_table(data)) is None else ["<h2>Steps</h2>", table(steps), f"<p>{esc(STEPS_NOTE)}</p>"]),
         "<h2>Convergence</h2>", table(convergence_table(summary, data.baseline)),
         f"<p>{esc(CURVE_NOTE)}</p>",
         "<p><img src='convergence.png' alt='AP50 against step'> <img src='forest.png' alt='paired differences'>"
         " <img src='ap.png' alt='AP per arm'></p>",
+        *(x for sec in (data.sections[1:] if data.rule else data.sections) for x in _html_section(sec, table)),
     ]
     if data.arm_settings:
         parts += ["<h2>Arms</h2>", table(pd.DataFrame({"arm": list(data.arm_settings),
@@ -304,28 +340,30 @@ def render_html(data: ReportData, summary: pd.DataFrame) -> str:
 # --------------------------------------------------------------------------- files
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+def write_csv(path: Path, table: pd.DataFrame) -> None:
+    write_with(path, lambda tmp: table.to_csv(tmp, index=False))
 
 
-def write_report(data: ReportData, out_dir: Path) -> pd.DataFrame:
+def write_report(data: ReportData, out_dir: Path, gallery: bool = True) -> pd.DataFrame:
     """Write trials.csv, summary.csv, report.md, report.html, ap.png, convergence.png and
-    forest.png; return the summary (one row per arm, every statistic, fractions not points)."""
+    forest.png (and heatmap.png, gallery.png when the trials carry what they need); return the
+    summary (one row per arm, every statistic, fractions not points)."""
+    from dinokit.ablate import findings
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = summarize(data.trials, data.arms, data.baseline)
+    done = completed(data.trials)
+    data.sections = ([findings.verdict_section(data, float(data.rule["margin"]), str(data.rule["measure"]),
+                                               str(data.rule.get("reason", "")))] if data.rule else [])
+    data.sections += findings.breakdown_sections(data, done, out_dir, plot_heatmap)
+    data.sections += findings.gallery_section(data, done, out_dir) if gallery else []
     trials = data.trials.sort_values("trial") if not data.trials.empty else data.trials
-    tmp = out_dir / f".trials.csv.{os.getpid()}.tmp"
-    trials.to_csv(tmp, index=False)
-    os.replace(tmp, out_dir / "trials.csv")
-    tmp = out_dir / f".summary.csv.{os.getpid()}.tmp"
-    summary.to_csv(tmp, index=False)
-    os.replace(tmp, out_dir / "summary.csv")
+    write_csv(out_dir / "trials.csv", trials)
+    write_csv(out_dir / "summary.csv", summary)
     data.meta.setdefault("generated", datetime.now().strftime("%Y-%m-%d %H:%M"))
-    atomic_write_text(out_dir / "report.md", render_markdown(data, summary))
-    atomic_write_text(out_dir / "report.html", render_html(data, summary))
+    write_text(out_dir / "report.md", render_markdown(data, summary))
+    write_text(out_dir / "report.html", render_html(data, summary))
     plot_ap(data.name, data.baseline, summary, completed(data.trials), out_dir / "ap.png")
     plot_convergence(data.name, data.arms, data.baseline, data.history, out_dir / "convergence.png")
     plot_forest(data.name, data.baseline, summary, out_dir / "forest.png")
@@ -347,11 +385,19 @@ def rich_table(data: ReportData, summary: pd.DataFrame) -> Any:
     return table
 
 
-def render(storage_url: str, name: str, out_dir: Path) -> tuple[ReportData, pd.DataFrame]:
-    """Rebuild `out_dir`'s report from storage alone; returns the data and the per-arm summary."""
+def render(storage_url: str, name: str, out_dir: Path, rule: dict[str, Any] | None = None,
+           gallery: bool = True) -> tuple[ReportData, pd.DataFrame]:
+    """Rebuild `out_dir`'s report from storage alone; returns the data and the per-arm summary.
+    `rule` ({margin, measure}) adds the Verdicts section; a sequential study's own rule is the
+    default."""
     from dinokit.ablate.study import read_trials, safe_url
 
     spec, records = read_trials(storage_url, name)
-    meta = {**spec.meta, "seeds": ", ".join(map(str, spec.seeds)), "storage": safe_url(storage_url)}
-    data = report_data(name, spec.arm_set, spec.base, spec.seeds, records, meta)
-    return data, write_report(data, Path(out_dir))
+    sequential = spec.meta.get("sequential", False)
+    seeds = sorted({r["seed"] for r in records}) if sequential else spec.seeds
+    meta = {**{k: v for k, v in spec.meta.items() if k not in ("sequential", "rule")}, "seeds": ", ".join(map(str, seeds)),
+            "storage": safe_url(storage_url)}
+    data = report_data(name, spec.arm_set, spec.base, seeds, records, meta)
+    data.sequential = bool(sequential)
+    data.rule = rule or spec.meta.get("rule")
+    return data, write_report(data, Path(out_dir), gallery)

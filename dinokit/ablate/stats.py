@@ -12,12 +12,14 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import integrate, stats
 
 CI_LEVEL = 0.95
 POWER, ALPHA = 0.8, 0.05
 MAX_SEEDS = 1000  # the power search stops here ("more than 1000")
 THRESHOLDS = (0.3, 0.5)  # AP50 levels whose first-reaching step is reported
+TAIL = 1 / 3  # the decision measure "<metric>_tail" averages this last fraction of the marks
+TAILS = ("AP_tail", "AP50_tail")
 
 
 def curve_auc(steps: np.ndarray, values: np.ndarray) -> float:
@@ -29,7 +31,7 @@ def curve_auc(steps: np.ndarray, values: np.ndarray) -> float:
         return math.nan
     if len(x) == 1 or x[-1] == x[0]:
         return float(y[-1])
-    return float(np.trapezoid(y, x) / (x[-1] - x[0]))
+    return float(integrate.trapezoid(y, x) / (x[-1] - x[0]))  # not np.trapezoid: NumPy >= 2.0 only
 
 
 def first_step_reaching(steps: np.ndarray, values: np.ndarray, level: float) -> float:
@@ -40,17 +42,31 @@ def first_step_reaching(steps: np.ndarray, values: np.ndarray, level: float) -> 
     return float(x[hit[0]]) if len(hit) else math.nan
 
 
+def tail_mean(steps: np.ndarray, values: np.ndarray, fraction: float = TAIL) -> float:
+    """Mean of the last `fraction` of the marks (at least one): a final number that averages
+    out the mark-to-mark wobble of the last evaluations. NaN without marks."""
+    order = np.argsort(steps)
+    y = np.asarray(values, dtype=float)[order]
+    if len(y) == 0:
+        return math.nan
+    k = max(1, math.ceil(fraction * len(y)))
+    return float(y[-k:].mean())
+
+
 def curve_stats(history: pd.DataFrame, metric: str = "AP50") -> pd.DataFrame:
-    """Per trial (rows of `history`: trial, step, metric): AUC and first step reaching each
-    threshold. Columns: trial, auc, steps_to_30, steps_to_50 (for the default thresholds)."""
-    cols = ["trial", "auc", *(threshold_column(t) for t in THRESHOLDS)]
+    """Per trial (rows of `history`: trial, step, metric): AUC, first step reaching each
+    threshold and the mean of AP and AP50 over the last third of the marks. Columns: trial, auc,
+    steps_to_30, steps_to_50 (for the default thresholds), AP_tail, AP50_tail."""
+    cols = ["trial", "auc", *(threshold_column(t) for t in THRESHOLDS), *TAILS]
     if history.empty or metric not in history:
         return pd.DataFrame(columns=cols)
     rows = []
     for trial, h in history.dropna(subset=[metric]).groupby("trial"):
         x, y = h["step"].to_numpy(dtype=float), h[metric].to_numpy(dtype=float)
         rows.append({"trial": trial, "auc": curve_auc(x, y),
-                     **{threshold_column(t): first_step_reaching(x, y, t) for t in THRESHOLDS}})
+                     **{threshold_column(t): first_step_reaching(x, y, t) for t in THRESHOLDS},
+                     **{f"{m}_tail": tail_mean(x, h[m].to_numpy(dtype=float)) if m in h else math.nan
+                        for m in ("AP", "AP50")}})
     return pd.DataFrame(rows, columns=cols)
 
 

@@ -55,3 +55,12 @@ def step_differences(done: pd.DataFrame, arm_set: ArmSet) -> pd.DataFrame:
 
 def _value(v: Any) -> str:
     return "base" if v is None else (str(v).lower() if isinstance(v, bool) else str(v))
+
+
+def comparisons(arm_set: ArmSet) -> list[tuple[str, str, str]]:
+    """The questions a study asks, as (name, arm, reference): each step of a cumulative study
+    (the arm against the arm above it), otherwise each arm against the baseline."""
+    if is_cumulative(arm_set):
+        arms = arm_set.arms
+        return [(f"{a.name} → {b.name}", b.name, a.name) for a, b in zip(arms, arms[1:])]
+    return [(f"{a} vs {arm_set.baseline}", a, arm_set.baseline) for a in arm_set.names if a != arm_set.baseline]

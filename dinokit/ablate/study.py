@@ -56,6 +56,7 @@ class AblationSpec:
     storage: str = ""  # Optuna RDB URL; "" -> sqlite in out_dir
     meta: dict[str, Any] = field(default_factory=dict)  # shown in the report (preset, data, budget)
     trainer: str | Callable[..., Any] = DEFAULT_TRAINER  # "module:function" or a function like train()
+    wanted: list[Pair] | None = None  # a sequential round: only these pairs (None: every arm x seed)
 
     def __post_init__(self) -> None:
         self.out_dir = Path(self.out_dir)
@@ -63,6 +64,8 @@ class AblationSpec:
 
     @property
     def pairs(self) -> list[Pair]:
+        if self.wanted is not None:
+            return list(self.wanted)
         return [(a, s) for s in self.seeds for a in self.arm_set.names]
 
     def identity(self) -> dict[str, Any]:
@@ -140,6 +143,9 @@ class Objective:
         sign(trial, run_id=self.run_id)
         arm = trial.suggest_categorical("arm", self.spec.arm_set.names)
         seed = trial.suggest_categorical("seed", list(self.spec.seeds))
+        if self.spec.wanted is not None and (arm, seed) not in self.spec.wanted:  # not this round's
+            trial.set_user_attr("skipped", f"{arm}/s{seed} is not in this round")
+            raise optuna.TrialPruned(f"{arm}/s{seed} is not in this round")
         holder = holder_of(trial.study, trial.number, (arm, seed))
         if holder is not None:
             trial.set_user_attr("skipped", f"{arm}/s{seed} belongs to trial {holder}")
@@ -187,8 +193,23 @@ class Objective:
                            "wall_time": wall}.items():
             trial.set_user_attr(key, value)
         (Path(result.run_dir) / "last.pt").unlink(missing_ok=True)  # resume state; trials restart instead
+        _analyse(trial, Path(result.run_dir) / "best.pt", cfg.train.device, self.say)
         self.say(f"{tag} AP {100 * best.get('AP', 0.0):.1f} ({elapsed:.0f} s)")
         return best.get("AP", 0.0)
+
+
+def _analyse(trial: optuna.Trial, best: Path, device: str, say: Say) -> None:
+    """Per-class, per-size and error-type numbers of the trial's best checkpoint (see
+    ablate/breakdown.py); a failure here is noted, the trial still counts."""
+    if not best.is_file():
+        return
+    from dinokit.ablate.breakdown import analyse_checkpoint
+
+    try:
+        trial.set_user_attr("analysis", analyse_checkpoint(best, device))
+    except Exception as exc:  # the trained result stands; the breakdown shows n/a for it
+        trial.set_user_attr("analysis_error", f"{type(exc).__name__}: {exc}"[:500])
+        say(f"trial {trial.number}: no per-class/error analysis ({type(exc).__name__}: {exc})")
 
 
 # --------------------------------------------------------------------------- workers
@@ -208,7 +229,7 @@ def work(spec: AblationSpec, run_id: str, threads: int, progress: bool = True, s
         if not pending and not ledger.waiting:
             return
         if not ledger.waiting:  # retries go through the queue; fresh pairs come from the grid
-            for arm, seed in (p for p in pending if p in ledger.attempted):
+            for arm, seed in (p for p in pending if p in ledger.attempted or spec.wanted is not None):
                 study.enqueue_trial({"arm": arm, "seed": seed})
         study.optimize(objective, n_trials=1, catch=(Exception,))
     raise DinokitError(f"ablation '{spec.name}': a worker made no progress")
@@ -232,8 +253,9 @@ def run(spec: AblationSpec, jobs: int = 1, progress: bool = True, say: Say = pri
     run_id = uuid.uuid4().hex[:12]
     ledger = Ledger.read(study, run_id)
     todo = ledger.pending(spec.pairs)
-    say(f"ablation {spec.name}: {len(spec.arm_set.arms)} arms x {len(spec.seeds)} seeds = {len(spec.pairs)} "
-        f"trials, {len(ledger.done)} done, {len(todo)} to run ({safe_url(spec.storage)})")
+    grid = (f"{len(spec.arm_set.arms)} arms x {len(spec.seeds)} seeds = {len(spec.pairs)} trials"
+            if spec.wanted is None else f"this round {len(spec.pairs)} trials")
+    say(f"ablation {spec.name}: {grid}, {len(ledger.done)} done, {len(todo)} to run ({safe_url(spec.storage)})")
     threads = threads_per_job(jobs)
     if todo and jobs == 1:
         work(spec, run_id, threads, progress, say)

@@ -1,0 +1,133 @@
+"""The sequential decision rule: hand-computed intervals, verdicts, and error rates proven by
+simulation (no training: thousands of synthetic studies in about a second)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from dinokit.ablate.decide import (
+    EQUIVALENT, HELPS, HURTS, UNDECIDED, cs_halfwidth, decide, decide_sequence, needed_arms, verdict_of,
+)
+from dinokit.ablate.sequential import first_look
+
+
+def _martingale(d: np.ndarray, mu: float, alpha_rho: tuple[float, float] = (0.05, 1.0)) -> float:
+    """M_n(mu) straight from its definition (Lai's t-mixture), not from the closed form."""
+    rho = alpha_rho[1]
+    n, y = len(d), d - mu
+    s, v = y.sum(), (y * y).sum()
+    return math.sqrt(rho / (n + rho)) * (1 - s * s / ((n + rho) * v)) ** (-n / 2)
+
+
+def test_interval_endpoints_solve_the_defining_equation() -> None:
+    d = np.array([1.2, 0.4, 2.1, 0.9, 1.5, 1.1, 0.3, 1.8])
+    n, m = len(d), d.mean()
+    q = ((d - m) ** 2).sum()
+    # by hand: c = (alpha^2 rho / (n + rho))^(1/n), k = (1 - c)(n + rho), half = sqrt(k Q / (n (n - k)))
+    c = (0.05 ** 2 / 9) ** (1 / 8)
+    k = (1 - c) * 9
+    half = math.sqrt(k * q / (8 * (8 - k)))
+    assert float(cs_halfwidth(n, q, 0.05)) == pytest.approx(half, rel=1e-12)
+    assert _martingale(d, m - half) == pytest.approx(1 / 0.05, rel=1e-9)  # the boundary: M = 1/alpha
+    assert _martingale(d, m + half) == pytest.approx(1 / 0.05, rel=1e-9)
+    assert _martingale(d, m) < 20 and _martingale(d, m + 1.5 * half) > 20  # inside / outside
+
+
+def test_interval_is_unbounded_until_enough_pairs() -> None:
+    assert math.isinf(float(cs_halfwidth(2, 1.0, 0.05)))
+    assert math.isinf(float(cs_halfwidth(4, 1.0, 0.05)))  # k = 4.25 > 4 at n = 4
+    assert math.isfinite(float(cs_halfwidth(5, 1.0, 0.05)))  # k = 4.735 < 5
+    assert first_look(0.05) == 5 and first_look(0.01) == 6  # Bonferroni over 5 comparisons costs a seed
+
+
+def test_verdicts_of_intervals() -> None:
+    assert verdict_of(0.2, 3.0, 1.0) == HELPS
+    assert verdict_of(-3.0, -0.1, 1.0) == HURTS
+    assert verdict_of(-0.5, 0.9, 1.0) == EQUIVALENT
+    assert verdict_of(-0.5, 1.2, 1.0) == UNDECIDED
+    assert verdict_of(-0.5, 0.9, 0.0) == UNDECIDED  # no margin: no equivalence verdict
+
+
+def test_first_decisive_look_and_running_interval() -> None:
+    d = [5.0, 5.2, 4.9, 5.1, 5.0, 4.8, 5.3]
+    low, high, verdict, at = decide_sequence(d, 1.0, 0.05)
+    assert verdict == HELPS and at == 5  # the first look with a finite interval already excludes 0
+    assert 0 < low < 5.0 < high
+    # the running interval is the intersection: never wider than the last look's own interval
+    last = np.array(d)
+    half = float(cs_halfwidth(len(d), ((last - last.mean()) ** 2).sum(), 0.05))
+    assert high - low <= 2 * half + 1e-12
+    low, high, verdict, at = decide_sequence([0.01, -0.02, 0.0, 0.02, -0.01, 0.01], 1.0, 0.05)
+    assert verdict == EQUIVALENT and -1 < low < high < 1
+
+
+def test_decide_splits_alpha_over_comparisons_and_names_needed_arms() -> None:
+    seeds = range(10)
+    rng = np.random.default_rng(0)
+    base = rng.normal(30, 3, 10)
+    values = pd.DataFrame({"a": base, "b": base + 5 + rng.normal(0, 0.3, 10), "c": base + rng.normal(0, 3, 10)},
+                          index=list(seeds))
+    out = decide(values, [("b vs a", "b", "a"), ("c vs a", "c", "a")], margin=1.0)
+    assert [d.verdict for d in out] == [HELPS, UNDECIDED]
+    assert out[0].decided_at == first_look(0.025)  # alpha / 2 per comparison
+    assert needed_arms(out) == ["a", "c"]
+
+
+def _simulate(delta: float, sd: float, margin: float, cap: int, studies: int, seed: int,
+              alpha: float = 0.05) -> tuple[dict[str, float], float, float]:
+    """Share of verdicts, mean seeds used, and the naive repeated paired t test's rate of
+    'significant at some look' for paired differences ~ N(delta, sd), a look after every seed."""
+    rng = np.random.default_rng(seed)
+    d = rng.normal(delta, sd, (studies, cap))
+    n = np.arange(1, cap + 1)
+    mean = np.cumsum(d, 1) / n
+    q = np.cumsum(d * d, 1) - n * mean ** 2
+    half = cs_halfwidth(n[None, :], q, alpha)
+    low, high = np.maximum.accumulate(mean - half, 1), np.minimum.accumulate(mean + half, 1)
+    helps, hurts, same = low > 0, high < 0, (low > -margin) & (high < margin)
+    decided = helps | hurts | same
+    first = np.where(decided.any(1), decided.argmax(1), cap - 1)
+    r = np.arange(studies)
+    shares = {HELPS: helps[r, first].mean(), HURTS: (hurts[r, first] & ~helps[r, first]).mean(),
+              EQUIVALENT: (same[r, first] & ~helps[r, first] & ~hurts[r, first]).mean()}
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = mean / np.sqrt(q / (n - 1) / n)
+        p = 2 * stats.t.sf(np.abs(t), n - 1)
+    naive = float((p[:, 1:] < alpha).any(1).mean())
+    return shares, float((first + 1).mean()), naive
+
+
+STUDIES, CAP, MARGIN = 4000, 20, 1.0
+
+
+def _upper(p: float) -> float:
+    """The rate plus two simulation standard errors."""
+    return p + 2 * math.sqrt(max(p * (1 - p), 1e-4) / STUDIES)
+
+
+@pytest.mark.parametrize("sd", [1.0, 2.0, 3.0])
+def test_error_rates_hold_under_peeking_after_every_seed(sd: float) -> None:
+    # null: no true difference -> a wrong helps/hurts in at most 5% of studies
+    shares, seeds_null, naive = _simulate(0.0, sd, MARGIN, CAP, STUDIES, seed=1)
+    wrong = shares[HELPS] + shares[HURTS]
+    assert wrong <= 0.05 and _upper(wrong) < 0.06, wrong
+    # the same studies judged by a paired t test repeated after every seed: far above 5%
+    assert naive > 0.15, naive
+    # a true difference of 2 x margin -> a wrong "no effect" in at most 5% of studies
+    shares, seeds_big, _ = _simulate(2 * MARGIN, sd, MARGIN, CAP, STUDIES, seed=2)
+    assert shares[EQUIVALENT] <= 0.05 and shares[HURTS] == 0.0
+    # +-margin/2: "hurts" for a positive truth (and "helps" for a negative one) stays rare
+    shares_pos, _, _ = _simulate(MARGIN / 2, sd, MARGIN, CAP, STUDIES, seed=3)
+    shares_neg, _, _ = _simulate(-MARGIN / 2, sd, MARGIN, CAP, STUDIES, seed=4)
+    assert shares_pos[HURTS] <= 0.05 and shares_neg[HELPS] <= 0.05
+    assert 5 <= seeds_big <= CAP and 5 <= seeds_null <= CAP  # no verdict before the first finite interval
+
+
+def test_a_clear_effect_stops_early() -> None:
+    shares, seeds_used, _ = _simulate(5.0, 2.0, MARGIN, CAP, STUDIES, seed=5)
+    assert shares[HELPS] > 0.99 and seeds_used < 8

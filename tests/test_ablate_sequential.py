@@ -1,0 +1,122 @@
+"""Sequential rounds over real Optuna storage with a stand-in trainer (no training): the next round
+trains only what an undecided comparison needs, a cap stops the study, and a second command with
+a larger cap continues it without training anything twice."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from dinokit.ablate import study as study_mod
+from dinokit.ablate.arms import leave_one_out
+from dinokit.ablate.decide import HURTS, UNDECIDED
+from dinokit.ablate.report import render
+from dinokit.ablate.sequential import SEED_SPACE, Rule, first_look, run_until_decided
+from dinokit.config import load_preset
+from dinokit.errors import DinokitError
+
+
+@dataclass
+class _Result:
+    run_dir: Path
+    best: dict[str, float]
+    history: list[dict[str, Any]]
+    params: int = 1000
+    interrupted: bool = False
+    steps: int = 2
+    rank: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _fake_trainer(cfg: Any, on_epoch: Any = None, **kw: Any) -> _Result:
+    """AP of (arm, seed): a shared seed effect; no-cdn 5 points lower with little spread; no-lft
+    the same as full with 1.2 points of paired spread (needs many seeds for any verdict)."""
+    seed = cfg.train.seed
+    shared = 0.30 + 0.03 * np.random.default_rng([seed, 0]).normal()
+    if cfg.model.denoising == "dn":
+        ap = shared - 0.05 + 0.004 * np.random.default_rng([seed, 1]).normal()
+    elif not cfg.model.lft:
+        ap = shared + 0.012 * np.random.default_rng([seed, 2]).normal()
+    else:
+        ap = shared
+    run_dir = Path(cfg.train.out) / cfg.train.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    rows = [{"step": 1, "AP": ap - 0.1, "AP50": ap}, {"step": 2, "AP": ap, "AP50": ap + 0.2}]
+    for row in rows:
+        if on_epoch is not None:
+            on_epoch(row)
+    return _Result(run_dir, {"AP": ap, "AP50": ap + 0.2}, rows)
+
+
+def _spec(tmp_path: Path) -> study_mod.AblationSpec:
+    cfg = load_preset("tiny")
+    cfg.train.steps, cfg.train.time_budget = 2, 0.0
+    arms = leave_one_out(["no-cdn", "no-lft"])
+    return study_mod.AblationSpec("seq", arms, [42 + i for i in range(SEED_SPACE)], cfg, tmp_path / "seq",
+                                  meta={"sequential": True, "rule": {"margin": 1.0, "measure": "AP"}},
+                                  trainer=_fake_trainer)
+
+
+def _trained(spec: study_mod.AblationSpec) -> Counter:
+    _, records = study_mod.read_trials(spec.storage, spec.name)
+    return Counter((r["arm"], r["seed"]) for r in records if r["state"] == "COMPLETE")
+
+
+def test_rounds_train_only_what_is_undecided_and_resume_with_a_larger_cap(tmp_path: Path) -> None:
+    spec = _spec(tmp_path)
+    first = first_look(0.05 / 2)  # two comparisons: no-cdn vs full, no-lft vs full
+    decisions, reason = run_until_decided(spec, Rule(1.0, "AP", max_seeds=first + 2), say=lambda m: None)
+    verdicts = {d.arm: d for d in decisions}
+    assert verdicts["no-cdn"].verdict == HURTS and verdicts["no-cdn"].decided_at == first
+    assert verdicts["no-lft"].verdict == UNDECIDED and "seed cap" in reason
+    trained = _trained(spec)
+    assert all(n == 1 for n in trained.values())
+    seeds = lambda arm: sorted(s for a, s in trained if a == arm)  # noqa: E731
+    assert seeds("no-cdn") == list(range(42, 42 + first))  # decided: no more seeds
+    assert seeds("full") == seeds("no-lft") == list(range(42, 42 + first + 2))
+
+    # the same study, a larger cap: continues where it stopped, nothing trained twice
+    spec = _spec(tmp_path)
+    decisions, reason = run_until_decided(spec, Rule(1.0, "AP", max_seeds=first + 4), say=lambda m: None)
+    trained = _trained(spec)
+    assert all(n == 1 for n in trained.values())
+    assert seeds("no-cdn") == list(range(42, 42 + first))
+    assert seeds("no-lft") == list(range(42, 42 + first + 4))
+
+    # the report carries the verdicts with the study's own rule; no "not finished" for skipped arms
+    data, _ = render(spec.storage, spec.name, spec.out_dir, gallery=False)
+    text = (spec.out_dir / "report.md").read_text()
+    assert data.rule == {"margin": 1.0, "measure": "AP"}
+    assert "## Verdicts" in text and "hurts" in text and "Not finished" not in text
+    assert text.index("## Verdicts") < text.index("## Results")
+
+
+def test_a_resumed_study_keeps_its_margin(tmp_path: Path) -> None:
+    spec = _spec(tmp_path)
+    run_until_decided(spec, Rule(1.0, "AP", max_seeds=2), say=lambda m: None)
+    with pytest.raises(DinokitError, match="margin"):
+        run_until_decided(_spec(tmp_path), Rule(0.5, "AP", max_seeds=8), say=lambda m: None)
+
+
+def test_report_margin_on_a_fixed_seed_study(tmp_path: Path) -> None:
+    """`ablate report NAME --margin` applies the rule to a finished fixed-seed study."""
+    from dinokit.ablate.cli import app
+    from typer.testing import CliRunner
+
+    cfg = load_preset("tiny")
+    cfg.train.steps, cfg.train.time_budget = 2, 0.0
+    out = tmp_path / "runs"
+    spec = study_mod.AblationSpec("fixed", leave_one_out(["no-cdn"]), list(range(42, 50)), cfg,
+                                  out / "ablate" / "fixed", trainer=_fake_trainer)
+    study_mod.run(spec, say=lambda m: None)
+    result = CliRunner().invoke(app, ["report", "fixed", "--out", str(out), "--margin", "1.0"])
+    assert result.exit_code == 0, result.output
+    text = (spec.out_dir / "report.md").read_text()
+    assert "## Verdicts" in text and "| no-cdn vs full | hurts |" in text
+    bad = CliRunner().invoke(app, ["report", "fixed", "--out", str(out), "--margin", "-1"])
+    assert bad.exit_code != 0 and "--margin" in str(bad.exception)
