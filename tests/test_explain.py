@@ -256,3 +256,23 @@ def test_bad_input_is_one_line(mixed_ckpt, image_file, tmp_path, capsys, args, m
     code = run_cli(["explain", *argv, "--checkpoint", str(mixed_ckpt), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith("error: ") and "\n" not in err and message in err, err
+
+
+OFFICIAL = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "official_small"
+
+
+@pytest.mark.skipif(not (OFFICIAL / "weights_fp16.pt").is_file(), reason="../shared/reference absent")
+def test_official_checkpoint_undoes_the_official_resize(tmp_path):
+    """Item 3-4 for a converted official checkpoint: explain resizes as the official code
+    (shorter side 800) and its detections, in the original 640x480 pixels, are predict's."""
+    from dinokit.interop.official import official_checkpoint
+
+    weights = torch.load(OFFICIAL / "weights_fp16.pt", map_location="cpu", weights_only=True)
+    ck = save_checkpoint(official_checkpoint(weights, ["model.nheads=4"]), tmp_path / "official.pt")
+    detector = dinokit.load(ck, "cpu")
+    exp = detector.explain(OFFICIAL / "image.png", score=0.0, top=2)
+    det = detector.predict(OFFICIAL / "image.png", score=0.0)[0]
+    assert tuple(exp.settings["input_size"]) == (800, 1066) and exp.size == (480, 640)
+    assert np.allclose(exp.detections.xyxy[:20], det.xyxy[:20], atol=1e-2)
+    assert exp.detections.names[:20] == det.names[:20]
+    assert len(exp.arrays["objectness"]) == 4 and exp.arrays["locations"].shape == (2, 2, 4, 4, 2, 2)  # (N, layers, M, L, P, 2)
