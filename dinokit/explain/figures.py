@@ -196,7 +196,7 @@ def denoising_figure(exp: Explanation) -> Any | None:
         for noised, out, score in zip(a[f"dn_{half}_in"], a[f"dn_{half}_out"], a[f"dn_{half}_scores"]):
             _box(ax, noised, colours[half], 1.3, "--", label="noised input")
             _box(ax, out, colours[half], 2.0, label="decoder output")
-            ax.text(float(out[0]), float(out[1]), f"{float(score):.2f}", color="white", fontsize=7, va="bottom",
+            ax.text(float(out[0]), float(out[1]), f"{float(score):.2f}", color="white", fontsize=7, va="top",
                     bbox={"facecolor": colours[half], "alpha": 0.8, "pad": 1, "linewidth": 0})
         handles, labels = ax.get_legend_handles_labels()
         unique = dict(zip(labels, handles))
