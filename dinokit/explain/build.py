@@ -45,6 +45,7 @@ def explain_image(
     model, cfg = backend.model, backend.cfg
     if model is None:
         raise CheckpointError("explain needs a torch checkpoint (.pt / .pth), not an ONNX model")
+    model = getattr(model, "_orig_mod", model)  # torch.compile'd: hooks on the eager modules
     check_options(top, query, layer, score, cfg)
     size = (image.height, image.width)
     pixels, _ = _prepare(image, transform)  # (3, h', w') the test-time resize, as predict

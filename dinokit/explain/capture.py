@@ -109,11 +109,9 @@ def capture(model: nn.Module, pixels: Tensor, device: torch.device) -> Internals
         out = model(images, masks)
     level_shapes, selected = seen["selected"][0]
     shapes = [(int(h), int(w)) for h, w in level_shapes]
-    layers = len(model.decoder.layers)
     logits = torch.stack([a["pred_logits"] for a in out["aux_outputs"]] + [out["pred_logits"]])[:, 0].float()
     boxes = torch.stack([a["pred_boxes"] for a in out["aux_outputs"]] + [out["pred_boxes"]])[:, 0].float()
     references = torch.stack([r[0, :, 0] for r in seen["references"]]).float()  # level 0: no padding, ratio 1
-    assert references.shape[0] == layers
     objectness = tokens = proposal_boxes = proposal_scores = None
     if selected.enc_outputs is not None:
         objectness = seen["class_head"][0][0].float().sigmoid().max(-1).values  # (S,)
