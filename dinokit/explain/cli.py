@@ -24,7 +24,7 @@ def explain(
     out: Optional[Path] = typer.Option(None, help="Output folder (default runs/explain/expN)."),
     data: Optional[str] = typer.Option(None, help="A dataset (any --data format) holding --image-id's ground truth."),
     image_id: Optional[str] = typer.Option(None, "--image-id", help="The image in --data: a COCO image id or a file name."),
-    boxes: Optional[Path] = typer.Option(None, "--boxes", help="Ground truth as JSON: [{\"box\": [x0, y0, x1, y1], \"label\": name}]."),
+    boxes: Optional[Path] = typer.Option(None, "--boxes", help="Ground truth: a JSON list of {\"box\": (x0, y0, x1, y1) pixels, \"label\": class name}."),
     seed: int = typer.Option(0, help="Seed of the denoising noise."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N or mps."),
     image_size: Optional[int] = typer.Option(None, "--image-size", help="Resize the longest side to this (default: the checkpoint's test-time resize)."),

@@ -21,9 +21,6 @@ from dinokit.config import Config, ConfigError
 from dinokit.explain.capture import DenoisingInternals, Internals
 from dinokit.infer.detections import Detections
 
-FIGURES = ("selection", "sampling", "refinement", "denoising")
-
-
 @dataclass
 class Explanation:
     """What DINO did on one image: query selection, cross-attention sampling, box refinement

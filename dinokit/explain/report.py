@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from dinokit.explain.explanation import FIGURES, Explanation
+from dinokit.explain.explanation import Explanation
 from dinokit.explain.html import render_html
 from dinokit.files import write_json, write_text, write_with
 
@@ -46,5 +46,3 @@ def write_selection(checkpoint: str | Path, image: str | Path, path: str | Path,
                         torch.device(device))
     return save_figure(selection_figure(exp), Path(path))
 
-
-__all__ = ["FIGURES", "save_figure", "write_explanation", "write_selection"]
