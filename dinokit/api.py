@@ -96,6 +96,17 @@ class Detector:
             raise CheckpointError(f"{self.source} is already an ONNX model")
         return export_onnx(self.source, path, opset).path
 
+    def explain(self, image: Any, top: int = 3, query: int | None = None, layer: int | str | None = None,
+                score: float = 0.3, boxes: Any = None, seed: int = 0) -> Any:
+        """What the model did on one image, from its own forward: an `Explanation` (dinokit.explain;
+        arrays in the image's pixels, `.figures()`, `.to_json()`, `.save(folder)`). `boxes`: ground
+        truth for the denoising figure (a JSON file or a list of {"box", "label"})."""
+        from dinokit.data.transforms import eval_transforms
+        from dinokit.explain.build import explain_source
+
+        return explain_source(self._backend, image, eval_transforms(self.config.data), self.device, boxes=boxes,
+                              top=top, query=query, layer=layer, score=score, seed=seed, autocast=self._autocast())
+
     def _autocast(self) -> Any:
         from dinokit.infer.precision import autocast
 

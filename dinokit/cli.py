@@ -20,6 +20,7 @@ from dinokit.ablate.cli import app as ablate_app
 from dinokit.tune.cli import tune as tune_command
 from dinokit.config import ConfigError, budget_flags
 from dinokit.data.cli import app as data_app
+from dinokit.explain.cli import explain as explain_command
 from dinokit.errors import DinokitError, fail
 from dinokit.version import __version__
 
@@ -377,6 +378,7 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
 
 
 app.command("tune")(tune_command)  # dinokit/tune/cli.py
+app.command("explain")(explain_command)  # dinokit/explain/cli.py
 
 
 # --------------------------------------------------------------------------- entry point

@@ -28,6 +28,14 @@ def shapes_tensor(shapes: Shapes) -> Tensor:
     return torch.stack([torch.stack([torch.as_tensor(h), torch.as_tensor(w)]) for h, w in shapes])
 
 
+class SamplingStep(nn.Module):
+    """`deformable_sampling` as a module without parameters, so that a forward hook sees the exact
+    locations (B, Q, M, L, P, 2) and weights (B, Q, M, L, P) the attention used (dinokit explain)."""
+
+    def forward(self, value: Tensor, shapes: Shapes, locations: Tensor, weights: Tensor) -> Tensor:
+        return deformable_sampling(value, shapes, locations, weights)
+
+
 class MultiScaleDeformableAttention(nn.Module):
     """Deformable DETR attention: each head samples `points` locations per level around the reference."""
 
@@ -38,6 +46,7 @@ class MultiScaleDeformableAttention(nn.Module):
         self.attention_weights = nn.Linear(dim, heads * levels * points)
         self.value_proj = nn.Linear(dim, dim)
         self.output_proj = nn.Linear(dim, dim)
+        self.sampling = SamplingStep()
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -81,7 +90,7 @@ class MultiScaleDeformableAttention(nn.Module):
         else:  # boxes: offsets scale with the box size
             ref = reference_points[:, :, None, :, None, :]
             locations = ref[..., :2] + offsets / P * ref[..., 2:] * 0.5
-        return self.output_proj(deformable_sampling(v, spatial_shapes, locations, weights))
+        return self.output_proj(self.sampling(v, spatial_shapes, locations, weights))
 
 
 class DenseAttention(nn.Module):
