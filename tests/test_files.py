@@ -47,3 +47,20 @@ def test_same_file(tmp_path):
     (tmp_path / "a.jpg").write_bytes(b"1")
     assert files.same_file(tmp_path / "a.jpg", tmp_path / "." / "a.jpg")
     assert not files.same_file(tmp_path / "a.jpg", tmp_path / "b.jpg")
+
+
+def test_outputs_get_the_mode_open_would_give(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        fresh = files.write_text(tmp_path / "new.txt", "x")
+        assert stat.S_IMODE(fresh.stat().st_mode) == 0o644  # not mkstemp's 0600
+        kept = tmp_path / "kept.txt"
+        kept.write_text("x")
+        kept.chmod(0o640)
+        files.write_text(kept, "y")
+        assert stat.S_IMODE(kept.stat().st_mode) == 0o640  # a rewrite keeps the file's mode
+    finally:
+        os.umask(old)
