@@ -64,4 +64,7 @@ def gallery_section(data: Any, done: pd.DataFrame, out_dir: Path) -> list[Sectio
     if made is None:
         return []
     return [Section("Gallery", note="The validation images with the most objects, the ground truth first, then "
-                    "each arm's best checkpoint of one seed (score >= 0.3).", images=[("gallery.png", "gallery")])]
+                    "each arm's best checkpoint of one seed (score >= 0.3). Below: each arm's query selection on "
+                    "the first image (dinokit explain): the encoder's objectness per level and the top-K anchors "
+                    "the decoder starts from.",
+                    images=[("gallery.png", "gallery"), ("selection.png", "query selection per arm")])]

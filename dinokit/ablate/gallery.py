@@ -4,6 +4,8 @@ One row per image, one column per arm, the ground truth in the first column. The
 validation images with the most objects (ties: the lower image id), so they are fixed by the
 dataset, not by any arm. Every arm's column is the best checkpoint of one seed (the first seed
 that every arm finished; the trials' resume state `last.pt` is deleted after training).
+Beside it, `selection.png` shows each arm's query selection on the busiest image (dinokit explain's
+figure, from each arm's own forward): does static versus mixed change the anchors?
 """
 
 from __future__ import annotations
@@ -51,6 +53,31 @@ def _cell(image: Image.Image) -> Image.Image:
     return cell
 
 
+def make_selection_sheet(checkpoints: dict[str, Path], image: Path, path: Path, device: str = "cpu") -> Path:
+    """Each arm's `dinokit explain` selection figure of `image`, side by side, in `path`."""
+    import tempfile
+
+    from dinokit.explain.report import write_selection
+
+    panels = []
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+        for arm, ckpt in checkpoints.items():
+            figure = write_selection(ckpt, image, Path(tmp) / "selection.png", device=device)
+            with Image.open(figure) as img:
+                panel = img.convert("RGB")
+            titled = Image.new("RGB", (panel.width, panel.height + HEADER), "white")
+            titled.paste(panel, (0, HEADER))
+            ImageDraw.Draw(titled).text((6, 8), arm[:60], fill="black")
+            panels.append(titled)
+    sheet = Image.new("RGB", (sum(p.width for p in panels), max(p.height for p in panels)), "white")
+    x = 0
+    for panel in panels:
+        sheet.paste(panel, (x, 0))
+        x += panel.width
+    return write_with(path, lambda tmp: sheet.save(tmp, format="PNG"))
+
+
 def make_gallery(done: pd.DataFrame, arms: list[str], path: Path, device: str = "cpu") -> Path | None:
     """Write `path` (gallery.png) from the completed trials (`done`: arm, seed, run_dir); None
     when no seed has every arm's checkpoint (e.g. a report rebuilt on another machine)."""
@@ -82,6 +109,7 @@ def make_gallery(done: pd.DataFrame, arms: list[str], path: Path, device: str = 
     for arm in arms:
         found = detectors[arm].predict(files, score=SCORE)
         columns.append([_cell(d.plot()) for d in found])
+    make_selection_sheet({a: runs[a] for a in arms}, Path(files[0]), path.with_name("selection.png"), device)
     titles = ["ground truth", *(f"{a} (seed {seed})" for a in arms)]
     sheet = Image.new("RGB", (CELL * len(columns), HEADER + CELL * len(ids)), "white")
     draw = ImageDraw.Draw(sheet)
