@@ -16,6 +16,7 @@ from rich.console import Console
 from dinokit.ablate import arms as arms_mod
 from dinokit.config import Config
 from dinokit.errors import DinokitError, fail
+from dinokit.studies import launch as launch_mod
 from dinokit.studies.names import check_name
 from dinokit.studies.trials import study_config
 
@@ -83,6 +84,10 @@ def ablate(
     precision: Optional[str] = typer.Option(None, "--precision",
                                             help="Every trial's train.precision: fp32, bf16, fp16 (CUDA) or auto."),
     list_studies: bool = typer.Option(False, "--list-studies", help="Print the shipped study names and paths."),
+    launcher: str = launch_mod.LAUNCHER, partition: Optional[str] = launch_mod.PARTITION,
+    time_: Optional[str] = launch_mod.TIME, gpus: int = launch_mod.GPUS_PER_TRIAL,
+    cpus: Optional[int] = launch_mod.CPUS_PER_TRIAL, mem: Optional[str] = launch_mod.MEM,
+    slurm_args: list[str] = launch_mod.SLURM_ARGS, wait: bool = launch_mod.WAIT,
 ) -> None:
     """Train the full model and the ablated arms on the same data, budget and seeds; report."""
     if ctx.invoked_subcommand is not None:
@@ -118,7 +123,10 @@ def ablate(
         meta["overrides"] = " ".join(sets)
     spec = study_mod.AblationSpec(name, arm_set, [cfg.train.seed + i for i in range(seeds)], cfg,
                                   out / "ablate" / name, storage or "", meta)
-    ledger = study_mod.run(spec, jobs=jobs, say=_say)
+    launch = launch_mod.Launch(launcher, partition, time_, gpus, cpus, mem, slurm_args, wait).check_storage(spec.storage)
+    ledger = study_mod.run(spec, jobs=jobs, say=_say, launch=launch)
+    if ledger is None:  # submitted to Slurm; the jobs train
+        return
     data_, summary = report_mod.render(spec.storage, name, spec.out_dir)
     _show(data_, summary, spec.out_dir)
     if ledger.live:
