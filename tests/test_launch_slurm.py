@@ -104,6 +104,8 @@ def test_ablation_on_slurm_trains_every_pair_once(cluster: slurm_cluster.Cluster
         assert f"jobs ended: {jobs[0]} COMPLETED, {jobs[1]} COMPLETED" in r.stdout
         assert "4 finished trials" in r.stdout and "no-lft" in r.stdout  # the report's table
         done = [t for t in _trials(name) if t.state == TrialState.COMPLETE]
+        for t in done:
+            print(f"trial {t.number}: {t.params['arm']} seed {t.params['seed']} trained by Slurm job {t.user_attrs['slurm_job']}")
         assert Counter((t.params["arm"], t.params["seed"]) for t in done) == Counter(PAIRS)  # each exactly once
         assert {t.user_attrs["slurm_job"] for t in done} <= set(jobs)  # trained inside the submitted jobs
         assert all(len(t.user_attrs["history"]) == 2 for t in done)
