@@ -25,15 +25,10 @@ import pytest
 from optuna.trial import TrialState
 
 from tests import slurm_cluster
+from tests.test_ablate_postgres import SMALL, URL  # the same tiny trials and the same server
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
-URL = os.environ.get("DINOKIT_TEST_POSTGRES", "")
-SMALL = [
-    "data.shapes_train=8", "data.shapes_val=4", "data.image_size=64", "data.min_size=64",
-    "model.backbone=mobilenet_v3_small", "model.enc_layers=1", "model.dec_layers=2",
-    "model.num_queries=20", "model.dn_number=6", "train.batch_size=4", "train.threads=1",
-]
 PAIRS = {(a, s) for a in ("full", "no-lft") for s in (42, 43)}
 
 
