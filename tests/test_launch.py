@@ -17,7 +17,7 @@ from tests.cli_helpers import run_cli
 @pytest.mark.parametrize("argv, message", [
     (["ablate", "--no-lft", "--launcher", "slurm"], "--launcher slurm needs a database server"),
     (["ablate", "--no-lft", "--launcher", "slurm", "--storage", "sqlite:///x.db"], "SQLite is one file"),
-    (["tune", "--space", "ablations/tune_tiny.yaml", "--launcher", "slurm"], "--launcher slurm needs a database"),
+    (["tune", "--space", "tune_tiny", "--launcher", "slurm"], "--launcher slurm needs a database"),
     (["ablate", "--no-lft", "--partition", "gpu"], "need --launcher slurm"),
     (["train", "--nodes", "2"], "need --launcher slurm"),
     (["ablate", "--no-lft", "--launcher", "pbs"], "--launcher must be one of local, slurm"),
@@ -30,8 +30,6 @@ from tests.cli_helpers import run_cli
 def test_bad_launcher_flags_are_one_line(argv: list[str], message: str, capsys, tmp_path: Path,
                                          monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
-    if argv[0] == "tune":
-        argv[2] = str(Path(__file__).resolve().parents[1] / argv[2])
     assert run_cli(argv) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1, err

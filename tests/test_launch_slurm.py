@@ -126,8 +126,8 @@ def test_cancelled_job_trial_is_finished_by_the_other_job_or_a_rerun(cluster: sl
         victim, deadline, cancelled = jobs[0], time.monotonic() + 300, None
         while time.monotonic() < deadline and cancelled is None:
             try:
-                running = [t for t in _trials(name) if t.state == TrialState.RUNNING and "arm" in t.params
-                           and t.user_attrs.get("slurm_job") == victim]
+                running = [t for t in _trials(name) if t.state == TrialState.RUNNING and "seed" in t.params
+                           and t.user_attrs.get("slurm_job") == victim]  # its pair chosen (arm, then seed)
             except KeyError:
                 running = []
             if running:

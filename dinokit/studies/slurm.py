@@ -52,6 +52,12 @@ def _sbatch(submit: Callable[[], Any]) -> str:
         raise DinokitError(f"sbatch failed: {text[-1] if text else type(exc).__name__}") from None
 
 
+def _cancelled(signum: int, frame: Any) -> None:
+    """scancel outside a training step (building the model, between trials): fail the trial now,
+    rather than be killed after Slurm's KillWait with the trial left running."""
+    raise KeyboardInterrupt("SIGTERM from Slurm (job cancelled)")
+
+
 def _job(work: Callable[[], None], timed: bool) -> None:
     """A worker job's body: say where it runs, then work (errors end as one line).
 
@@ -59,6 +65,7 @@ def _job(work: Callable[[], None], timed: bool) -> None:
     it needs the job's time limit; without --time, USR2 stops the training as SIGTERM does (the
     trial fails as interrupted and is retried by the other jobs or a rerun)."""
     print(f"[slurm job {os.environ.get('SLURM_JOB_ID', '?')} on {os.uname().nodename}]", flush=True)
+    signal.signal(signal.SIGTERM, _cancelled)  # submitit ignores it; the trainer stops at a step on its own
     if not timed:
         signal.signal(signal.SIGUSR2, lambda *_: os.kill(os.getpid(), signal.SIGTERM))
     run_worker(work)
