@@ -22,6 +22,7 @@ from dinokit.config import ConfigError, budget_flags
 from dinokit.data.cli import app as data_app
 from dinokit.explain.cli import explain as explain_command
 from dinokit.errors import DinokitError, fail
+from dinokit.studies import launch as launch_mod
 from dinokit.version import __version__
 
 app = typer.Typer(
@@ -104,8 +105,17 @@ def train(
         None, "--tensorboard/--no-tensorboard", help="TensorBoard logs in the run folder (default: on when installed)."),
     precision: Optional[str] = typer.Option(None, "--precision", help=PRECISION_HELP + " Default fp32."),
     set_: list[str] = typer.Option([], "--set", help="Override any field: section.field=value (repeatable)."),
+    launcher: str = launch_mod.LAUNCHER, nodes: int = launch_mod.NODES, gpus_per_node: int = launch_mod.GPUS_PER_NODE,
+    cpus: Optional[int] = launch_mod.CPUS_PER_TASK, partition: Optional[str] = launch_mod.PARTITION,
+    time_: Optional[str] = launch_mod.TIME, mem: Optional[str] = launch_mod.MEM,
+    slurm_args: list[str] = launch_mod.SLURM_ARGS, wait: bool = launch_mod.WAIT,
 ) -> None:
     """Train a DINO detector (default: the tiny preset on the built-in shapes data)."""
+    launch = launch_mod.Launch(launcher, partition, time_, gpus_per_node, cpus, mem, slurm_args, wait, nodes)
+    if launch.on_slurm:  # this same command (these flags) as one job of DDP processes
+        flags = {k: v for k, v in locals().items() if k != "launch"}
+        logs = Path(out or "runs") / "train" / "slurm"
+        return launch_mod.submit_command(launch, "dinokit.cli:train", flags, logs, _say)
     from dinokit.api import train as api_train
 
     fields = {

@@ -16,6 +16,7 @@ from rich.console import Console
 from dinokit.ablate import arms as arms_mod
 from dinokit.config import Config
 from dinokit.errors import DinokitError, fail
+from dinokit.studies import launch as launch_mod
 from dinokit.studies.names import check_name
 from dinokit.studies.trials import study_config
 
@@ -98,6 +99,10 @@ def ablate(
                                               "--until-decided starts no new round (the study's total)."),
     decide_on: str = typer.Option("AP", "--decide-on", help="Measure of the verdicts: AP, AP50, auc, AP-tail or "
                                   "AP50-tail (mean over the last third of the evaluations)."),
+    launcher: str = launch_mod.LAUNCHER, partition: Optional[str] = launch_mod.PARTITION,
+    time_: Optional[str] = launch_mod.TIME, gpus: int = launch_mod.GPUS_PER_TRIAL,
+    cpus: Optional[int] = launch_mod.CPUS_PER_TRIAL, mem: Optional[str] = launch_mod.MEM,
+    slurm_args: list[str] = launch_mod.SLURM_ARGS, wait: bool = launch_mod.WAIT,
 ) -> None:
     """Train the full model and the ablated arms on the same data, budget and seeds; report."""
     if ctx.invoked_subcommand is not None:
@@ -140,14 +145,20 @@ def ablate(
     n_seeds = sequential_mod.SEED_SPACE if until_decided else seeds
     spec = study_mod.AblationSpec(name, arm_set, [cfg.train.seed + i for i in range(n_seeds)], cfg,
                                   out / "ablate" / name, storage or "", meta)
+    launch = launch_mod.Launch(launcher, partition, time_, gpus, cpus, mem, slurm_args, wait).check_storage(spec.storage)
     if until_decided:
-        _, reason = sequential_mod.run_until_decided(spec, rule, jobs=jobs, say=_say)
+        if launch.on_slurm and not launch.wait:
+            raise DinokitError("--until-decided with --launcher slurm needs --wait: each round's verdicts "
+                               "decide what the next round trains")
+        _, reason = sequential_mod.run_until_decided(spec, rule, jobs=jobs, say=_say, launch=launch)
         _say(f"stopped: {reason}")
         data_, summary = report_mod.render(spec.storage, name, spec.out_dir,
                                            {"margin": margin, "measure": decide_on, "reason": reason})
         _show(data_, summary, spec.out_dir)
         return
-    ledger = study_mod.run(spec, jobs=jobs, say=_say)
+    ledger = study_mod.run(spec, jobs=jobs, say=_say, launch=launch)
+    if ledger is None:  # submitted to Slurm; the jobs train
+        return
     data_, summary = report_mod.render(spec.storage, name, spec.out_dir)
     _show(data_, summary, spec.out_dir)
     if ledger.live:

@@ -77,7 +77,7 @@ def report_data(name: str, arm_set: ArmSet, base: Config, seeds: list[int], reco
         row.update({m: metrics.get(m, math.nan) for m in ALL_METRICS})
         row.update(train_time=ua.get("train_time", math.nan), params=ua.get("params", math.nan),
                    steps=last.get("step"), error=ua.get("error", ""),
-                   run_dir=ua.get("run_dir", ""), host=ua.get("host", ""),
+                   run_dir=ua.get("run_dir", ""), host=ua.get("host", ""), slurm_job=ua.get("slurm_job", ""),
                    started=_iso(rec.get("started")), finished=_iso(rec.get("finished")))
         row.update({k: setting(cfg, k) for k in (*SWITCHES, *extra)})
         rows.append(row)

@@ -106,9 +106,11 @@ def next_round(decisions: list[Decision], done: set[tuple[str, int]], seeds: lis
     return [(a, seeds[i]) for i in range(target) for a in arms if (a, seeds[i]) not in done], target
 
 
-def run_until_decided(spec: Any, rule: Rule, jobs: int = 1, say: Say = print) -> tuple[list[Decision], str]:
+def run_until_decided(spec: Any, rule: Rule, jobs: int = 1, say: Say = print,
+                      launch: Any = None) -> tuple[list[Decision], str]:
     """Rounds until every comparison is decided or a cap is hit; returns the last decisions
-    and why the study stopped. `spec`: an AblationSpec whose seeds are the SEED_SPACE choices."""
+    and why the study stopped. `spec`: an AblationSpec whose seeds are the SEED_SPACE choices;
+    `launch`: where each round's workers run (a `studies.launch.Launch` that waits, or local)."""
     from dinokit.ablate import study as study_mod
     from dinokit.ablate.report import completed, report_data
 
@@ -135,7 +137,7 @@ def run_until_decided(spec: Any, rule: Rule, jobs: int = 1, say: Say = print) ->
         spec.wanted = wanted
         started = time.monotonic()
         try:
-            study_mod.run(spec, jobs=jobs, say=say)
+            study_mod.run(spec, jobs=jobs, say=say, launch=launch)
         finally:
             seconds += time.monotonic() - started
             study.set_user_attr(RULE_ATTR, {"margin": rule.margin, "measure": rule.measure, "seconds": seconds})

@@ -24,6 +24,7 @@ import traceback
 import uuid
 import warnings
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -35,6 +36,7 @@ from dinokit.ablate.ledger import Ledger, Pair, holder_of, pair_of
 from dinokit.ablate.pairing import SharedInit
 from dinokit.config import Config, check_budget, diff_configs, plain
 from dinokit.errors import DinokitError, run_worker
+from dinokit.studies.launch import Launch, submit_workers
 from dinokit.studies.storage import default_storage, open_storage, safe_url
 from dinokit.studies.trials import DEFAULT_TRAINER, history_row, load_trainer
 from dinokit.studies.workers import reap_dead, sign, threads_per_job
@@ -244,9 +246,17 @@ def _worker_main(spec: AblationSpec, run_id: str, threads: int) -> None:
     run_worker(lambda: work(spec, run_id, threads, progress=False, say=say))
 
 
-def run(spec: AblationSpec, jobs: int = 1, progress: bool = True, say: Say = print) -> Ledger:
-    """Run (or resume) the ablation with `jobs` worker processes. Returns the ledger at the end:
-    pairs done, still running in other processes, failed in this run."""
+def _job_worker(spec: AblationSpec, threads: int) -> None:
+    """One Slurm job (--launcher slurm): a worker with its own run id, so that a pair which
+    another job left failed (cancelled, preempted) is retried here."""
+    _worker_main(spec, uuid.uuid4().hex[:12], threads)
+
+
+def run(spec: AblationSpec, jobs: int = 1, progress: bool = True, say: Say = print,
+        launch: Launch | None = None) -> Ledger | None:
+    """Run (or resume) the ablation with `jobs` worker processes (or Slurm jobs). Returns the
+    ledger at the end: pairs done, still running in other processes, failed in this run; None
+    when Slurm jobs were submitted without --wait."""
     if jobs < 1:
         raise DinokitError(f"--jobs must be at least 1, got {jobs}")
     study = prepare(spec)
@@ -257,7 +267,13 @@ def run(spec: AblationSpec, jobs: int = 1, progress: bool = True, say: Say = pri
             if spec.wanted is None else f"this round {len(spec.pairs)} trials")
     say(f"ablation {spec.name}: {grid}, {len(ledger.done)} done, {len(todo)} to run ({safe_url(spec.storage)})")
     threads = threads_per_job(jobs)
-    if todo and jobs == 1:
+    if todo and launch is not None and launch.on_slurm:
+        workers = [partial(_job_worker, spec, launch.threads) for _ in range(min(jobs, len(todo)))]
+        report = (f"dinokit ablate report {spec.name} --storage '{safe_url(spec.storage)}' "
+                  f"--out {spec.out_dir.parent.parent}")
+        if not submit_workers(launch, workers, spec.out_dir / "slurm", report, say, f"dinokit-ablate-{spec.name}"):
+            return None
+    elif todo and jobs == 1:
         work(spec, run_id, threads, progress, say)
     elif todo:
         _spawn(spec, run_id, threads, min(jobs, len(todo)), say)

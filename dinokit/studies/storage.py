@@ -45,7 +45,7 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 storage = optuna.storages.RDBStorage(
                     url, engine_kwargs={"connect_args": {"timeout": 60}} if sqlite else {},
-                    heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
+                    heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S, **_retry())
             break
         except Exception as exc:  # driver missing, host unreachable, bad path: all one line
             text = str(exc).strip()
@@ -67,6 +67,13 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
 
         storage.engine.dispose()
     return storage
+
+
+def _retry() -> dict[str, Any]:
+    """A trial whose heartbeat stopped (its machine or Slurm job died) is queued again, twice at most."""
+    if hasattr(optuna.storages, "RetryHeartbeatStaleTrialCallback"):  # optuna >= 4.9 names it so
+        return {"heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2)}
+    return {"failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=2)}
 
 
 def _with_driver(url: str) -> str:

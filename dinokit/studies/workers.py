@@ -10,6 +10,8 @@ from pathlib import Path
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from dinokit.studies.launch import job_attrs
+
 HOST = socket.gethostname()
 
 
@@ -28,9 +30,9 @@ PID_SPACE = _process_space()
 
 
 def sign(trial: optuna.Trial, **extra: str) -> None:
-    """Record which process trains `trial` (and any `extra` attributes), so that a dead worker's
-    trial can be told from a live one."""
-    for key, value in {"host": HOST, "pid": os.getpid(), "pid_space": PID_SPACE, **extra}.items():
+    """Record which process (and Slurm job) trains `trial`, and any `extra` attributes, so that a
+    dead worker's trial can be told from a live one."""
+    for key, value in {"host": HOST, "pid": os.getpid(), "pid_space": PID_SPACE, **job_attrs(), **extra}.items():
         trial.set_user_attr(key, value)
 
 

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 
 from dinokit.errors import DinokitError
+from dinokit.studies import launch as launch_mod
 from dinokit.studies.names import check_name
 from dinokit.studies.trials import study_config
 
@@ -33,6 +34,10 @@ def tune(
     precision: Optional[str] = typer.Option(None, "--precision",
                                             help="Every trial's train.precision: fp32, bf16, fp16 (CUDA) or auto."),
     list_spaces: bool = typer.Option(False, "--list-spaces", help="Print the shipped search spaces' names and paths."),
+    launcher: str = launch_mod.LAUNCHER, partition: Optional[str] = launch_mod.PARTITION,
+    time_: Optional[str] = launch_mod.TIME, gpus: int = launch_mod.GPUS_PER_TRIAL,
+    cpus: Optional[int] = launch_mod.CPUS_PER_TRIAL, mem: Optional[str] = launch_mod.MEM,
+    slurm_args: list[str] = launch_mod.SLURM_ARGS, wait: bool = launch_mod.WAIT,
 ) -> None:
     """Search hyperparameters with Optuna TPE and pruning; each trial is a training run."""
     from dinokit.studies.shipped import listing
@@ -51,7 +56,11 @@ def tune(
     name = check_name(name or space.stem)
     cfg = set_trial_precision(study_config(preset, data, sets, steps, time_budget), precision)
     spec = search.TuneSpec(name, search_space, cfg, out / "tune" / name, trials, storage or "", seed)
-    study = search.run(spec, jobs=jobs, say=lambda m: console.print(m, highlight=False, markup=False, soft_wrap=True))
+    launch = launch_mod.Launch(launcher, partition, time_, gpus, cpus, mem, slurm_args, wait).check_storage(spec.storage)
+    study = search.run(spec, jobs=jobs, say=lambda m: console.print(m, highlight=False, markup=False, soft_wrap=True),
+                       launch=launch)
+    if study is None:  # submitted to Slurm; the jobs train
+        return
     table, summary = report_mod.render(study, cfg, spec.out_dir)
     if not table.empty:
         console.print(table.head(10).to_string(index=False), highlight=False, markup=False)

@@ -18,6 +18,7 @@ import multiprocessing
 import os
 import warnings
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -26,6 +27,7 @@ from optuna.trial import TrialState
 
 from dinokit.config import Config, check_budget, diff_configs, plain
 from dinokit.errors import DinokitError, run_worker
+from dinokit.studies.launch import Launch, submit_workers
 from dinokit.studies.storage import default_storage, open_storage, safe_url
 from dinokit.studies.trials import DEFAULT_TRAINER, history_row, load_trainer
 from dinokit.studies.workers import reap_dead, sign, threads_per_job
@@ -177,8 +179,10 @@ def _worker_main(spec: TuneSpec, threads: int, worker: int) -> None:
     run_worker(lambda: work(spec, threads, progress=False, say=say, worker=worker))
 
 
-def run(spec: TuneSpec, jobs: int = 1, progress: bool = True, say: Say = print) -> optuna.Study:
-    """Run (or resume) the search with `jobs` worker processes; returns the study."""
+def run(spec: TuneSpec, jobs: int = 1, progress: bool = True, say: Say = print,
+        launch: Launch | None = None) -> optuna.Study | None:
+    """Run (or resume) the search with `jobs` worker processes (or Slurm jobs); returns the
+    study, or None when Slurm jobs were submitted without --wait."""
     if jobs < 1:
         raise DinokitError(f"--jobs must be at least 1, got {jobs}")
     study = prepare(spec)
@@ -187,7 +191,12 @@ def run(spec: TuneSpec, jobs: int = 1, progress: bool = True, say: Say = print) 
         f"({safe_url(spec.storage)})")
     if done < spec.trials:
         threads = threads_per_job(jobs)
-        if jobs == 1:
+        if launch is not None and launch.on_slurm:
+            workers = [partial(_worker_main, spec, launch.threads, i) for i in range(jobs)]
+            watch = f"optuna-dashboard '{safe_url(spec.storage)}'"
+            if not submit_workers(launch, workers, spec.out_dir / "slurm", watch, say, f"dinokit-tune-{spec.name}"):
+                return None
+        elif jobs == 1:
             work(spec, threads, progress, say)
         else:
             ctx = multiprocessing.get_context("spawn")  # no forked torch or database state
