@@ -28,7 +28,7 @@ def test_shapes_then_check_ok(tmp_path):
     res = runner.invoke(app, ["shapes", "--out", str(out), "--train", "3", "--val", "2", "--size", "64", "--seed", "5"])
     assert res.exit_code == 0, res.output
     assert len(list((out / "train").glob("*.jpg"))) == 3 and (out / "annotations" / "instances_val.json").is_file()
-    res = runner.invoke(app, ["check", str(out), "--json", str(tmp_path / "r.json")], env=WIDE)
+    res = runner.invoke(app, ["check", str(out), "--json", str(tmp_path / "r.json"), "--out", str(tmp_path / "plots")], env=WIDE)
     assert res.exit_code == 0, res.output
     assert "train" in res.output and "val" in res.output and "usable" in res.output
     assert json.loads((tmp_path / "r.json").read_text())["fatal"] is False
@@ -43,7 +43,7 @@ def test_check_fatal_exits_1_and_names_problems(tmp_path):
             "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, -4, 4]}],
             "categories": [{"id": 1, "name": "a"}]}
     (tmp_path / "ann.json").write_text(json.dumps(data))
-    res = runner.invoke(app, ["check", str(tmp_path / "ann.json")], env=WIDE)
+    res = runner.invoke(app, ["check", str(tmp_path / "ann.json"), "--out", str(tmp_path / "plots")], env=WIDE)
     assert res.exit_code == 1, res.output
     assert "negative box size" in res.output and "missing image" in res.output and "b.png" in res.output
     assert "fatal" in res.output

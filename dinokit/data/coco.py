@@ -32,7 +32,7 @@ from dinokit.data.validate import load_coco, read_coco_json
 from dinokit.data.decode import UndecodableImage, check_images, decode_image
 from dinokit.errors import DataError
 
-CONVERTER_VERSION = 2  # bump when formats.py changes its output: cached conversions are redone
+CONVERTER_VERSION = 3  # bump when formats.py changes its output: cached conversions are redone
 
 
 @dataclass

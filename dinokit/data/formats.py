@@ -222,7 +222,8 @@ def yolo_to_coco(src: Path, split: str | None) -> dict[str, Any]:
                 images.append({"id": image_id, "file_name": _relative(img, root), "width": 0, "height": 0})
                 continue
             width, height = size
-            images.append({"id": image_id, "file_name": _relative(img, root), "width": width, "height": height})
+            images.append({"id": image_id, "file_name": _relative(img, root), "width": width, "height": height,
+                           "label_file": _label_path(img).is_file()})  # without one: a background image
             for cls, (cx, cy, w, h) in _yolo_labels(_label_path(img), len(names)):
                 bw, bh = w * width, h * height
                 annotations.append({
