@@ -76,8 +76,11 @@ class ScoreCurves:
 
     def best_threshold(self) -> float:
         """The middle of the first run of thresholds that reaches the highest macro F1: the run lies
-        between two detections' scores, and its middle is the least arbitrary point in it."""
+        between two detections' scores, and its middle is the least arbitrary point in it. NaN when
+        no threshold finds a true positive."""
         macro = self.macro_f1
+        if not len(macro) or macro.max() <= 0:  # no true positive at any threshold: no threshold means anything
+            return float("nan")
         best = np.flatnonzero(np.isclose(macro, macro.max()))
         end = best[0]
         while end + 1 < len(macro) and end + 1 in set(best.tolist()):
@@ -150,9 +153,10 @@ def empty_curves(names: dict[int, str]) -> ScoreCurves:
 
 def threshold_metrics(curves: ScoreCurves) -> dict[str, Any]:
     """The F1-optimal threshold and, at it, macro P / R / F1 and per-class P / R / F1."""
-    if not curves.class_names:
-        return {"score_threshold": float("nan"), "P": 0.0, "R": 0.0, "F1": 0.0, "per_class_prf": {}}
     threshold = curves.best_threshold()
+    if threshold != threshold:  # NaN
+        zeros = {"P": 0.0, "R": 0.0, "F1": 0.0}
+        return {"score_threshold": threshold, **zeros, "per_class_prf": {n: dict(zeros) for n in curves.class_names}}
     per_class = curves.at(threshold)
     macro = {key: float(np.mean([v[key] for v in per_class.values()])) for key in ("P", "R", "F1")}
     return {"score_threshold": threshold, **macro, "per_class_prf": per_class}

@@ -56,7 +56,8 @@ def plot_curves(history: list[dict[str, Any]], loss_curve: list[list[float]], pa
 
 def result_series(history: list[dict[str, Any]]) -> dict[str, tuple[list[float], list[float]]]:
     """{column: (steps, values)} of every numeric history column worth a panel, losses first (in
-    column order), then the metrics; undefined values (NaN, e.g. APs without small objects) left out."""
+    column order), then the metrics; undefined values (NaN, e.g. APs without small objects) left out,
+    and a column without any defined value."""
     names: list[str] = []
     for row in history:
         names += [k for k, v in row.items() if k not in names and k not in NOT_PLOTTED
@@ -66,7 +67,8 @@ def result_series(history: list[dict[str, Any]]) -> dict[str, tuple[list[float],
     for name in names:
         points = [(float(r["step"]), float(r[name])) for r in history
                   if isinstance(r.get(name), (int, float)) and math.isfinite(float(r[name]))]
-        series[name] = ([p[0] for p in points], [p[1] for p in points])
+        if points:  # a metric never defined (APs without small objects) gets no empty panel
+            series[name] = ([p[0] for p in points], [p[1] for p in points])
     return series
 
 
