@@ -71,3 +71,17 @@ def test_ddp_ranks_stop_at_the_same_step(tmp_path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]  # a rank left behind would hang in a collective
     assert "stopping early at step 3" in proc.stdout
     assert load_checkpoint(Path(tmp_path) / "runs" / "train" / "ddp" / "last.pt")["step"] == 3
+
+
+def test_tune_trials_stop_early(tmp_path, monkeypatch) -> None:
+    import yaml
+
+    from tests.cli_helpers import run_cli
+
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump({"metric": "AP50", "params": {"train.lr": {"low": 1e-12, "high": 2e-12}}}))
+    sets = [x for s in FROZEN if not s.startswith(("train.lr=", "train.steps=")) for x in ("--set", s)]
+    monkeypatch.setenv("DINOKIT_CACHE", str(tmp_path / "cache"))
+    assert run_cli(["tune", "--space", str(space), "--trials", "1", "--steps", "20", "--out", str(tmp_path), *sets]) == 0
+    table = pd.read_csv(tmp_path / "tune" / "space" / "train" / "trial-0" / "metrics.csv")
+    assert table["step"].tolist() == [1, 2, 3] and "patience" in table["stopped"].iloc[-1]
