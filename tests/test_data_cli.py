@@ -32,6 +32,16 @@ def test_shapes_then_check_ok(tmp_path):
     assert res.exit_code == 0, res.output
     assert "train" in res.output and "val" in res.output and "usable" in res.output
     assert json.loads((tmp_path / "r.json").read_text())["fatal"] is False
+    assert "labels per class" in res.output and "median box" in res.output and "background images" in res.output
+    assert (tmp_path / "plots" / "labels.png").is_file() and (tmp_path / "plots" / "labels_val.png").is_file()
+
+    def no_nan(constant: str) -> None:
+        raise AssertionError(f"{constant} in JSON")
+
+    report = json.loads((tmp_path / "r.json").read_text(), parse_constant=no_nan)
+    for split in report["splits"]:
+        assert sum(c["instances"] for c in split["class_stats"].values()) == split["annotations"]
+        assert split["background_images"] == 0
     res = runner.invoke(app, ["shapes", "--out", str(out), "--train", "1", "--val", "1"])
     assert isinstance(res.exception, DataError) and "already exists" in str(res.exception)
 

@@ -17,6 +17,7 @@ from PIL import Image
 from dinokit.config import DataConfig
 from dinokit.data.coco import resolve_source
 from dinokit.data.decode import DECODE_THREADS, UndecodableImage, decode_image
+from dinokit.files import json_safe
 from dinokit.data.stats import ClassStats, background_images, label_stats, plot_labels
 from dinokit.data.validate import coco_problems, read_coco_json
 
@@ -82,7 +83,7 @@ class CheckReport:
             "splits": [{
                 "split": s.split, "ann_file": str(s.ann_file), "images_dir": str(s.images_dir),
                 "images": s.num_images, "annotations": s.num_annotations, "per_class": s.per_class,
-                "background_images": s.background, "class_stats": {k: vars(v) for k, v in s.class_stats.items()},
+                "background_images": s.background, "class_stats": json_safe({k: vars(v) for k, v in s.class_stats.items()}),  # NaN -> null
                 "findings": [vars(f) for f in s.findings.values()],
             } for s in self.splits],
         }
