@@ -66,7 +66,8 @@ def _save(fig: Any, path: Path) -> Path:
     return write_with(path, lambda tmp: fig.savefig(tmp, format="png"))
 
 
-def _class_lines(ax: Any, x: np.ndarray, curves: dict[str, np.ndarray], values: dict[str, float], fmt: str) -> None:
+def _class_lines(ax: Any, x: np.ndarray, curves: dict[str, np.ndarray], values: dict[str, float], fmt: str,
+                 mean_label: str) -> None:
     """One line per class (named in the legend when there are few) and the bold mean over classes."""
     few = len(curves) <= MAX_LEGEND
     for name, y in curves.items():
@@ -76,8 +77,7 @@ def _class_lines(ax: Any, x: np.ndarray, curves: dict[str, np.ndarray], values: 
             ax.plot(x, y, linewidth=0.6, color="grey", alpha=0.5)
     if len(curves) > 1:
         mean = np.mean(np.stack(list(curves.values())), axis=0)
-        ax.plot(x, mean, linewidth=3, color="tab:blue" if not few else "black",
-                label=f"all classes {fmt.format(float(np.mean(list(values.values()))))}")
+        ax.plot(x, mean, linewidth=3, color="tab:blue" if not few else "black", label=mean_label)
     ax.set(xlim=(0, 1), ylim=(0, 1.02))
     ax.grid(alpha=0.3)
     if curves:
@@ -88,7 +88,8 @@ def _pr_figure(diag: Diagnostics) -> Any:
     """Precision against recall per class at IoU 0.5 (COCO's interpolated curve; its area is AP50)."""
     fig, ax = _figure(6, 5)
     ap50 = {name: float(np.mean(p)) for name, p in diag.pr.items()}
-    _class_lines(ax, diag.recall_grid, diag.pr, ap50, "AP50 {:.3f}")
+    _class_lines(ax, diag.recall_grid, diag.pr, ap50, "AP50 {:.3f}",
+                 f"all classes AP50 {np.mean(list(ap50.values())) if ap50 else 0.0:.3f}")
     ax.set(title=f"precision-recall at IoU {IOU:g}", xlabel="recall", ylabel="precision")
     return fig
 
@@ -99,11 +100,11 @@ def _f1_figure(diag: Diagnostics) -> Any:
     c = diag.curves
     curves = {name: c.f1[k] for k, name in enumerate(c.class_names)}
     best = {name: float(row.max()) for name, row in curves.items()}
-    _class_lines(ax, c.thresholds, curves, best, "max {:.3f}")
+    _class_lines(ax, c.thresholds, curves, best, "max {:.3f}", f"all classes max {c.macro_f1.max():.3f}")
     threshold, f1 = diag.metrics["score_threshold"], diag.metrics["F1"]
     if threshold == threshold:  # not NaN
         ax.axvline(threshold, color="tab:red", linestyle="--", linewidth=1)
-        ax.annotate(f"F1 {f1:.3f} at score {threshold:.3f}", (threshold, f1), xytext=(5, 8),
+        ax.annotate(f"F1 {f1:.3f} at score {threshold:.4g}", (threshold, f1), xytext=(5, 8),
                     textcoords="offset points", color="tab:red")
     ax.set(title=f"F1 against score threshold (IoU {IOU:g})", xlabel="score threshold", ylabel="F1")
     return fig
@@ -134,7 +135,7 @@ def _confusion_figure(diag: Diagnostics) -> Any:
                                 color="white" if shown[i, j] > 0.6 else "black")
         ax.set_xticks(range(n), diag.labels, rotation=90 if n > 6 else 0)
         ax.set_yticks(range(n), diag.labels)
-        ax.set(xlabel="predicted", ylabel="true", title=f"{title} (score >= {threshold:.3f}, IoU {IOU:g})")
+        ax.set(xlabel="predicted", ylabel="true", title=f"{title} (score >= {threshold:.4g}, IoU {IOU:g})")
         if values is not diag.confusion:
             fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
     return fig

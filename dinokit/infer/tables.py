@@ -26,7 +26,7 @@ def per_class_table(metrics: dict[str, Any]) -> Table:
     """AP per class and, at the F1-optimal score threshold, P / R / F1 per class and macro."""
     prf = metrics.get("per_class_prf", {})
     threshold = metrics.get("score_threshold")
-    table = Table(title="AP per class" + (f"; P, R, F1 at score >= {threshold:.3f} (IoU 0.5)" if is_defined(threshold) else ""))
+    table = Table(title="AP per class" + (f"; P, R, F1 at score >= {threshold:.4g} (IoU 0.5)" if is_defined(threshold) else ""))
     table.add_column("class")
     for name in ("AP", "P", "R", "F1") if prf else ("AP",):
         table.add_column(name, justify="right")
