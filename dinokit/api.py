@@ -19,6 +19,8 @@ from typing import Any, Sequence
 from dinokit.config import Config, ConfigError, apply_dict, apply_overrides, load_preset, load_yaml
 from dinokit.errors import CheckpointError
 
+DEFAULT_SCORE = 0.3  # predict's score threshold when none is given and the checkpoint stores none
+
 class Detector:
     """A loaded detector (torch or onnxruntime) with what it was trained on; create it with `load`."""
 
@@ -38,24 +40,41 @@ class Detector:
         """The configuration the detector was built with (its data section gives the test-time resize)."""
         return self._backend.cfg
 
+    @property
+    def score_threshold(self) -> float | None:
+        """The F1-optimal score threshold of the checkpoint's best evaluation (None if not stored);
+        `predict` keeps detections scoring at least this when no `score` is given."""
+        return self._backend.score_threshold
+
+    def default_score(self, score: float | None) -> tuple[float, str]:
+        """(the score threshold to use, where it comes from): `score` when given, else the stored
+        F1-optimal one, else 0.3."""
+        if score is not None:
+            return score, "given"
+        if self.score_threshold is not None:
+            return self.score_threshold, "the checkpoint's F1-optimal threshold"
+        return DEFAULT_SCORE, "the default; the checkpoint stores no F1-optimal threshold"
+
     def __repr__(self) -> str:
         kind = "onnx" if self._backend.model is None else "torch"
         return f"Detector({str(self.source)!r}, {kind}, {len(self.class_names)} classes, device={self.device})"
 
-    def predict(self, source: Any, score: float = 0.3, batch_size: int = 8) -> list[Any]:
+    def predict(self, source: Any, score: float | None = None, batch_size: int = 8) -> list[Any]:
         """One `Detections` per image of `source`: a path, glob or folder, a PIL image, a NumPy
-        (H, W, 3) uint8 array, a torch (3, H, W) float tensor in [0, 1], or a list of these."""
+        (H, W, 3) uint8 array, a torch (3, H, W) float tensor in [0, 1], or a list of these.
+        `score` None: the checkpoint's F1-optimal threshold (`score_threshold`), else 0.3."""
         from dinokit.data.transforms import eval_transforms
         from dinokit.infer.predictor import detect_images, gather_inputs
 
         inputs = gather_inputs(source)
+        score = self.default_score(score)[0]
         with self._autocast():
             return detect_images(
                 self._backend, inputs, eval_transforms(self.config.data), self.device, batch_size, score
             )
 
     def predict_video(
-        self, source: str | Path, out: str | Path, json_lines: str | Path | None = None, score: float = 0.3,
+        self, source: str | Path, out: str | Path, json_lines: str | Path | None = None, score: float | None = None,
         batch_size: int = 8,
     ) -> int:
         """Detect on every frame of a video (PyAV, extra [video]); write the annotated video to
@@ -64,23 +83,29 @@ class Detector:
         from dinokit.infer.predictor import check_predict_options
         from dinokit.infer.video import predict_video
 
+        score = self.default_score(score)[0]
         check_predict_options(score, batch_size)  # before the output video is opened
         out = Path(out)
         lines = Path(json_lines) if json_lines is not None else out.with_suffix(".jsonl")
         return predict_video(source, lambda frames: self.predict(frames, score, batch_size), out, lines, batch_size)
 
     def evaluate(
-        self, data: str | None = None, batch_size: int | None = None, detections: str | Path | None = None
+        self, data: str | None = None, batch_size: int | None = None, detections: str | Path | None = None,
+        split: str = "val", out: str | Path | None = None,
     ) -> dict[str, Any]:
-        """COCO metrics (AP, AP50, ..., per_class) on the validation split of `data` (default: the
-        detector's own data); `detections` also writes the COCO results JSON there."""
+        """COCO metrics (AP, AP50, ..., AR100, per_class AP) and, at the F1-optimal score threshold
+        (`score_threshold`), macro P / R / F1 and `per_class_prf`, on the `split` (train, val, test)
+        of `data` (default: the detector's own data); `detections` also writes the COCO results
+        JSON there; `out` writes the diagnostic files (pr_curve.png, f1_curve.png,
+        confusion_matrix.png / .csv, per_class.csv) into that folder."""
         from dinokit.infer.evaluator import evaluate_model
 
         if self._backend.model is None:
             raise CheckpointError("evaluate needs a torch checkpoint (.pt / .pth), not an ONNX model")
         with self._autocast():
             metrics, dets = evaluate_model(
-                self._backend.model, self.config, self.class_names, self.device, data, batch_size
+                self._backend.model, self.config, self.class_names, self.device, data, batch_size,
+                split=split, out=out,
             )
         if detections is not None:
             _write_json(Path(detections), dets)

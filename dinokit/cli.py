@@ -104,6 +104,7 @@ def train(
     tensorboard: Optional[bool] = typer.Option(
         None, "--tensorboard/--no-tensorboard", help="TensorBoard logs in the run folder (default: on when installed)."),
     precision: Optional[str] = typer.Option(None, "--precision", help=PRECISION_HELP + " Default fp32."),
+    patience: Optional[int] = typer.Option(None, "--patience", help="Stop after N evaluations without a better AP (0: off)."),
     set_: list[str] = typer.Option([], "--set", help="Override any field: section.field=value (repeatable)."),
     launcher: str = launch_mod.LAUNCHER, nodes: int = launch_mod.NODES, gpus_per_node: int = launch_mod.GPUS_PER_NODE,
     cpus: Optional[int] = launch_mod.CPUS_PER_TASK, partition: Optional[str] = launch_mod.PARTITION,
@@ -125,7 +126,7 @@ def train(
         "image_size": image_size, "skip_bad_images": skip_bad_images or None,
         **budget_flags(epochs, steps, time_budget), "batch_size": batch_size, "device": device,
         "out": out, "name": name, "seed": seed, "ema": ema, "deterministic": deterministic or None,
-        "compile": compile_ or None, "tensorboard": tensorboard, "precision": precision,
+        "compile": compile_ or None, "tensorboard": tensorboard, "precision": precision, "patience": patience,
     }
     _check_precision(precision, device or "auto")
     run = api_train(data, preset, config=config, resume=resume, overrides=set_, progress=True, **fields)
@@ -158,22 +159,28 @@ def evaluate(
     quantize: str = typer.Option("none", help=QUANTIZE_HELP),
     compile_: bool = typer.Option(False, "--compile", help=COMPILE_HELP),
     precision: Optional[str] = typer.Option(None, "--precision", help=PRECISION_HELP + " Default: the checkpoint's."),
+    split: str = typer.Option("val", "--split", help="train, val or test (when the dataset has one)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder for the diagnostics (default runs/eval/expN)."),
 ) -> None:
-    """COCO AP of a checkpoint on the validation split (table per metric and per class)."""
+    """COCO AP, P/R/F1 at the F1-optimal score, PR/F1 curves and confusion matrix of a checkpoint."""
     from dinokit.api import load
     from dinokit.checkpoint import latest_run_checkpoint
     from dinokit.infer.speed import check_quantize
     from dinokit.infer.tables import metrics_table, per_class_table
+    from dinokit.runtime.rundir import new_run_dir
 
     check_quantize(quantize)  # a bad value fails before the model loads
+    if split not in ("train", "val", "test"):
+        raise ConfigError(f"--split must be train, val or test, got '{split}'")
     _check_precision(precision, device)
     checkpoint = _one_checkpoint(checkpoint, weights, "CHECKPOINT")
     path = checkpoint if checkpoint is not None else latest_run_checkpoint(runs)
     detector = load(path, device, precision, image_size=image_size, quantize=quantize, compile=compile_)
     if detector.precision_note:
         _say(detector.precision_note)
-    metrics = detector.evaluate(data, batch_size, detections=detections)
-    console.print(f"checkpoint {path}", highlight=False)
+    out = out if out is not None else new_run_dir(runs, "exp", command="eval")
+    metrics = detector.evaluate(data, batch_size, detections=detections, split=split, out=out)
+    console.print(f"checkpoint {path}, {split} split; diagnostics in {out}", highlight=False)
     console.print(metrics_table(metrics))
     console.print(per_class_table(metrics))
     if json_file is not None:
@@ -212,7 +219,8 @@ def _write_json(path: Path, payload: Any) -> None:
 def predict(
     sources: list[str] = typer.Argument(..., help="Image files, folders, globs or videos (.mp4, ...: extra [video])."),
     checkpoint: Optional[Path] = typer.Option(None, help="A .pt checkpoint (default: latest run's best.pt)."),
-    score: float = typer.Option(0.3, help="Keep detections scoring at least this."),
+    score: Optional[float] = typer.Option(
+        None, help="Keep detections scoring at least this (default: the checkpoint's F1-optimal threshold, else 0.3)."),
     out: Optional[Path] = typer.Option(None, help="Folder for annotated images (default runs/predict/expN)."),
     json_file: Optional[Path] = typer.Option(None, "--json", help="Detections JSON (default OUT/detections.json)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N or mps."),
@@ -232,7 +240,7 @@ def predict(
     from dinokit.infer.video import is_video
     from dinokit.runtime.rundir import new_run_dir
 
-    check_predict_options(score, batch_size, flags=True)
+    check_predict_options(0.3 if score is None else score, batch_size, flags=True)
     if backend not in (None, "torch", "onnx"):
         raise ConfigError(f"--backend must be torch or onnx, got '{backend}'")
     _check_precision(precision, device)
@@ -246,6 +254,7 @@ def predict(
     detector = load(path, device, precision, backend=backend, image_size=image_size, quantize=quantize, compile=compile_)
     if detector.precision_note:
         _say(detector.precision_note)
+    score, score_source = detector.default_score(score)
     out_dir = out if out is not None else new_run_dir(runs, "exp", command="predict")
     for video in videos:  # an annotated copy and one JSON line per frame
         stem = Path(video).stem
@@ -263,7 +272,8 @@ def predict(
     _write_json(json_path, records)
     count = sum(len(r) for r in results)
     console.print(
-        f"{len(results)} image(s), {count} detection(s) >= {score}: images in {out_dir}, JSON {json_path}",
+        f"{len(results)} image(s), {count} detection(s) >= {score:g} ({score_source}): images in {out_dir}, "
+        f"JSON {json_path}",
         highlight=False,
     )
 

@@ -148,6 +148,7 @@ class TrainConfig:
     tensorboard: bool = True  # write <run>/tensorboard logs when the tensorboard package is installed
     checkpoint_every: float = 10.0  # minutes; >0: also write last.pt inside an epoch this often
     checkpoint_every_steps: int = 0  # >0: also write last.pt every N optimiser steps
+    patience: int = 0  # >0: stop after this many evaluations in a row without a better AP (best.pt kept)
 
 
 @dataclass

@@ -201,6 +201,7 @@ RULES: dict[str, Rule] = {
     "train.name": Text(),
     "train.eval_every": POSITIVE,
     "train.eval_every_steps": COUNT,
+    "train.patience": COUNT,
     "train.threads": COUNT,
     "train.compile": Flag(),
     "train.tensorboard": Flag(),

@@ -11,6 +11,7 @@ import threading
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 from PIL import Image
@@ -63,6 +64,48 @@ def test_eval_latest_checkpoint(run_dir, workdir, capsys):
     assert set(metrics["per_class"]) <= {"circle", "ring", "square", "diamond", "triangle", "arrow"}
     dets = json.loads((workdir / "dets.json").read_text())
     assert dets and {"image_id", "category_id", "bbox", "score"} <= set(dets[0])
+
+
+def test_eval_writes_diagnostics_for_a_split(run_dir, workdir, capsys):
+    capsys.readouterr()
+    assert run_cli(["eval", "--split", "train", "--out", "diag", "--json", "train_metrics.json"]) == 0
+    out = capsys.readouterr().out
+    assert "train split" in out and "diagnostics in diag" in out
+    metrics = json.loads((workdir / "train_metrics.json").read_text())
+    assert {"score_threshold", "P", "R", "F1", "AR100", "per_class_prf"} <= set(metrics)
+    for name in ("pr_curve.png", "f1_curve.png", "confusion_matrix.png", "confusion_matrix.csv",
+                 "confusion_matrix_normalised.csv", "per_class.csv"):
+        assert (workdir / "diag" / name).is_file(), name
+    counts = pd.read_csv(workdir / "diag" / "confusion_matrix.csv", index_col=0)
+    assert list(counts.index)[-1] == list(counts.columns)[-1] == "background"
+    # every training box is matched or missed: the rows of the true classes hold them all
+    train = json.loads((workdir / "cache" / "shapes").glob("*/annotations/instances_train.json").__next__().read_text())
+    assert int(counts.iloc[:-1].to_numpy().sum()) == len(train["annotations"])
+    assert run_cli(["eval", "--split", "test", "--out", "diag2"]) == 2  # shapes has no test split
+    assert "has no test split" in capsys.readouterr().err
+    assert run_cli(["eval", "--split", "dev"]) == 2
+    assert "--split must be train, val or test" in capsys.readouterr().err
+
+
+def test_predict_uses_the_stored_threshold_unless_score_is_given(run_dir, workdir, capsys):
+    from dinokit.checkpoint import save_checkpoint
+
+    ckpt = load_checkpoint(run_dir / "best.pt")
+    ckpt["score_threshold"] = 0.25
+    save_checkpoint(ckpt, workdir / "thr.pt")
+    image = next((workdir / "cache" / "shapes").glob("*/val/*.jpg"))
+    capsys.readouterr()
+    assert run_cli(["predict", str(image), "--checkpoint", "thr.pt", "--out", "p1"]) == 0
+    assert ">= 0.25 (the checkpoint's F1-optimal threshold)" in capsys.readouterr().out
+    (kept,) = json.loads((workdir / "p1" / "detections.json").read_text())
+    assert all(d["score"] >= 0.25 for d in kept["detections"])
+    assert run_cli(["predict", str(image), "--checkpoint", "thr.pt", "--out", "p2", "--score", "0"]) == 0
+    assert ">= 0 (given)" in capsys.readouterr().out
+    (everything,) = json.loads((workdir / "p2" / "detections.json").read_text())
+    assert len(everything["detections"]) == 20 >= len(kept["detections"])  # num_select
+    import dinokit
+
+    assert dinokit.load(workdir / "thr.pt", "cpu").score_threshold == 0.25
 
 
 def test_predict_folder_and_glob(run_dir, workdir, capsys):

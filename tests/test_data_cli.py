@@ -28,10 +28,20 @@ def test_shapes_then_check_ok(tmp_path):
     res = runner.invoke(app, ["shapes", "--out", str(out), "--train", "3", "--val", "2", "--size", "64", "--seed", "5"])
     assert res.exit_code == 0, res.output
     assert len(list((out / "train").glob("*.jpg"))) == 3 and (out / "annotations" / "instances_val.json").is_file()
-    res = runner.invoke(app, ["check", str(out), "--json", str(tmp_path / "r.json")], env=WIDE)
+    res = runner.invoke(app, ["check", str(out), "--json", str(tmp_path / "r.json"), "--out", str(tmp_path / "plots")], env=WIDE)
     assert res.exit_code == 0, res.output
     assert "train" in res.output and "val" in res.output and "usable" in res.output
     assert json.loads((tmp_path / "r.json").read_text())["fatal"] is False
+    assert "labels per class" in res.output and "median box" in res.output and "background images" in res.output
+    assert (tmp_path / "plots" / "labels.png").is_file() and (tmp_path / "plots" / "labels_val.png").is_file()
+
+    def no_nan(constant: str) -> None:
+        raise AssertionError(f"{constant} in JSON")
+
+    report = json.loads((tmp_path / "r.json").read_text(), parse_constant=no_nan)
+    for split in report["splits"]:
+        assert sum(c["instances"] for c in split["class_stats"].values()) == split["annotations"]
+        assert split["background_images"] == 0
     res = runner.invoke(app, ["shapes", "--out", str(out), "--train", "1", "--val", "1"])
     assert isinstance(res.exception, DataError) and "already exists" in str(res.exception)
 
@@ -43,7 +53,7 @@ def test_check_fatal_exits_1_and_names_problems(tmp_path):
             "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, -4, 4]}],
             "categories": [{"id": 1, "name": "a"}]}
     (tmp_path / "ann.json").write_text(json.dumps(data))
-    res = runner.invoke(app, ["check", str(tmp_path / "ann.json")], env=WIDE)
+    res = runner.invoke(app, ["check", str(tmp_path / "ann.json"), "--out", str(tmp_path / "plots")], env=WIDE)
     assert res.exit_code == 1, res.output
     assert "negative box size" in res.output and "missing image" in res.output and "b.png" in res.output
     assert "fatal" in res.output

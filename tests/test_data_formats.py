@@ -87,6 +87,9 @@ def test_voc_bad_xml(tmp_path):
     with pytest.raises(DataError, match=r"broken.xml: object 0 .*box coordinate"):
         voc_to_coco(root, None)
     with pytest.raises(DataError, match="unknown split"):
+        voc_to_coco(root, "dev")
+    (root / "Annotations" / "broken.xml").unlink()
+    with pytest.raises(DataError, match="has no ImageSets/Main/test.txt"):  # test: only from the author's lists
         voc_to_coco(root, "test")
 
 

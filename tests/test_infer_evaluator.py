@@ -15,7 +15,7 @@ from rich.console import Console
 from dinokit.api import _write_json
 from dinokit.infer.evaluator import METRIC_NAMES, evaluate_detections
 from dinokit.infer.tables import metrics_line, metrics_table, per_class_table
-from dinokit.runtime.rundir import write_metrics_csv
+from dinokit.training.plots import write_metrics_csv
 
 
 def make_gt() -> COCO:

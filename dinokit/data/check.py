@@ -17,6 +17,8 @@ from PIL import Image
 from dinokit.config import DataConfig
 from dinokit.data.coco import resolve_source
 from dinokit.data.decode import DECODE_THREADS, UndecodableImage, decode_image
+from dinokit.files import json_safe
+from dinokit.data.stats import ClassStats, background_images, label_stats, plot_labels
 from dinokit.data.validate import coco_problems, read_coco_json
 
 EXAMPLES = 5  # offenders listed per problem
@@ -25,6 +27,7 @@ UNREADABLE_IMAGE = "unreadable image"
 TRUNCATED_IMAGE = "truncated image (decoded as far as the file allows)"
 SIZE_MISMATCH = "image size differs from JSON"
 NO_ANNOTATIONS = "images without annotations"
+NO_LABEL_FILE = "images without a label file (YOLO; background)"
 
 
 @dataclass
@@ -51,6 +54,8 @@ class SplitReport:
     num_annotations: int = 0
     per_class: dict[str, int] = field(default_factory=dict)
     findings: dict[str, Finding] = field(default_factory=dict)
+    class_stats: dict[str, ClassStats] = field(default_factory=dict)  # instances, images, median box
+    background: int = 0  # images without any box: negatives in training, counted in evaluation
 
     def note(self, kind: str, fatal: bool, example: str) -> None:
         self.findings.setdefault(kind, Finding(kind, fatal)).add(example)
@@ -78,6 +83,7 @@ class CheckReport:
             "splits": [{
                 "split": s.split, "ann_file": str(s.ann_file), "images_dir": str(s.images_dir),
                 "images": s.num_images, "annotations": s.num_annotations, "per_class": s.per_class,
+                "background_images": s.background, "class_stats": json_safe({k: vars(v) for k, v in s.class_stats.items()}),  # NaN -> null
                 "findings": [vars(f) for f in s.findings.values()],
             } for s in self.splits],
         }
@@ -85,7 +91,7 @@ class CheckReport:
 
 def check_data(cfg_or_path: DataConfig | str | Path, read_images: bool = True) -> CheckReport:
     """Check every split of a dataset (what `--data` accepts). `read_images=False` only stats files."""
-    cfg = cfg_or_path if isinstance(cfg_or_path, DataConfig) else DataConfig(data=str(cfg_or_path))
+    cfg = _config(cfg_or_path)
     source = resolve_source(cfg)
     known = dict(zip(source.cat_ids, source.class_names))
     splits = [("train", source.train_json, source.train_images), ("val", source.val_json, source.val_images)]
@@ -103,10 +109,13 @@ def _check_split(split: str, ann_file: Path, images_dir: Path, known: dict[int, 
 
     counts = Counter(a["category_id"] for a in data["annotations"])
     report.per_class = {name: counts.get(cid, 0) for cid, name in known.items()}
-    annotated = {a["image_id"] for a in data["annotations"]}
-    for img in data["images"]:
-        if img["id"] not in annotated:
-            report.note(NO_ANNOTATIONS, False, f"image {img['id']} ({img['file_name']})")
+    report.class_stats = label_stats(data, known)
+    background = background_images(data)
+    report.background = len(background)
+    for img in background:
+        report.note(NO_ANNOTATIONS, False, f"image {img['id']} ({img['file_name']})")
+        if img.get("label_file") is False:  # written by the YOLO converter
+            report.note(NO_LABEL_FILE, False, f"image {img['id']} ({img['file_name']})")
 
     def inspect(img: dict[str, Any]) -> tuple[dict[str, Any], str | None, tuple[int, int] | None]:
         return img, *_inspect_image(images_dir / img["file_name"], read_images)
@@ -124,6 +133,21 @@ def _check_split(split: str, ann_file: Path, images_dir: Path, known: dict[int, 
                 report.note(SIZE_MISMATCH, False,
                             f"{where}: file is {size[0]}x{size[1]}, JSON says {img['width']}x{img['height']}")
     return report
+
+
+def write_label_plots(cfg_or_path: DataConfig | str | Path, report: CheckReport, out: Path) -> list[Path]:
+    """labels.png of the training split (labels_val.png of the validation one) into `out`."""
+    known = dict(zip(resolve_source(_config(cfg_or_path)).cat_ids, report.class_names))
+    paths = []
+    for split in report.splits:
+        name = "labels.png" if split.split.startswith("train") else f"labels_{split.split}.png"
+        title = f"{report.data}: {split.split}, {split.num_images} images, {split.num_annotations} boxes"
+        paths.append(plot_labels(read_coco_json(split.ann_file), known, out / name, title))
+    return paths
+
+
+def _config(cfg_or_path: DataConfig | str | Path) -> DataConfig:
+    return cfg_or_path if isinstance(cfg_or_path, DataConfig) else DataConfig(data=str(cfg_or_path))
 
 
 def _inspect_image(path: Path, decode: bool) -> tuple[str | None, tuple[int, int] | None]:

@@ -19,7 +19,7 @@ from dinokit.data.shapes import write_shapes
 from dinokit.errors import DataError
 
 if TYPE_CHECKING:  # check pulls in torch; imported inside the command so `--help` stays quick
-    from dinokit.data.check import CheckReport
+    from dinokit.data.check import CheckReport, SplitReport
 
 app = typer.Typer(help="Check, convert and generate datasets.", no_args_is_help=True)
 
@@ -39,12 +39,19 @@ def check(
     data: str = typer.Argument(..., help="'shapes', a COCO/VOC/YOLO folder, or a COCO JSON file."),
     quick: bool = typer.Option(False, "--quick", help="Only check that image files exist (do not decode them)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the report as JSON to this file."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder for labels.png (default runs/data/expN)."),
 ) -> None:
-    """Report missing/corrupt images, bad boxes, unknown categories and duplicate ids, per split."""
-    from dinokit.data.check import check_data
+    """Report missing/corrupt images, bad boxes, unknown categories and duplicate ids, per split;
+    per class the instances, images and median box size; labels.png."""
+    from dinokit.data.check import check_data, write_label_plots
+    from dinokit.runtime.rundir import new_run_dir
 
     report = check_data(data, read_images=not quick)
-    print_report(report, Console())
+    console = Console()
+    print_report(report, console)
+    out = out if out is not None else new_run_dir("runs", "exp", command="data")
+    for path in write_label_plots(data, report, out):
+        console.print(f"wrote {path}", highlight=False)
     if json_out is not None:
         write_json_atomic(report.to_dict(), json_out)
     if report.fatal:
@@ -86,6 +93,17 @@ def shapes(
                f"(use it with --data {out})")
 
 
+def class_table(split: "SplitReport") -> Table:
+    """Per class: instances, images holding them, median box width x height in pixels."""
+    table = Table(title=f"{split.split}: labels per class", expand=False)
+    for name in ("class", "instances", "images", "median box (w x h px)"):
+        table.add_column(name, justify="left" if name == "class" else "right")
+    for name, s in split.class_stats.items():
+        size = f"{s.median_width:.0f} x {s.median_height:.0f}" if s.instances else "-"
+        table.add_row(name, str(s.instances), str(s.images), size)
+    return table
+
+
 def print_report(report: CheckReport, console: Console) -> None:
     """One table per split: counts, then each finding with its severity and first offenders."""
     from dinokit.data.check import NO_ANNOTATIONS
@@ -108,8 +126,8 @@ def print_report(report: CheckReport, console: Console) -> None:
         if not split.findings:
             table.add_row("none", "0", "[green]ok[/]", "")
         console.print(table)
-        per_class = ", ".join(f"{name} {n}" for name, n in list(split.per_class.items())[:20])
-        console.print(f"boxes per class: {per_class}")
+        console.print(class_table(split))
+        console.print(f"background images (no boxes; negatives in training, evaluated): {split.background}")
     verdict = "[red]fatal problems: fix them before training[/]" if report.fatal else "[green]usable[/]"
     console.print(verdict)
 

@@ -32,7 +32,7 @@ from dinokit.data.validate import load_coco, read_coco_json
 from dinokit.data.decode import UndecodableImage, check_images, decode_image
 from dinokit.errors import DataError
 
-CONVERTER_VERSION = 2  # bump when formats.py changes its output: cached conversions are redone
+CONVERTER_VERSION = 3  # bump when formats.py changes its output: cached conversions are redone
 
 
 @dataclass
@@ -49,6 +49,8 @@ class DataSource:
     class_names: list[str]
     cat_ids: list[int]
     kind: str = "coco"  # shapes | coco | json | voc | yolo: where it came from, for messages
+    test_json: Path | None = None  # a test split, when the dataset has one
+    test_images: Path | None = None
 
     @property
     def num_classes(self) -> int:
@@ -77,7 +79,14 @@ def resolve_source(cfg: DataConfig) -> DataSource:
     pair = _coco_folder(path)
     if pair is not None:
         (train_json, train_images), (val_json, val_images) = pair
-        return _source(train_json, train_images, val_json, val_images, "coco")
+        source = _source(train_json, train_images, val_json, val_images, "coco")
+        tests = sorted((path / "annotations").glob("instances_test*.json"))
+        if len(tests) == 1:
+            tag = tests[0].stem[len("instances_"):]
+            candidates = [path / tag, path / "images" / tag, path / "test", path / "images" / "test", path / "images", path]
+            source.test_json = tests[0]
+            source.test_images = guess_image_root(tests[0], read_coco_json(tests[0]), candidates)
+        return source
     if formats.find_yolo_yaml(path) is not None:
         return _converted(path, "yolo")
     if formats.find_voc_xmls(path):
@@ -150,12 +159,17 @@ def _converted(src: Path, kind: Literal["voc", "yolo"]) -> DataSource:
     yaml_path = formats.find_yolo_yaml(src) if kind == "yolo" else None
     root = yaml_path.parent if yaml_path else src
     out = cache_root() / "converted" / f"{kind}-{root.name}-{_fingerprint(src, root)}"
-    train_json, val_json = out / "instances_train.json", out / "instances_val.json"
-    if not (train_json.is_file() and val_json.is_file()):
+    train_json, val_json, test_json = (out / f"instances_{s}.json" for s in ("train", "val", "test"))
+    has_test = formats.has_test_split(src, kind)
+    if not (train_json.is_file() and val_json.is_file() and (test_json.is_file() or not has_test)):
         convert = formats.voc_to_coco if kind == "voc" else formats.yolo_to_coco
-        for split, path in (("train", train_json), ("val", val_json)):
-            formats.write_json_atomic(convert(src, split), path)
-    return _source(train_json, root, val_json, root, kind)
+        for split, path in (("train", train_json), ("val", val_json), ("test", test_json)):
+            if split != "test" or has_test:
+                formats.write_json_atomic(convert(src, split), path)
+    source = _source(train_json, root, val_json, root, kind)
+    if has_test:
+        source.test_json, source.test_images = test_json, root
+    return source
 
 
 def _fingerprint(src: Path, root: Path) -> str:
@@ -295,17 +309,22 @@ def preflight_images(sets: list[DetectionDataset], skip_bad_images: bool) -> str
     return "warning: " + "; ".join(notes) if notes else None
 
 
-def build_dataset(source: DataSource, cfg: DataConfig, split: Literal["train", "val"], train: bool) -> DetectionDataset:
+def build_dataset(source: DataSource, cfg: DataConfig, split: Literal["train", "val", "test"], train: bool) -> DetectionDataset:
     """The `split` of `source`, with training (`train=True`) or evaluation transforms.
 
     Validates the annotations first: DataError names the file, annotation id and problem.
     """
-    if split not in ("train", "val"):
-        raise DataError(f"unknown split '{split}' (train or val)")
+    if split not in ("train", "val", "test"):
+        raise DataError(f"unknown split '{split}' (train, val or test)")
     if split == "train":
         ann_file, images = source.train_json, source.train_images
-    else:
+    elif split == "val":
         ann_file, images = source.val_json, source.val_images
+    elif source.test_json is not None and source.test_images is not None:
+        ann_file, images = source.test_json, source.test_images
+    else:
+        raise DataError(f"{cfg.data} has no test split (COCO annotations/instances_test*.json, VOC "
+                        "ImageSets/Main/test.txt, YOLO 'test:' in data.yaml)")
     coco = load_coco(ann_file, dict(zip(source.cat_ids, source.class_names)))
     if not coco.imgs:
         raise DataError(f"{ann_file} lists no images for the {split} split")

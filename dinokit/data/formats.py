@@ -56,6 +56,8 @@ def voc_to_coco(src: Path, split: str | None, seed: int = 0) -> dict[str, Any]:
             random.Random(seed).shuffle(stems)
             n_val = max(1, round(VAL_FRACTION * len(stems))) if len(stems) > 1 else 0
             lists = {"val": set(stems[:n_val]), "train": set(stems[n_val:])}
+        if split not in lists:
+            raise DataError(f"{src} has no ImageSets/Main/{split}.txt")
         records = [r for r in records if r["stem"] in lists[split]]
 
     index = _image_index(src)
@@ -98,12 +100,14 @@ def _has_annotation_root(path: Path) -> bool:
 
 
 def voc_split_lists(src: Path) -> dict[str, set[str]] | None:
-    """The author's split as {"train": stems, "val": stems}, or None if the folder has none."""
+    """The author's split as {"train": stems, "val": stems} (and "test" when ImageSets/Main/test.txt
+    exists), or None if the folder has none."""
     mains = [p.parent for p in sorted(Path(src).rglob("ImageSets/Main/train.txt"))]
     main = next((m for m in mains if (m / "val.txt").is_file()), src / "ImageSets" / "Main")
     if (main / "train.txt").is_file() and (main / "val.txt").is_file():
+        splits = [*SPLITS, "test"] if (main / "test.txt").is_file() else SPLITS
         return {s: {line.split()[0] for line in (main / f"{s}.txt").read_text().splitlines() if line.strip()}
-                for s in SPLITS}
+                for s in splits}
     csvs = {p.stem.lower(): p for p in src.glob("*.csv")}
     train = next((p for k, p in sorted(csvs.items()) if "train" in k), None)
     val = next((p for k, p in sorted(csvs.items()) if "val" in k or "test" in k), None)
@@ -218,7 +222,8 @@ def yolo_to_coco(src: Path, split: str | None) -> dict[str, Any]:
                 images.append({"id": image_id, "file_name": _relative(img, root), "width": 0, "height": 0})
                 continue
             width, height = size
-            images.append({"id": image_id, "file_name": _relative(img, root), "width": width, "height": height})
+            images.append({"id": image_id, "file_name": _relative(img, root), "width": width, "height": height,
+                           "label_file": _label_path(img).is_file()})  # without one: a background image
             for cls, (cx, cy, w, h) in _yolo_labels(_label_path(img), len(names)):
                 bw, bh = w * width, h * height
                 annotations.append({
@@ -382,5 +387,15 @@ def _int(text: str | None) -> int:
 
 
 def _check_split(split: str) -> None:
-    if split not in SPLITS:
-        raise DataError(f"unknown split '{split}' (train or val)")
+    if split not in (*SPLITS, "test"):
+        raise DataError(f"unknown split '{split}' (train, val or test)")
+
+
+def has_test_split(src: Path, kind: str) -> bool:
+    """Whether a VOC folder (ImageSets/Main/test.txt) or a YOLO data.yaml ('test:') has a test split."""
+    if kind == "voc":
+        lists = voc_split_lists(src)
+        return lists is not None and "test" in lists
+    yaml_path = find_yolo_yaml(Path(src))
+    spec = read_mapping(yaml_path, "YOLO dataset file", DataError, "a mapping") if yaml_path else {}
+    return bool(spec.get("test"))

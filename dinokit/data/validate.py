@@ -144,6 +144,9 @@ def load_coco(path: Path, categories: Mapping[int, str] | None = None) -> COCO:
             raise DataError(f"{path}: {problem.where}: {problem.kind} ({problem.detail})")
     coco = COCO()
     coco.dataset = data
+    lowest = min((a["id"] for a in data["annotations"]), default=1)
+    if lowest <= 0:  # COCOeval reads a match to annotation id 0 as "no match": every such TP would be an FP
+        coco.dataset = {**data, "annotations": [{**a, "id": a["id"] + 1 - lowest} for a in data["annotations"]]}
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
         coco.createIndex()
     return coco

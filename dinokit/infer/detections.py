@@ -46,9 +46,11 @@ class Detections:
     def to_dict(self) -> dict[str, Any]:
         """The JSON record `dinokit predict` writes for an image (rounded: scores 1e-4, boxes 0.01 px)."""
         height, width = self.image_size
+        ids = self.category_ids
         detections = [
-            {"label": name, "score": round(float(s), 4), "box": [round(float(v), 2) for v in box]}
-            for name, s, box in zip(self.names, self.scores.tolist(), self.xyxy.tolist())
+            {"label": name, "score": round(float(s), 4), "box": [round(float(v), 2) for v in box],
+             **({"category_id": int(ids[k])} if 0 <= k < len(ids) else {})}
+            for name, s, box, k in zip(self.names, self.scores.tolist(), self.xyxy.tolist(), self.labels.tolist())
         ]
         return {"file": self.source, "width": width, "height": height, "detections": detections}
 

@@ -52,17 +52,13 @@ def evaluate_detections(coco_gt: Any, detections: list[dict[str, Any]]) -> dict[
     "n/a", CSVs leave the cell empty, JSON files hold null.
     `per_class` maps each category name that has ground truth to its AP.
     """
-    from pycocotools.cocoeval import COCOeval
+    from dinokit.infer.diagnostics import category_names, empty_curves, run_cocoeval, score_curves, threshold_metrics
 
-    with_gt = sorted({ann["category_id"] for ann in coco_gt.dataset.get("annotations", [])})
-    names = {cat_id: coco_gt.cats[cat_id]["name"] for cat_id in with_gt if cat_id in coco_gt.cats}
+    names = category_names(coco_gt)
     if not detections or not coco_gt.getImgIds():
-        return empty_metrics([names[c] for c in with_gt if c in names], coco_gt)
+        return {**empty_metrics(list(names.values()), coco_gt), **threshold_metrics(empty_curves(names))}
+    evaluator = run_cocoeval(coco_gt, detections)
     with contextlib.redirect_stdout(io.StringIO()):
-        coco_dt = coco_gt.loadRes([_plain_detection(d) for d in detections])
-        evaluator = COCOeval(coco_gt, coco_dt, iouType="bbox")
-        evaluator.evaluate()
-        evaluator.accumulate()
         evaluator.summarize()
     stats = evaluator.stats
     metrics: dict[str, Any] = {name: float(stats[i]) if stats[i] > -1 else math.nan for name, i in _STAT_INDEX.items()}
@@ -75,16 +71,8 @@ def evaluate_detections(coco_gt: Any, detections: list[dict[str, Any]]) -> dict[
         p = p[p > -1]
         per_class[names[cat_id]] = float(np.mean(p)) if p.size else 0.0
     metrics["per_class"] = per_class
+    metrics.update(threshold_metrics(score_curves(evaluator, names)))  # F1-optimal threshold, P, R, F1
     return metrics
-
-
-def _plain_detection(d: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "image_id": int(d["image_id"]),
-        "category_id": int(d["category_id"]),
-        "bbox": [float(v) for v in d["bbox"]],
-        "score": float(d["score"]),
-    }
 
 
 def run_evaluation(
@@ -163,6 +151,8 @@ def evaluate_checkpoint(
     compile: bool = False,
     precision: str | None = None,
     say: Callable[[str], None] | None = None,
+    split: str = "val",
+    out: str | Path | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Metrics and COCO detections of a checkpoint on the validation split of its own data (or
     of `data`). Classes are matched by name, so another dataset with the same names works.
@@ -177,15 +167,16 @@ def evaluate_checkpoint(
     if note and say is not None:
         say(note)
     model = prepare_for_inference(model, quantize, compile)
-    return evaluate_model(model, cfg, classes, device, data, batch_size, chosen)
+    return evaluate_model(model, cfg, classes, device, data, batch_size, chosen, split, out)
 
 
 def evaluate_model(
     model: nn.Module, cfg: Any, classes: list[str], device: torch.device, data: str | None = None,
-    batch_size: int | None = None, precision: str = "fp32",
+    batch_size: int | None = None, precision: str = "fp32", split: str = "val", out: str | Path | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """`evaluate_checkpoint` for a loaded model and its config (`cfg` is not changed); `precision`
-    a resolved one (or fp32 inside a caller's autocast)."""
+    a resolved one (or fp32 inside a caller's autocast). `split`: train, val or test; `out`: a
+    folder for the diagnostic files (PR / F1 curves, confusion matrix; see diagnostic_files)."""
     import copy
 
     from dinokit.data.coco import build_dataset, resolve_source
@@ -193,7 +184,7 @@ def evaluate_model(
     cfg = copy.deepcopy(cfg)
     if data is not None:
         cfg.data.data = data
-    dataset = build_dataset(resolve_source(cfg.data), cfg.data, "val", train=False)
+    dataset = build_dataset(resolve_source(cfg.data), cfg.data, split, train=False)  # type: ignore[arg-type]
     by_name = dict(zip(dataset.class_names, dataset.cat_ids))
     mapping = [int(by_name.get(name, -1)) for name in classes]
     if all(c < 0 for c in mapping):
@@ -201,7 +192,19 @@ def evaluate_model(
             f"none of the checkpoint's classes ({', '.join(classes[:5])}...) are in the dataset "
             f"({', '.join(dataset.class_names[:5])}...)"
         )
-    return run_evaluation(
+    metrics, detections = run_evaluation(
         model, dataset, device, batch_size or cfg.train.batch_size, cfg.model.num_select, mapping, cfg.data.workers,
         precision,
     )
+    if out is not None:
+        write_run_diagnostics(dataset.coco, detections, metrics, out)
+    return metrics, detections
+
+
+def write_run_diagnostics(coco_gt: Any, detections: list[dict[str, Any]], metrics: dict[str, Any],
+                          out: str | Path) -> list[Path]:
+    """The diagnostic files of one evaluation into `out` (eval's output folder, a run folder)."""
+    from dinokit.infer.diagnostic_files import write_diagnostics
+    from dinokit.infer.diagnostics import diagnose
+
+    return write_diagnostics(diagnose(coco_gt, detections), out, metrics.get("per_class", {}))

@@ -89,9 +89,10 @@ def export_onnx(checkpoint: str | Path, out: str | Path, opset: int = 17, side: 
     if opset < MIN_OPSET:
         raise DinokitError(f"--opset must be >= {MIN_OPSET} (GridSample), got {opset}")
     from dinokit.checkpoint import versions
-    from dinokit.interop.load import model_from_checkpoint
+    from dinokit.interop.load import model_and_checkpoint
 
-    model, cfg, classes, cat_ids = model_from_checkpoint(checkpoint, torch.device("cpu"))
+    model, cfg, ckpt = model_and_checkpoint(checkpoint, torch.device("cpu"))
+    classes, cat_ids = list(ckpt["classes"]), [int(c) for c in ckpt["cat_ids"]]
     graph = InferenceGraph(model, cfg.model.num_select)
     side = _sample_side(model, side or min(cfg.data.image_size, 512), cfg.model.num_queries)
     sample = (
@@ -111,6 +112,7 @@ def export_onnx(checkpoint: str | Path, out: str | Path, opset: int = 17, side: 
         "dinokit.config": json.dumps(cfg.to_dict()),
         "dinokit.classes": json.dumps(classes),
         "dinokit.cat_ids": json.dumps(cat_ids),
+        "dinokit.score_threshold": json.dumps(ckpt.get("score_threshold")),
         "dinokit.versions": json.dumps(versions()),
     }
     for key, value in meta.items():
@@ -141,6 +143,9 @@ class OnnxDetector:
             raise CheckpointError(f"{path} was not exported by dinokit (no dinokit.config metadata)")
         self.cfg = Config.from_dict(json.loads(meta["dinokit.config"]))
         self.classes: list[str] = json.loads(meta["dinokit.classes"])
+        # the dataset's category ids (older exports lack them: 0..K-1); the F1-optimal score, if stored
+        self.cat_ids: list[int] = json.loads(meta.get("dinokit.cat_ids", "null")) or list(range(len(self.classes)))
+        self.score_threshold: float | None = json.loads(meta.get("dinokit.score_threshold", "null"))
         self.path = path
 
     def __call__(self, images: Tensor, masks: Tensor, orig_sizes: Tensor) -> dict[str, Tensor]:

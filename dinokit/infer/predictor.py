@@ -107,6 +107,7 @@ class Backend:
     classes: list[str]
     cat_ids: list[int]
     model: torch.nn.Module | None = None  # None for an ONNX model
+    score_threshold: float | None = None  # the F1-optimal score of the best evaluation, if stored
 
 
 def load_backend(
@@ -117,19 +118,21 @@ def load_backend(
         from dinokit.infer.export import OnnxDetector
 
         onnx_model = OnnxDetector(checkpoint, device)
-        cat_ids = list(range(len(onnx_model.classes)))
-        return Backend(onnx_model.detect, onnx_model.cfg, onnx_model.classes, cat_ids)
+        return Backend(onnx_model.detect, onnx_model.cfg, onnx_model.classes, onnx_model.cat_ids,
+                       score_threshold=onnx_model.score_threshold)
     from dinokit.infer.speed import prepare_for_inference
-    from dinokit.interop.load import model_from_checkpoint
+    from dinokit.interop.load import model_and_checkpoint
     from dinokit.model.postprocess import postprocess
 
-    model, cfg, classes, cat_ids = model_from_checkpoint(checkpoint, device)
+    model, cfg, ckpt = model_and_checkpoint(checkpoint, device)
     model = prepare_for_inference(model, quantize, compile)
 
     def detect(images: torch.Tensor, masks: torch.Tensor, sizes: torch.Tensor) -> list[dict[str, torch.Tensor]]:
         return postprocess(model(images, masks), sizes, cfg.model.num_select)
 
-    return Backend(detect, cfg, classes, cat_ids, model)
+    threshold = ckpt.get("score_threshold")
+    return Backend(detect, cfg, list(ckpt["classes"]), [int(c) for c in ckpt["cat_ids"]], model,
+                   float(threshold) if isinstance(threshold, (int, float)) and threshold == threshold else None)
 
 
 def check_predict_options(score: float, batch_size: int, flags: bool = False) -> None:

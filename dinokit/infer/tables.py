@@ -23,11 +23,18 @@ def metrics_table(metrics: dict[str, Any], title: str = "COCO bbox") -> Table:
 
 
 def per_class_table(metrics: dict[str, Any]) -> Table:
-    table = Table(title="AP per class")
+    """AP per class and, at the F1-optimal score threshold, P / R / F1 per class and macro."""
+    prf = metrics.get("per_class_prf", {})
+    threshold = metrics.get("score_threshold")
+    table = Table(title="AP per class" + (f"; P, R, F1 at score >= {threshold:.4g} (IoU 0.5)" if is_defined(threshold) else ""))
     table.add_column("class")
-    table.add_column("AP", justify="right")
+    for name in ("AP", "P", "R", "F1") if prf else ("AP",):
+        table.add_column(name, justify="right")
     for name, ap in metrics.get("per_class", {}).items():
-        table.add_row(str(name), percent(ap))
+        row = prf.get(name, {})
+        table.add_row(str(name), percent(ap), *((percent(row.get(k, 0.0)) for k in ("P", "R", "F1")) if prf else ()))
+    if prf:
+        table.add_row("all (macro)", percent(metrics.get("AP", 0.0)), *(percent(metrics.get(k, 0.0)) for k in ("P", "R", "F1")))
     return table
 
 

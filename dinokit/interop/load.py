@@ -46,6 +46,12 @@ def as_checkpoint(ckpt: Any, path: str | Path, official_overrides: list[str] | N
 
 def model_from_checkpoint(path: str | Path, device: torch.device) -> tuple[nn.Module, Config, list[str], list[int]]:
     """Build the model a checkpoint describes and load its (EMA) weights, in eval mode."""
+    model, cfg, ckpt = model_and_checkpoint(path, device)
+    return model, cfg, list(ckpt["classes"]), [int(c) for c in ckpt["cat_ids"]]
+
+
+def model_and_checkpoint(path: str | Path, device: torch.device) -> tuple[nn.Module, Config, dict[str, Any]]:
+    """`model_from_checkpoint`, with the checkpoint dict itself (classes, cat_ids, score_threshold, ...)."""
     ckpt = load_checkpoint(path)
     cfg = checkpoint_config(ckpt)
     model = build_model(cfg.model, load_weights=False)  # the checkpoint provides every weight
@@ -53,7 +59,7 @@ def model_from_checkpoint(path: str | Path, device: torch.device) -> tuple[nn.Mo
     check_compatible({"config": ckpt["config"], "model": state}, cfg, model)
     model.load_state_dict(state)
     model.to(device).eval()
-    return model, cfg, list(ckpt["classes"]), [int(c) for c in ckpt["cat_ids"]]
+    return model, cfg, ckpt
 
 
 def detector_checkpoint(weights: str | None, official_overrides: list[str] | None = None) -> dict[str, Any] | None:

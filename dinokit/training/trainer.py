@@ -23,7 +23,7 @@ from dinokit.training import distributed as dist_utils
 from dinokit.checkpoint import check_compatible, make_checkpoint, save_checkpoint
 from dinokit.training.console import TrainConsole
 from dinokit.runtime.device import process_device
-from dinokit.infer.evaluator import run_evaluation
+from dinokit.infer.evaluator import run_evaluation, write_run_diagnostics
 from dinokit.infer.precision import autocast, grad_scaler, resolve_precision
 from dinokit.data.coco import preflight_images
 from dinokit.interop.load import detector_checkpoint, load_checkpoint, load_initial_weights
@@ -33,7 +33,9 @@ from dinokit.training.board import Board, open_board
 from dinokit.training import losslog
 from dinokit.training.samples import TrainLoader
 from dinokit.training.signals import StopRequest, StopRun
-from dinokit.runtime.rundir import find_resume_dir, new_run_dir, plot_curves, safe_name, write_metrics_csv
+from dinokit.runtime.rundir import find_resume_dir, new_run_dir, safe_name
+from dinokit.training.patience import patience_reason
+from dinokit.training.plots import plot_curves, plot_results, write_metrics_csv
 from dinokit.infer.speed import compile_model
 from dinokit.errors import DataError, DinokitError
 
@@ -141,6 +143,7 @@ class Trainer:
         self._time_fraction = 0.0  # fraction of the time budget spent (0 without one)
         self._bad_steps = 0
         self._saved_step = -1
+        self._evaluated_step = -1  # the step of the last evaluation, on every rank
         self._saved_at = time.monotonic()
         self.console = TrainConsole(info.is_main, progress, self.total_steps or None, self.budget_s)
         for note in (weights_note, image_note, precision_note):
@@ -198,7 +201,7 @@ class Trainer:
         if reason == "interrupt":
             self._save_last()
             return self._interrupted()
-        if not self.history or self.history[-1]["step"] != self.step:
+        if self._evaluated_step != self.step:  # the same on every rank (only rank 0 keeps a history)
             self._evaluate()
         if self._saved_step != self.step:
             self._save_last()
@@ -227,8 +230,8 @@ class Trainer:
                 if reason:
                     return reason
                 self._train_step(images, masks, targets)
-                if t.eval_every_steps > 0 and self.step % t.eval_every_steps == 0:
-                    self._evaluate()
+                if t.eval_every_steps > 0 and self.step % t.eval_every_steps == 0 and self._evaluate():
+                    return "patience"
                 if t.step_seeded:  # the next batch's augmentation and the next step's noise
                     seed_everything((t.seed * 1_000_003 + self.step * 101 + self.info.rank) % 2**31)
                 if self._checkpoint_due():
@@ -238,9 +241,10 @@ class Trainer:
             if self.epoch_step >= self.steps_per_epoch:
                 self.epoch += 1
                 self.epoch_step = 0
-                if t.eval_every_steps <= 0 and self.epoch % max(1, t.eval_every) == 0:
-                    self._evaluate()
+                stop = t.eval_every_steps <= 0 and self.epoch % max(1, t.eval_every) == 0 and self._evaluate()
                 self._save_last()
+                if stop:
+                    return "patience"
 
     def _checkpoint_due(self) -> bool:
         """train.checkpoint_every (minutes) or checkpoint_every_steps has come round inside an epoch."""
@@ -305,8 +309,9 @@ class Trainer:
 
     # ------------------------------------------------------------------ evaluation and files
 
-    def _evaluate(self) -> None:
-        """Evaluate (rank 0, EMA weights if kept), append a history row, write run files."""
+    def _evaluate(self) -> bool:
+        """Evaluate (rank 0, EMA weights if kept), append a history row, write run files. Returns
+        whether to stop early (train.patience), agreed on by every rank."""
         t = self.cfg.train
         started = time.monotonic()
         self._read_losses()
@@ -314,31 +319,40 @@ class Trainer:
         if self.info.is_main:
             sums, count = losslog.merge(logs)
             eval_model = self.ema.module if self.ema is not None else self.raw_model
-            metrics, _ = run_evaluation(
+            metrics, detections = run_evaluation(
                 eval_model, self.val_set, self.device, t.batch_size, self.cfg.model.num_select,
                 workers=self.cfg.data.workers, precision=self.precision,
             )
             row: dict[str, Any] = {"step": self.step, "epoch": round(self.step / self.steps_per_epoch, 3)}
             row["loss"] = sums.get("loss", float("nan")) / count if count else float("nan")
             row["lr"] = self.lr
-            row.update({k: v for k, v in metrics.items() if k != "per_class"})
+            row.update({k: v for k, v in metrics.items() if not isinstance(v, dict)})  # per-class tables: in best
             row["elapsed"] = round(self._elapsed(), 2)
             row["train_seconds"] = round(self._elapsed() - self.eval_seconds - (time.monotonic() - started), 2)
             row.update({k: v / count for k, v in sorted(sums.items()) if k != "loss" and count})
             self.history.append(row)
             if not self.best or row["AP"] > self.best["AP"]:
-                self.best = {**row, "per_class": metrics.get("per_class", {})}
+                self.best = {**row, **{k: v for k, v in metrics.items() if isinstance(v, dict)}}
                 save_checkpoint(self._checkpoint(full=False), self.run_dir / "best.pt")
+                write_run_diagnostics(self.val_set.coco, detections, metrics, self.run_dir)
+            stop = patience_reason(self.history, self.best, t.patience)
+            if stop:
+                row["stopped"] = stop
             write_metrics_csv(self.history, self.run_dir / "metrics.csv")
             plot_curves(self.history, self.loss_curve, self.run_dir / "curves.png")
+            plot_results(self.history, self.run_dir / "results.png")
             self.console.evaluation(row)
+            if stop:
+                self.console.message(f"stopping early at step {self.step}: {stop}")
             if self.board is not None:
                 self.board.evaluation(self.step, metrics)
             if self.on_epoch is not None:
                 self.on_epoch(dict(row))
         self.log_sums, self.log_count = {}, 0
-        dist_utils.barrier(self.info)
+        self._evaluated_step = self.step
+        stopping = bool(dist_utils.broadcast_object(bool(self.history and self.history[-1].get("stopped")), self.info))
         self.eval_seconds += time.monotonic() - started
+        return stopping
 
     def _checkpoint(self, full: bool, rng: list[Any] | None = None) -> dict[str, Any]:
         state: dict[str, Any] = {
@@ -346,6 +360,8 @@ class Trainer:
             "epoch": self.epoch, "epoch_step": self.epoch_step, "step": self.step,
             "history": self.history, "best": self.best,
         }
+        if not full:  # best.pt: the score predict keeps by default
+            state["score_threshold"] = self.best.get("score_threshold")
         if full:
             state.update(
                 optimizer=self.optimizer.state_dict(), scheduler=self.schedule.state_dict(),
@@ -390,6 +406,7 @@ class Trainer:
         self.elapsed_before = float(ckpt.get("elapsed", 0.0))
         self.eval_seconds = float(ckpt.get("eval_seconds", 0.0))
         self.history, self.best = list(ckpt.get("history", [])), dict(ckpt.get("best", {}))
+        self._evaluated_step = int(self.history[-1]["step"]) if self.history else -1
         self.loss_curve = [list(p) for p in ckpt.get("loss_curve", [])]
         self.log_sums, self.log_count = dict(ckpt.get("log_sums", {})), int(ckpt.get("log_count", 0))
         states = ckpt.get("rng") or []
