@@ -83,7 +83,9 @@ class Detector:
                 self._backend.model, self.config, self.class_names, self.device, data, batch_size
             )
         if detections is not None:
-            _write_json(Path(detections), dets)
+            from dinokit.files import write_json
+
+            write_json(detections, dets)
         return metrics
 
     def export(self, path: str | Path, format: str = "onnx", opset: int = 17) -> Path:
@@ -244,22 +246,3 @@ def _by_section(fields: dict[str, Any]) -> dict[str, dict[str, Any]]:
             raise ConfigError(f"'{name}' is a field of {' and '.join(owners[name])}: give it as section.{name}=... in overrides")
         out.setdefault(owners[name][0], {})[name] = value
     return out
-
-
-def _write_json(path: Path, payload: Any) -> None:
-    """Write JSON atomically (a temporary file, then a rename); undefined (NaN) metrics become null."""
-    import json
-    import math
-    import os
-
-    def plain(x: Any) -> Any:
-        if isinstance(x, float) and math.isnan(x):
-            return None
-        if isinstance(x, dict):
-            return {k: plain(v) for k, v in x.items()}
-        return [plain(v) for v in x] if isinstance(x, (list, tuple)) else x
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(plain(payload), indent=2))
-    os.replace(tmp, path)

@@ -174,9 +174,9 @@ def _one_checkpoint(checkpoint: Path | None, weights: Path | None, name: str) ->
 
 
 def _write_json(path: Path, payload: Any) -> None:
-    from dinokit.api import _write_json as write_atomically
+    from dinokit.files import write_json
 
-    write_atomically(path, payload)
+    write_json(path, payload)
 
 
 # --------------------------------------------------------------------------- predict
@@ -203,6 +203,8 @@ def predict(
     from dinokit.api import load
     from dinokit.checkpoint import latest_run_checkpoint, require_checkpoint_file
     from dinokit.infer.predictor import check_predict_options, gather_inputs, input_shapes
+    from dinokit.files import refuse_overwriting
+    from dinokit.infer.outputs import output_names, planned_outputs
     from dinokit.infer.video import is_video
     from dinokit.runtime.rundir import new_run_dir
 
@@ -217,6 +219,9 @@ def predict(
     path = checkpoint if checkpoint is not None else latest_run_checkpoint(runs)
     require_checkpoint_file(path)
     input_shapes(inputs)  # a file that is not an image fails before the model loads
+    names = [name for name, _ in inputs]
+    refuse_overwriting(planned_outputs(out, json_file, videos, names),
+                       [path, *videos, *(p for _, p in inputs if isinstance(p, Path))])
     detector = load(path, device, precision, backend=backend, image_size=image_size, quantize=quantize, compile=compile_)
     if detector.precision_note:
         _say(detector.precision_note)
@@ -231,7 +236,7 @@ def predict(
     results = detector.predict(images, score, batch_size)
     json_path = json_file if json_file is not None else out_dir / "detections.json"
     records = []
-    for det, target in zip(results, output_names(results, out_dir)):
+    for det, target in zip(results, output_names([det.source for det in results], out_dir)):
         det.save(target)
         records.append({**det.to_dict(), "output": str(target)})
     _write_json(json_path, records)
@@ -240,22 +245,6 @@ def predict(
         f"{len(results)} image(s), {count} detection(s) >= {score}: images in {out_dir}, JSON {json_path}",
         highlight=False,
     )
-
-
-def output_names(results: list[Any], out_dir: Path) -> list[Path]:
-    """One annotated-image path per result in `out_dir`: the source's stem, numbered when repeated."""
-    saveable = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
-    used: set[str] = set()
-    paths = []
-    for det in results:
-        source = Path(det.source)
-        suffix = source.suffix.lower() if source.suffix.lower() in saveable else ".png"
-        name, n = f"{source.stem}{suffix}", 2
-        while name in used:
-            name, n = f"{source.stem}_{n}{suffix}", n + 1
-        used.add(name)
-        paths.append(out_dir / name)
-    return paths
 
 
 # --------------------------------------------------------------------------- export and convert
@@ -381,6 +370,9 @@ def main(argv: list[str] | None = None) -> None:
         fail(exc)
     except KeyboardInterrupt:
         fail("interrupted")
+    except OSError as exc:  # a file dinokit cannot read or write: one line, not a traceback
+        name = exc.filename2 or exc.filename  # a failed rename names the target second
+        fail(f"cannot access {name}: {exc.strerror}" if name else f"file system: {exc}")
     except Exception as exc:
         # click's usage errors, recognised by click's documented interface (typer may vendor
         # click, so its classes are not importable from a public module)

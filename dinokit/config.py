@@ -224,7 +224,10 @@ def load_preset(name: str) -> Config:
 
 
 def save_yaml(cfg: Config, path: Path) -> None:
-    path.write_text(yaml.safe_dump(plain(cfg.to_dict()), sort_keys=False))
+    """Write the config atomically: `--resume` reads it back, so it is never half a file."""
+    from dinokit.files import write_text
+
+    write_text(path, yaml.safe_dump(plain(cfg.to_dict()), sort_keys=False))
 
 
 def load_yaml(path: Path, base: Config | None = None) -> Config:

@@ -12,7 +12,7 @@ import pytest
 from pycocotools.coco import COCO
 from rich.console import Console
 
-from dinokit.api import _write_json
+from dinokit.files import write_json
 from dinokit.infer.evaluator import METRIC_NAMES, evaluate_detections
 from dinokit.infer.tables import metrics_line, metrics_table, per_class_table
 from dinokit.runtime.rundir import write_metrics_csv
@@ -93,7 +93,7 @@ def test_undefined_metrics_are_nan_and_shown_as_na(tmp_path):
     write_metrics_csv([{"step": 1, **metrics}], tmp_path / "m.csv")
     assert pd.read_csv(tmp_path / "m.csv")["APs"].isna().all()  # an empty cell, not 0.0
     assert "APs,APm" in (tmp_path / "m.csv").read_text() and ",," in (tmp_path / "m.csv").read_text()
-    _write_json(tmp_path / "m.json", metrics)
+    write_json(tmp_path / "m.json", metrics)
     assert json.loads((tmp_path / "m.json").read_text())["APs"] is None
 
 

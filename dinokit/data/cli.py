@@ -14,7 +14,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from dinokit.data.formats import relocate, voc_to_coco, write_json_atomic, yolo_to_coco
+from dinokit.data.formats import relocate, voc_to_coco, yolo_to_coco
+from dinokit.files import write_json
 from dinokit.data.shapes import write_shapes
 from dinokit.errors import DataError
 
@@ -46,7 +47,7 @@ def check(
     report = check_data(data, read_images=not quick)
     print_report(report, Console())
     if json_out is not None:
-        write_json_atomic(report.to_dict(), json_out)
+        write_json(json_out, report.to_dict())
     if report.fatal:
         raise typer.Exit(1)
 
@@ -67,7 +68,7 @@ def convert(
     coco = voc_to_coco(src, which) if fmt is SourceFormat.voc else yolo_to_coco(src, which)
     root = src.parent if src.is_file() else src  # file_names are relative to the dataset folder
     relocate(coco, root, out.parent)
-    write_json_atomic(coco, out)
+    write_json(out, coco, indent=None)
     typer.echo(f"wrote {out}: {len(coco['images'])} images, {len(coco['annotations'])} boxes, "
                f"{len(coco['categories'])} classes ({', '.join(c['name'] for c in coco['categories'])})")
 

@@ -31,6 +31,7 @@ from dinokit.data.transforms import box_cleanup, eval_transforms, train_transfor
 from dinokit.data.validate import load_coco, read_coco_json
 from dinokit.data.decode import UndecodableImage, check_images, decode_image
 from dinokit.errors import DataError
+from dinokit.files import write_json
 
 CONVERTER_VERSION = 2  # bump when formats.py changes its output: cached conversions are redone
 
@@ -154,7 +155,10 @@ def _converted(src: Path, kind: Literal["voc", "yolo"]) -> DataSource:
     if not (train_json.is_file() and val_json.is_file()):
         convert = formats.voc_to_coco if kind == "voc" else formats.yolo_to_coco
         for split, path in (("train", train_json), ("val", val_json)):
-            formats.write_json_atomic(convert(src, split), path)
+            try:
+                write_json(path, convert(src, split), indent=None)
+            except OSError as exc:
+                raise DataError(f"cannot write {path}: {exc.strerror or exc}") from None
     return _source(train_json, root, val_json, root, kind)
 
 

@@ -44,13 +44,14 @@ def find_resume_dir(out: str | Path, name: str) -> Path:
 
 
 def write_metrics_csv(history: list[dict[str, Any]], path: Path) -> None:
-    """One row per evaluation; written to a temp file then moved, like checkpoints."""
+    """One row per evaluation, written atomically (dinokit.files), like checkpoints."""
     import pandas as pd
 
+    from dinokit.files import write_with
+
     rows = [{k: v for k, v in row.items() if not isinstance(v, (dict, list))} for row in history]
-    tmp = path.with_name(f".{path.name}.tmp")
-    pd.DataFrame(rows).to_csv(tmp, index=False, float_format="%.6g")
-    os.replace(tmp, path)
+    frame = pd.DataFrame(rows)
+    write_with(path, lambda tmp: frame.to_csv(tmp, index=False, float_format="%.6g"))
 
 
 def plot_curves(history: list[dict[str, Any]], loss_curve: list[list[float]], path: Path) -> None:
