@@ -16,7 +16,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Sequence
 
-from dinokit.config import Config, ConfigError, apply_dict, apply_overrides, load_preset, load_yaml
+from dinokit.config import Config, ConfigError, apply_dict, budget_flags, load_preset, load_yaml, overrides_dict
 from dinokit.errors import CheckpointError
 
 class Detector:
@@ -205,7 +205,13 @@ def train_config(
     data: str | None, preset: str | None, config: str | Path | None, resume: bool, overrides: list[str],
     fields: dict[str, Any],
 ) -> Config:
-    """preset (or the resumed run's / --weights detector's config) -> YAML -> fields -> overrides."""
+    """preset (or the resumed run's / --weights detector's config) -> YAML -> fields + overrides.
+
+    A budget field (epochs, steps, time_budget) is the budget, as the CLI's flag is: the other
+    budgets are switched off (`budget_flags`), so `train(steps=200)` runs 200 steps, not "200 steps
+    or the preset's minutes". Fields and overrides are merged, then validated together."""
+    budget = {k: fields[k] for k in ("epochs", "steps", "time_budget") if fields.get(k) is not None}
+    fields = {**fields, **budget_flags(**budget)}
     sections = _by_section({"data": data, **fields})
     train_fields = sections.setdefault("train", {})
     base = None
@@ -225,8 +231,10 @@ def train_config(
     cfg = base if base is not None else load_preset(preset or "tiny")
     if config is not None:
         cfg = load_yaml(Path(config), cfg)
-    apply_dict(cfg, {s: v for s, v in sections.items() if v})
-    return apply_overrides(cfg, overrides)
+    merged = {s: dict(v) for s, v in sections.items() if v}
+    for section, values in overrides_dict(overrides).items():
+        merged.setdefault(section, {}).update(values)
+    return apply_dict(cfg, merged)
 
 
 def _by_section(fields: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -18,7 +18,7 @@ from rich.table import Table
 
 from dinokit.ablate.cli import app as ablate_app
 from dinokit.tune.cli import tune as tune_command
-from dinokit.config import ConfigError, budget_flags
+from dinokit.config import ConfigError
 from dinokit.data.cli import app as data_app
 from dinokit.errors import DinokitError, fail
 
@@ -97,7 +97,7 @@ def train(
         "dn_draws": dn_draws, "neg_target": neg_target, "attention": attention, "backbone": backbone,
         "weights": weights, "query_groups": query_groups, "one_to_many_queries": one_to_many, "cls": cls_loss,
         "image_size": image_size, "skip_bad_images": skip_bad_images or None,
-        **budget_flags(epochs, steps, time_budget), "batch_size": batch_size, "device": device,
+        "epochs": epochs, "steps": steps, "time_budget": time_budget, "batch_size": batch_size, "device": device,
         "out": out, "name": name, "seed": seed, "ema": ema, "deterministic": deterministic or None,
         "compile": compile_ or None, "tensorboard": tensorboard, "precision": precision,
     }

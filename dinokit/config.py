@@ -239,7 +239,14 @@ def load_yaml(path: Path, base: Config | None = None) -> Config:
 
 
 def apply_overrides(cfg: Config, items: list[str]) -> Config:
-    """Apply `section.field=value` strings (value parsed as YAML: numbers, bools, lists)."""
+    """Apply `section.field=value` strings (value parsed as YAML: numbers, bools, lists), all at
+    once: the merged result is validated, so their order never matters."""
+    return apply_dict(cfg, overrides_dict(items))
+
+
+def overrides_dict(items: list[str]) -> dict[str, dict[str, Any]]:
+    """`section.field=value` strings -> {section: {field: value}} (a later item wins)."""
+    merged: dict[str, dict[str, Any]] = {}
     for item in items:
         if "=" not in item:
             raise ConfigError(f"--set expects key=value, got '{item}'")
@@ -251,8 +258,8 @@ def apply_overrides(cfg: Config, items: list[str]) -> Config:
             value = yaml.safe_load(text) if text != "" else ""
         except yaml.YAMLError:
             value = text
-        apply_dict(cfg, {parts[0]: {parts[1]: value}})
-    return cfg
+        merged.setdefault(parts[0], {})[parts[1]] = value
+    return merged
 
 
 def apply_dict(cfg: Config, raw: dict[str, Any]) -> Config:

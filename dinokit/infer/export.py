@@ -142,6 +142,8 @@ class OnnxDetector:
             raise CheckpointError(f"{path} was not exported by dinokit (no dinokit.config metadata)")
         self.cfg = Config.from_dict(json.loads(meta["dinokit.config"]))
         self.classes: list[str] = json.loads(meta["dinokit.classes"])
+        # the dataset's COCO category id per class (written by every export; 0..C-1 if absent)
+        self.cat_ids: list[int] = json.loads(meta.get("dinokit.cat_ids", "null")) or list(range(len(self.classes)))
         self.path = path
 
     def __call__(self, images: Tensor, masks: Tensor, orig_sizes: Tensor) -> dict[str, Tensor]:

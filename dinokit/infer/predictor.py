@@ -117,8 +117,7 @@ def load_backend(
         from dinokit.infer.export import OnnxDetector
 
         onnx_model = OnnxDetector(checkpoint, device)
-        cat_ids = list(range(len(onnx_model.classes)))
-        return Backend(onnx_model.detect, onnx_model.cfg, onnx_model.classes, cat_ids)
+        return Backend(onnx_model.detect, onnx_model.cfg, onnx_model.classes, onnx_model.cat_ids)
     from dinokit.infer.speed import prepare_for_inference
     from dinokit.interop.load import model_from_checkpoint
     from dinokit.model.postprocess import postprocess

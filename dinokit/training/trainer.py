@@ -37,6 +37,7 @@ from dinokit.runtime.rundir import find_resume_dir, new_run_dir, plot_curves, sa
 from dinokit.infer.speed import compile_model
 from dinokit.errors import DataError, DinokitError
 
+OPTIMIZER_FIELDS = ("lr", "lr_backbone", "weight_decay")  # held in the optimiser's state, applied on resume
 MAX_BAD_STEPS = 20  # consecutive non-finite gradient steps before giving up
 
 
@@ -372,8 +373,19 @@ class Trainer:
         """Mirror of `_checkpoint(full=True)`: continue exactly where last.pt left off."""
         check_compatible(ckpt, self.cfg, self.raw_model)
         self.raw_model.load_state_dict(ckpt["model"])
+        # the optimiser's saved hyperparameters would win over a `--set train.lr=...` given at
+        # resume; the configuration (what config.yaml says ran) wins instead
+        wanted = [(g["lr"], g["weight_decay"]) for g in self.optimizer.param_groups]
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.schedule.load_state_dict(ckpt["scheduler"])
+        for group, (lr, decay) in zip(self.optimizer.param_groups, wanted):
+            group["weight_decay"] = decay
+        self.schedule.base_lrs = [lr for lr, _ in wanted]
+        saved = ckpt.get("config", {}).get("train", {})
+        changed = [f"train.{k} {saved[k]} -> {getattr(self.cfg.train, k)}" for k in OPTIMIZER_FIELDS
+                   if k in saved and saved[k] != getattr(self.cfg.train, k)]
+        if changed:
+            self.console.message(f"resume: applying {', '.join(changed)}")
         if ckpt.get("scaler") and self.scaler.is_enabled():  # fp16 on CUDA: continue with the same loss scale
             self.scaler.load_state_dict(ckpt["scaler"])
         if self.ema is not None:
