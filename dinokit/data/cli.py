@@ -111,6 +111,8 @@ def print_report(report: CheckReport, console: Console) -> None:
         console.print(table)
         per_class = ", ".join(f"{name} {n}" for name, n in list(split.per_class.items())[:20])
         console.print(f"boxes per class: {per_class}")
+    if report.note:
+        console.print(report.note, markup=False, highlight=False, soft_wrap=True)
     verdict = "[red]fatal problems: fix them before training[/]" if report.fatal else "[green]usable[/]"
     console.print(verdict)
 

@@ -8,7 +8,9 @@ are cxcywh normalised to the transformed image.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -93,6 +95,17 @@ def _source(train_json: Path, train_images: Path, val_json: Path, val_images: Pa
     categories = sorted(read_coco_json(train_json)["categories"], key=lambda c: c["id"])
     return DataSource(train_json, train_images, val_json, val_images,
                       [str(c["name"]) for c in categories], [int(c["id"]) for c in categories], kind)
+
+
+def same_images_note(source: DataSource) -> str | None:
+    """A warning when training and validation read the same annotation file (a single COCO JSON
+    as --data): the evaluations then score images the model trained on."""
+    if source.train_json != source.val_json:
+        return None
+    count = len(read_coco_json(source.train_json)["images"])
+    return (f"warning: {source.train_json.name} is both the training and the validation split: the same {count} "
+            "images train and score the model (AP measures fit, not generalisation); give a COCO folder with "
+            "instances_val*.json, or a VOC/YOLO folder, to hold images out")
 
 
 def _coco_folder(root: Path) -> tuple[tuple[Path, Path], tuple[Path, Path]] | None:
@@ -237,6 +250,19 @@ class DetectionDataset(Dataset):
     def image_paths(self) -> list[str]:
         return [self._base.image_path(i) for i in self.ids]
 
+    def drop_images(self, paths: set[str]) -> None:
+        """Remove these images from the items and from the COCO ground truth alike, so that an
+        evaluation neither scores a stand-in twice nor counts the dropped image's boxes as missed."""
+        gone = {i for i in self.ids if self._base.image_path(i) in paths}
+        if not gone:
+            return
+        self._base.ids = [i for i in self.ids if i not in gone]
+        coco = self.coco
+        coco.dataset["images"] = [img for img in coco.dataset["images"] if img["id"] not in gone]
+        coco.dataset["annotations"] = [a for a in coco.dataset.get("annotations", []) if a["image_id"] not in gone]
+        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
+            coco.createIndex()
+
     def __len__(self) -> int:
         return len(self._base)
 
@@ -291,6 +317,9 @@ def preflight_images(sets: list[DetectionDataset], skip_bad_images: bool) -> str
         )
     for ds in sets:
         ds.bad_images.update(p for p in ds.image_paths() if p in bad)
+        ds.drop_images(set(bad))
+        if len(ds) == 0:
+            raise DataError(f"no readable image among those of {ds.ann_file}")
     notes = []
     if truncated:
         notes.append(f"{len(truncated)} truncated image(s) decoded as far as the file allows (first: {next(iter(truncated))})")

@@ -25,7 +25,7 @@ from dinokit.training.console import TrainConsole
 from dinokit.runtime.device import process_device
 from dinokit.infer.evaluator import run_evaluation
 from dinokit.infer.precision import autocast, grad_scaler, resolve_precision
-from dinokit.data.coco import preflight_images
+from dinokit.data.coco import preflight_images, same_images_note
 from dinokit.interop.load import detector_checkpoint, load_checkpoint, load_initial_weights
 from dinokit.training.optim import LrSchedule, apply_gradients, build_ema, build_optimizer
 from dinokit.training.rng import capture_rng, nondeterminism_error, restore_rng, seed_everything
@@ -105,6 +105,7 @@ class Trainer:
             raise DataError(f"the training split of {cfg.data.data} has no images")
         sets = [self.train_set] + ([self.val_set] if self.val_set is not None else [])
         image_note = preflight_images(sets, cfg.data.skip_bad_images)  # every image decodes, before step 1
+        split_note = same_images_note(source)
         self.classes, self.cat_ids = list(source.class_names), [int(c) for c in source.cat_ids]
         cfg.model.num_classes = len(self.classes)
 
@@ -144,7 +145,7 @@ class Trainer:
         self._saved_step = -1
         self._saved_at = time.monotonic()
         self.console = TrainConsole(info.is_main, progress, self.total_steps or None, self.budget_s)
-        for note in (weights_note, image_note, precision_note):
+        for note in (weights_note, image_note, split_note, precision_note):
             if note:
                 self.console.message(note)
         self.model: nn.Module = self.raw_model
