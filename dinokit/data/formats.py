@@ -9,7 +9,6 @@ the order of the class names, and the same for every split of one dataset.
 from __future__ import annotations
 
 import csv
-import json
 import os
 import random
 import xml.etree.ElementTree as ET

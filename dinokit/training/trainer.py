@@ -34,7 +34,7 @@ from dinokit.training import losslog
 from dinokit.training.samples import TrainLoader
 from dinokit.training.signals import StopRequest
 from dinokit.runtime.rundir import find_resume_dir, new_run_dir, plot_curves, safe_name, write_metrics_csv
-from dinokit.infer.speed import compile_model
+from dinokit.runtime.compile import compile_model
 from dinokit.errors import DataError, DinokitError
 
 OPTIMIZER_FIELDS = ("lr", "lr_backbone", "weight_decay")  # held in the optimiser's state, applied on resume
