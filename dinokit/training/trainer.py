@@ -143,6 +143,7 @@ class Trainer:
         self._time_fraction = 0.0  # fraction of the time budget spent (0 without one)
         self._bad_steps = 0
         self._saved_step = -1
+        self._evaluated_step = -1  # the step of the last evaluation, on every rank
         self._saved_at = time.monotonic()
         self.console = TrainConsole(info.is_main, progress, self.total_steps or None, self.budget_s)
         for note in (weights_note, image_note, split_note, precision_note):
@@ -195,7 +196,7 @@ class Trainer:
         if reason == "interrupt":
             self._save_last()
             return self._interrupted()
-        if not self.history or self.history[-1]["step"] != self.step:
+        if self._evaluated_step != self.step:  # known on every rank (history is rank 0's alone)
             self._evaluate()
         if self._saved_step != self.step:
             self._save_last()
@@ -334,6 +335,7 @@ class Trainer:
             if self.on_epoch is not None:
                 self.on_epoch(dict(row))
         self.log_sums, self.log_count = {}, 0
+        self._evaluated_step = self.step
         dist_utils.barrier(self.info)
         self.eval_seconds += time.monotonic() - started
 
@@ -398,6 +400,7 @@ class Trainer:
         self.elapsed_before = float(ckpt.get("elapsed", 0.0))
         self.eval_seconds = float(ckpt.get("eval_seconds", 0.0))
         self.history, self.best = list(ckpt.get("history", [])), dict(ckpt.get("best", {}))
+        self._evaluated_step = int(self.history[-1]["step"]) if self.history else -1
         self.loss_curve = [list(p) for p in ckpt.get("loss_curve", [])]
         self.log_sums, self.log_count = dict(ckpt.get("log_sums", {})), int(ckpt.get("log_count", 0))
         states = ckpt.get("rng") or []
