@@ -75,7 +75,8 @@ def train(
     weights: Optional[str] = typer.Option(
         None, help="Backbone weights (imagenet, a torchvision name, a file) or a whole detector to fine-tune: "
         "a dinokit checkpoint or an official DINO .pth (its preset is the default)."),
-    image_size: Optional[int] = typer.Option(None, "--image-size", help="Longest image side at evaluation."),
+    image_size: Optional[int] = typer.Option(
+        None, "--image-size", help="Longest image side: evaluation resizes to it and it caps the training sizes."),
     out: Optional[str] = typer.Option(None, help="Runs folder (default runs)."),
     name: Optional[str] = typer.Option(None, help="Run name (default exp, exp2, ...)."),
     resume: bool = typer.Option(False, "--resume", help="Continue a run's last.pt (--name, else the latest run)."),

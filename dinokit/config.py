@@ -57,7 +57,7 @@ class ModelConfig:
     dec_points: int = 4
     num_queries: int = 900
     pe_temperature: float = 20.0
-    # --- the switches (see DESIGN.md, "Model semantics") ---
+    # --- the switches (see README.md, "The model") ---
     queries: QueryMode = "mixed"
     denoising: DenoisingMode = "cdn"
     neg_target: NegTarget = "background"
