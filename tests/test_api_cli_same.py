@@ -55,8 +55,8 @@ def test_overrides_are_merged_before_validation(order):
 
 
 def test_fields_and_overrides_are_validated_together(captured):
-    dinokit.train(steps=1, hidden_dim=60, overrides=["model.nheads=6"])  # 60 % 8 != 0: alone it fails
-    assert (captured[0].model.hidden_dim, captured[0].model.nheads) == (60, 6)
+    dinokit.train(steps=1, hidden_dim=42, overrides=["model.nheads=6"])  # 42 % 4 (tiny's heads) != 0: alone it fails
+    assert (captured[0].model.hidden_dim, captured[0].model.nheads) == (42, 6)
 
 
 def test_resume_finds_a_run_by_the_name_it_was_given(captured, tmp_path):
