@@ -21,7 +21,8 @@ from typing import Any
 import torch
 
 from dinokit.config import apply_overrides, load_preset
-from dinokit.infer.evaluator import evaluate_checkpoint
+import dinokit
+from dinokit.files import write_json
 from dinokit.runtime.allocator import tune_allocator
 from dinokit.training.trainer import train
 
@@ -47,7 +48,7 @@ def eval_both(checkpoint: Path, repeats: int) -> dict[str, Any]:
         times, metrics = [], {}
         for _ in range(repeats):
             start = time.perf_counter()
-            metrics, _ = evaluate_checkpoint(checkpoint, device="cpu", precision=precision)
+            metrics = dinokit.load(checkpoint, "cpu", precision).evaluate()
             times.append(time.perf_counter() - start)
         rows[precision] = {"AP": metrics["AP"], "AP50": metrics["AP50"], "AP75": metrics["AP75"], "eval_s": min(times)}
     return rows
@@ -82,10 +83,10 @@ def main() -> None:
     print(f"bf16 vs fp32: same checkpoint {eval_delta:+.2f} AP points ({checkpoint}); "
           f"trained {train_delta:+.2f} AP points" + ("  [SMOKE: not a measurement]" if args.smoke else ""))
     if args.json:
-        Path(args.json).write_text(json.dumps({
+        write_json(args.json, {
             "checkpoint": str(checkpoint), "threads": args.threads, "smoke": args.smoke, "eval": evaluated,
             "trained": trained, "eval_ap_change_points": eval_delta, "train_ap_change_points": train_delta,
-        }, indent=2))
+        })
 
 
 if __name__ == "__main__":

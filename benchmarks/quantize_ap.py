@@ -16,7 +16,8 @@ import torch
 
 from dinokit.runtime.allocator import tune_allocator
 from dinokit.checkpoint import latest_run_checkpoint
-from dinokit.infer.evaluator import evaluate_checkpoint
+import dinokit
+from dinokit.files import write_json
 
 
 def main() -> None:
@@ -35,7 +36,7 @@ def main() -> None:
         times, metrics = [], {}
         for _ in range(args.repeats):
             start = time.perf_counter()
-            metrics, _ = evaluate_checkpoint(path, device="cpu", quantize=mode)
+            metrics = dinokit.load(path, "cpu", quantize=mode).evaluate()
             times.append(time.perf_counter() - start)
         rows[mode] = {"AP": metrics["AP"], "AP50": metrics["AP50"], "AP75": metrics["AP75"], "eval_s": min(times)}
         print(f"{mode:5s} AP {100 * metrics['AP']:.2f}  AP50 {100 * metrics['AP50']:.2f}  "
@@ -44,9 +45,8 @@ def main() -> None:
     speedup = rows["none"]["eval_s"] / rows["int8"]["eval_s"]
     print(f"int8: AP change {delta:+.2f} points, evaluation {speedup:.2f}x faster ({path})")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"checkpoint": str(path), "threads": args.threads, **rows,
-                       "ap_change_points": delta, "speedup": speedup}, f, indent=2)
+        write_json(args.json, {"checkpoint": str(path), "threads": args.threads, **rows,
+                               "ap_change_points": delta, "speedup": speedup})
 
 
 if __name__ == "__main__":

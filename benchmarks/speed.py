@@ -49,6 +49,7 @@ from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import peers  # benchmarks/ is on sys.path when this file is run as a script
+from dinokit.files import write_json
 
 
 @dataclass(frozen=True)
@@ -230,7 +231,7 @@ def run_child(name: str, impl: str, args: argparse.Namespace) -> dict[str, Any]:
         model = quantize_dynamic_int8(model) or model
         variant["quantize"] = args.quantize
     if impl == "dinokit" and args.compile:
-        from dinokit.infer.speed import compile_model
+        from dinokit.runtime.compile import compile_model
 
         model = compile_model(model)
         variant["compile"] = True
@@ -425,7 +426,7 @@ def run_parent(args: argparse.Namespace) -> None:
                "device": args.device, "precisions": args.precision, "rounds": args.rounds}
         cases = {n: {"definition": asdict(case_for(n, args.smoke)), **by_impl} for n, by_impl in results.items()}
         payload = {"environment": env, "cases": cases, "records": records, "total_wall_s": total}
-        Path(args.json).write_text(json.dumps(payload, indent=2))
+        write_json(args.json, payload)
         print(f"wrote {args.json}")
 
 
@@ -456,7 +457,7 @@ def main() -> None:
     args = parse_args()
     if args.case:
         result = run_child(args.case, args.impl, args)
-        Path(args.json_out).write_text(json.dumps(result))
+        write_json(args.json_out, result)
     else:
         run_parent(args)
 

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from dinokit.config import Config, apply_overrides, load_preset, load_yaml
+from dinokit.files import atomic_open, write_with
 from dinokit.training.trainer import train
 
 THRESHOLDS = (0.3, 0.5, 0.6, 0.7)
@@ -45,7 +46,7 @@ def first_reached(curve: list[dict[str, float]]) -> dict[float, tuple[int, float
 
 
 def write_csv(curve: list[dict[str, float]], path: Path) -> None:
-    with path.open("w", newline="") as f:
+    with atomic_open(path, "w", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
         writer.writeheader()
         writer.writerows(curve)
@@ -73,7 +74,7 @@ def plot(curves: dict[str, list[dict[str, float]]], path: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    write_with(path, lambda tmp: fig.savefig(tmp, dpi=100))
     plt.close(fig)
 
 

@@ -16,7 +16,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Sequence
 
-from dinokit.config import Config, ConfigError, apply_dict, apply_overrides, load_preset, load_yaml
+from dinokit.config import Config, ConfigError, apply_dict, budget_flags, load_preset, load_yaml, overrides_dict
 from dinokit.errors import CheckpointError
 
 DEFAULT_SCORE = 0.3  # predict's score threshold when none is given and the checkpoint stores none
@@ -108,7 +108,9 @@ class Detector:
                 split=split, out=out,
             )
         if detections is not None:
-            _write_json(Path(detections), dets)
+            from dinokit.files import write_json
+
+            write_json(detections, dets)
         return metrics
 
     def export(self, path: str | Path, format: str = "onnx", opset: int = 17) -> Path:
@@ -239,7 +241,13 @@ def train_config(
     data: str | None, preset: str | None, config: str | Path | None, resume: bool, overrides: list[str],
     fields: dict[str, Any],
 ) -> Config:
-    """preset (or the resumed run's / --weights detector's config) -> YAML -> fields -> overrides."""
+    """preset (or the resumed run's / --weights detector's config) -> YAML -> fields + overrides.
+
+    A budget field (epochs, steps, time_budget) is the budget, as the CLI's flag is: the other
+    budgets are switched off (`budget_flags`), so `train(steps=200)` runs 200 steps, not "200 steps
+    or the preset's minutes". Fields and overrides are merged, then validated together."""
+    budget = {k: fields[k] for k in ("epochs", "steps", "time_budget") if fields.get(k) is not None}
+    fields = {**fields, **budget_flags(**budget)}
     sections = _by_section({"data": data, **fields})
     train_fields = sections.setdefault("train", {})
     base = None
@@ -259,8 +267,10 @@ def train_config(
     cfg = base if base is not None else load_preset(preset or "tiny")
     if config is not None:
         cfg = load_yaml(Path(config), cfg)
-    apply_dict(cfg, {s: v for s, v in sections.items() if v})
-    return apply_overrides(cfg, overrides)
+    merged = {s: dict(v) for s, v in sections.items() if v}
+    for section, values in overrides_dict(overrides).items():
+        merged.setdefault(section, {}).update(values)
+    return apply_dict(cfg, merged)
 
 
 def _by_section(fields: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -280,22 +290,3 @@ def _by_section(fields: dict[str, Any]) -> dict[str, dict[str, Any]]:
             raise ConfigError(f"'{name}' is a field of {' and '.join(owners[name])}: give it as section.{name}=... in overrides")
         out.setdefault(owners[name][0], {})[name] = value
     return out
-
-
-def _write_json(path: Path, payload: Any) -> None:
-    """Write JSON atomically (a temporary file, then a rename); undefined (NaN) metrics become null."""
-    import json
-    import math
-    import os
-
-    def plain(x: Any) -> Any:
-        if isinstance(x, float) and math.isnan(x):
-            return None
-        if isinstance(x, dict):
-            return {k: plain(v) for k, v in x.items()}
-        return [plain(v) for v in x] if isinstance(x, (list, tuple)) else x
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(plain(payload), indent=2))
-    os.replace(tmp, path)

@@ -2,19 +2,16 @@
 
 A checkpoint is a plain dict loadable with `torch.load(weights_only=True)` (no pickled code):
 weights, optimiser/scheduler/EMA state, counters, RNG state, the full `Config` as a dict, the
-class names and COCO category ids. Writes go to a temporary file in the same folder and are
-moved into place with `os.replace`, so a crash mid-write never destroys the previous file.
+class names and COCO category ids. Writes go through `dinokit.files` (a temporary file in the same
+folder, fsync, rename), so a crash mid-write never destroys the previous file.
 Reading *any* checkpoint file (official DINO ones too) into a model is `dinokit.interop.load`.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
 import pickle
 import re
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -25,6 +22,7 @@ from torch import nn
 from dinokit.version import __version__
 from dinokit.config import Config, ConfigError, diff_configs
 from dinokit.errors import CheckpointError
+from dinokit.files import atomic_open
 
 FORMAT = "dinokit-checkpoint"
 FORMAT_VERSION = 1
@@ -80,28 +78,10 @@ def make_checkpoint(
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
-    """Write `state` to `path` atomically: temp file in the same folder, fsync, `os.replace`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(state, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    """Write `state` to `path` atomically (dinokit.files: temp file beside it, fsync, rename)."""
+    with atomic_open(path, "wb") as handle:
+        torch.save(state, handle)
+    return Path(path)
 
 
 def require_checkpoint_file(path: str | Path) -> Path:

@@ -18,7 +18,7 @@ from rich.table import Table
 
 from dinokit.ablate.cli import app as ablate_app
 from dinokit.tune.cli import tune as tune_command
-from dinokit.config import ConfigError, budget_flags
+from dinokit.config import ConfigError
 from dinokit.data.cli import app as data_app
 from dinokit.explain.cli import explain as explain_command
 from dinokit.errors import DinokitError, fail
@@ -92,7 +92,8 @@ def train(
     weights: Optional[str] = typer.Option(
         None, help="Backbone weights (imagenet, a torchvision name, a file) or a whole detector to fine-tune: "
         "a dinokit checkpoint or an official DINO .pth (its preset is the default)."),
-    image_size: Optional[int] = typer.Option(None, "--image-size", help="Longest image side at evaluation."),
+    image_size: Optional[int] = typer.Option(
+        None, "--image-size", help="Longest image side: evaluation resizes to it and it caps the training sizes."),
     out: Optional[str] = typer.Option(None, help="Runs folder (default runs)."),
     name: Optional[str] = typer.Option(None, help="Run name (default exp, exp2, ...)."),
     resume: bool = typer.Option(False, "--resume", help="Continue a run's last.pt (--name, else the latest run)."),
@@ -124,7 +125,7 @@ def train(
         "dn_draws": dn_draws, "neg_target": neg_target, "attention": attention, "backbone": backbone,
         "weights": weights, "query_groups": query_groups, "one_to_many_queries": one_to_many, "cls": cls_loss,
         "image_size": image_size, "skip_bad_images": skip_bad_images or None,
-        **budget_flags(epochs, steps, time_budget), "batch_size": batch_size, "device": device,
+        "epochs": epochs, "steps": steps, "time_budget": time_budget, "batch_size": batch_size, "device": device,
         "out": out, "name": name, "seed": seed, "ema": ema, "deterministic": deterministic or None,
         "compile": compile_ or None, "tensorboard": tensorboard, "precision": precision, "patience": patience,
     }
@@ -207,9 +208,9 @@ def _one_checkpoint(checkpoint: Path | None, weights: Path | None, name: str) ->
 
 
 def _write_json(path: Path, payload: Any) -> None:
-    from dinokit.api import _write_json as write_atomically
+    from dinokit.files import write_json
 
-    write_atomically(path, payload)
+    write_json(path, payload)
 
 
 # --------------------------------------------------------------------------- predict
@@ -237,6 +238,8 @@ def predict(
     from dinokit.api import load
     from dinokit.checkpoint import latest_run_checkpoint, require_checkpoint_file
     from dinokit.infer.predictor import check_predict_options, gather_inputs, input_shapes
+    from dinokit.files import refuse_overwriting
+    from dinokit.infer.outputs import output_names, planned_outputs
     from dinokit.infer.video import is_video
     from dinokit.runtime.rundir import new_run_dir
 
@@ -251,6 +254,9 @@ def predict(
     path = checkpoint if checkpoint is not None else latest_run_checkpoint(runs)
     require_checkpoint_file(path)
     input_shapes(inputs)  # a file that is not an image fails before the model loads
+    names = [name for name, _ in inputs]
+    refuse_overwriting(planned_outputs(out, json_file, videos, names),
+                       [path, *videos, *(p for _, p in inputs if isinstance(p, Path))])
     detector = load(path, device, precision, backend=backend, image_size=image_size, quantize=quantize, compile=compile_)
     if detector.precision_note:
         _say(detector.precision_note)
@@ -266,7 +272,7 @@ def predict(
     results = detector.predict(images, score, batch_size)
     json_path = json_file if json_file is not None else out_dir / "detections.json"
     records = []
-    for det, target in zip(results, output_names(results, out_dir)):
+    for det, target in zip(results, output_names([det.source for det in results], out_dir)):
         det.save(target)
         records.append({**det.to_dict(), "output": str(target)})
     _write_json(json_path, records)
@@ -276,22 +282,6 @@ def predict(
         f"JSON {json_path}",
         highlight=False,
     )
-
-
-def output_names(results: list[Any], out_dir: Path) -> list[Path]:
-    """One annotated-image path per result in `out_dir`: the source's stem, numbered when repeated."""
-    saveable = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
-    used: set[str] = set()
-    paths = []
-    for det in results:
-        source = Path(det.source)
-        suffix = source.suffix.lower() if source.suffix.lower() in saveable else ".png"
-        name, n = f"{source.stem}{suffix}", 2
-        while name in used:
-            name, n = f"{source.stem}_{n}{suffix}", n + 1
-        used.add(name)
-        paths.append(out_dir / name)
-    return paths
 
 
 # --------------------------------------------------------------------------- export and convert
@@ -418,6 +408,9 @@ def main(argv: list[str] | None = None) -> None:
         fail(exc)
     except KeyboardInterrupt:
         fail("interrupted")
+    except OSError as exc:  # a file dinokit cannot read or write: one line, not a traceback
+        name = exc.filename2 or exc.filename  # a failed rename names the target second
+        fail(f"cannot access {name}: {exc.strerror}" if name else f"file system: {exc}")
     except Exception as exc:
         # click's usage errors, recognised by click's documented interface (typer may vendor
         # click, so its classes are not importable from a public module)

@@ -57,7 +57,7 @@ class ModelConfig:
     dec_points: int = 4
     num_queries: int = 900
     pe_temperature: float = 20.0
-    # --- the switches (see DESIGN.md, "Model semantics") ---
+    # --- the switches (see README.md, "The model") ---
     queries: QueryMode = "mixed"
     denoising: DenoisingMode = "cdn"
     neg_target: NegTarget = "background"
@@ -225,7 +225,10 @@ def load_preset(name: str) -> Config:
 
 
 def save_yaml(cfg: Config, path: Path) -> None:
-    path.write_text(yaml.safe_dump(plain(cfg.to_dict()), sort_keys=False))
+    """Write the config atomically: `--resume` reads it back, so it is never half a file."""
+    from dinokit.files import write_text
+
+    write_text(path, yaml.safe_dump(plain(cfg.to_dict()), sort_keys=False))
 
 
 def load_yaml(path: Path, base: Config | None = None) -> Config:
@@ -237,7 +240,14 @@ def load_yaml(path: Path, base: Config | None = None) -> Config:
 
 
 def apply_overrides(cfg: Config, items: list[str]) -> Config:
-    """Apply `section.field=value` strings (value parsed as YAML: numbers, bools, lists)."""
+    """Apply `section.field=value` strings (value parsed as YAML: numbers, bools, lists), all at
+    once: the merged result is validated, so their order never matters."""
+    return apply_dict(cfg, overrides_dict(items))
+
+
+def overrides_dict(items: list[str]) -> dict[str, dict[str, Any]]:
+    """`section.field=value` strings -> {section: {field: value}} (a later item wins)."""
+    merged: dict[str, dict[str, Any]] = {}
     for item in items:
         if "=" not in item:
             raise ConfigError(f"--set expects key=value, got '{item}'")
@@ -249,8 +259,8 @@ def apply_overrides(cfg: Config, items: list[str]) -> Config:
             value = yaml.safe_load(text) if text != "" else ""
         except yaml.YAMLError:
             value = text
-        apply_dict(cfg, {parts[0]: {parts[1]: value}})
-    return cfg
+        merged.setdefault(parts[0], {})[parts[1]] = value
+    return merged
 
 
 def apply_dict(cfg: Config, raw: dict[str, Any]) -> Config:

@@ -15,7 +15,7 @@ import math
 import os
 import stat
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -34,6 +34,12 @@ def _fsync_dir(folder: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 @contextlib.contextmanager
@@ -116,6 +122,29 @@ def write_with(path: str | Path, writer: Callable[[Path], Any], *, fsync: bool =
     with atomic_path(path, fsync=fsync) as tmp:
         writer(tmp)
     return Path(path)
+
+
+def refuse_overwriting(outputs: dict[str, str | Path], inputs: Iterable[str | Path]) -> None:
+    """DataError when an output path names one of the inputs (the same file after resolving links
+    and `..`): `dinokit predict photos/ --out photos` must not replace the user's photos."""
+    from dinokit.errors import DataError
+
+    names, inodes = {}, {}
+    for item in inputs:
+        path = Path(item)
+        names[path.resolve()] = path
+        with contextlib.suppress(OSError):
+            st = path.stat()
+            inodes[(st.st_dev, st.st_ino)] = path
+    for label, out in outputs.items():
+        out = Path(out)
+        hit = names.get(out.resolve())
+        if hit is None:
+            with contextlib.suppress(OSError):
+                st = out.stat()
+                hit = inodes.get((st.st_dev, st.st_ino))
+        if hit is not None:
+            raise DataError(f"{label} {out} would overwrite the input {hit}; write the outputs elsewhere")
 
 
 def same_file(a: str | Path, b: str | Path) -> bool:

@@ -78,9 +78,34 @@ def test_every_input_kind_gives_the_same_detections(detector, photo, tmp_path):
     assert all(np.allclose(d.scores, reference.scores, atol=1e-5) for d in mixed)
 
 
-def test_score_threshold_and_box_frame(detector, photo):
-    low, high = detector.predict(photo, score=0.0)[0], detector.predict(photo, score=0.5)[0]
-    assert len(high) <= len(low) and (high.scores >= 0.5).all()
+HAND_SET = [0.9, 0.5, 0.4999, 0.1]  # scores of the hand-set detections, every class of the first four
+
+
+def hand_set(detector, seen: list | None = None):
+    """`detector` with its model replaced by one returning HAND_SET scores for every image (and
+    recording each batch's input shape in `seen`)."""
+    import dataclasses
+
+    def detect(images, masks, orig_sizes):
+        if seen is not None:
+            seen.append(tuple(images.shape[-2:]))
+        boxes = torch.tensor([[1.0, 2.0, 30.0, 40.0], [5.0, 5.0, 20.0, 20.0], [0.0, 0.0, 10.0, 10.0], [3.0, 1.0, 9.0, 7.0]])
+        return [{"scores": torch.tensor(HAND_SET), "labels": torch.arange(4), "boxes": boxes} for _ in images]
+
+    backend = dataclasses.replace(detector._backend, detect=detect)
+    return dinokit.api.Detector(backend, detector.device, detector.source)
+
+
+def test_score_threshold_keeps_exactly_the_detections_at_or_above_it(detector, photo):
+    fake = hand_set(detector)
+    for score, kept in ((0.5, [0.9, 0.5]), (0.0, HAND_SET), (0.95, [])):
+        det = fake.predict(photo, score=score)[0]
+        assert det.scores.tolist() == pytest.approx(kept), score
+        assert det.names == detector.class_names[:len(kept)]
+
+
+def test_box_frame(detector, photo):
+    low = detector.predict(photo, score=0.0)[0]
     assert (low.xyxy[:, [0, 2]] <= 72).all() and (low.xyxy[:, [1, 3]] <= 48).all() and (low.xyxy >= 0).all()
     assert set(low.names) <= SHAPES and all(low.names[i] == detector.class_names[k] for i, k in enumerate(low.labels))
 
@@ -134,9 +159,14 @@ def test_evaluate_and_export(detector, run, tmp_path):
         onnx.evaluate()
 
 
-def test_image_size_replaces_the_resize(run):
-    small = run.detector("cpu", image_size=32)
-    assert small.config.data.image_size == 32 and small.config.data.eval_resize == "longest"
+def test_image_size_replaces_the_resize(run, photo):
+    """The model sees the image resized to longest side 32 (default: the checkpoint's 64)."""
+    sizes = {}
+    for image_size in (None, 32):
+        seen: list = []
+        hand_set(run.detector("cpu", image_size=image_size), seen).predict(photo)
+        sizes[image_size] = seen
+    assert sizes == {None: [(42, 64)], 32: [(21, 32)]}  # the 48 x 72 photo, aspect kept
 
 
 @pytest.mark.parametrize(("call", "message"), [

@@ -294,3 +294,43 @@ def test_split_without_images(tmp_path):
     cfg = cfg_for(path)
     with pytest.raises(DataError, match="ann.json lists no images"):
         build_dataset(resolve_source(cfg), cfg, "train", train=True)
+
+
+def test_skipped_bad_images_leave_the_dataset_and_the_ground_truth(tmp_path):
+    """--skip-bad-images: a bad validation image is not replaced by its neighbour (which would be
+    scored twice, and the bad image's boxes counted as missed): it leaves the items and the COCO
+    ground truth alike, so perfect detections of the rest score AP 1."""
+    from dinokit.data.coco import preflight_images
+    from dinokit.infer.evaluator import evaluate_detections
+
+    folder = tmp_path / "d"
+    path = write_coco(folder, [("a.png", 64, 64), ("bad.png", 64, 64), ("c.png", 64, 64)],
+                      [ann(1, 1, 1, [4, 4, 20, 20]), ann(2, 2, 1, [8, 8, 30, 30]), ann(3, 3, 2, [10, 10, 24, 24])])
+    (folder / "bad.png").write_bytes(b"not an image")
+    cfg = cfg_for(path, image_size=64, skip_bad_images=True)
+    ds = build_dataset(resolve_source(cfg), cfg, "val", train=False)
+    note = preflight_images([ds], skip_bad_images=True)
+    assert "1 undecodable image(s) skipped" in note
+    assert len(ds) == 2 and ds.ids == [1, 3]
+    assert [ds[i][1]["image_id"] for i in range(len(ds))] == [1, 3]
+    assert sorted(ds.coco.getImgIds()) == [1, 3] and sorted(a["id"] for a in ds.coco.dataset["annotations"]) == [1, 3]
+    perfect = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 1.0}
+               for a in ds.coco.dataset["annotations"]]
+    assert evaluate_detections(ds.coco, perfect)["AP"] == pytest.approx(1.0)
+
+
+def test_one_json_for_both_splits_is_said(tmp_path, capsys):
+    """`--data file.json` trains and validates on the same images: `data check` and the source say so."""
+    from dinokit.data.coco import same_images_note
+    from tests.cli_helpers import run_cli
+
+    path = simple(tmp_path)
+    note = same_images_note(resolve_source(cfg_for(path)))
+    assert note is not None and "same 2 images" in note and "ann.json" in note
+    folder = tmp_path / "coco"
+    write_coco(folder / "train", [("x.png", 8, 8)], [], json_name="../annotations/instances_train.json")
+    write_coco(folder / "val", [("y.png", 8, 8)], [], json_name="../annotations/instances_val.json")
+    assert same_images_note(resolve_source(cfg_for(folder))) is None
+    capsys.readouterr()
+    assert run_cli(["data", "check", str(path)]) == 0
+    assert "same 2 images" in capsys.readouterr().out.replace("\n", " ")

@@ -10,7 +10,7 @@ from PIL import Image
 
 from dinokit.config import DataConfig
 from dinokit.data.coco import build_dataset, resolve_source
-from dinokit.data.formats import voc_to_coco, write_json_atomic, yolo_to_coco
+from dinokit.data.formats import voc_to_coco, yolo_to_coco
 from dinokit.errors import DataError
 
 RACCOON = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "raccoon"
@@ -176,23 +176,19 @@ def test_yolo_bad_input(tmp_path):
         yolo_to_coco(root, "train")
 
 
-def test_write_json_atomic(tmp_path):
-    path = write_json_atomic({"a": [1, 2]}, tmp_path / "sub" / "x.json")
-    assert json.loads(path.read_text()) == {"a": [1, 2]}
-    assert [p.name for p in path.parent.iterdir()] == ["x.json"]
-    with pytest.raises(TypeError):
-        write_json_atomic({"a": object()}, path)
-    assert json.loads(path.read_text()) == {"a": [1, 2]}  # a failed write leaves the old file
-    assert [p.name for p in path.parent.iterdir()] == ["x.json"]
+def test_convert_to_an_unwritable_path_is_one_line(tmp_path, capsys):
+    """The converted JSON is written by dinokit.files; a path it cannot write is one error line."""
+    from tests.cli_helpers import run_cli
 
-
-def test_write_json_atomic_unwritable(tmp_path):
+    root = tmp_path / "voc"
+    _write_xml(root / "a.xml", "a.jpg", [("dog", 1, 1, 20, 20)])
+    Image.new("RGB", (80, 60)).save(root / "a.jpg")
     (tmp_path / "dir.json").mkdir()
-    with pytest.raises(DataError, match="cannot write .*dir.json"):
-        write_json_atomic({}, tmp_path / "dir.json")
-    (tmp_path / "file").write_text("x")
-    with pytest.raises(DataError, match="cannot write"):
-        write_json_atomic({}, tmp_path / "file" / "sub.json")
+    capsys.readouterr()
+    assert run_cli(["data", "convert", "--from", "voc", str(root), "--out", str(tmp_path / "dir.json")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: cannot access") and "dir.json" in err and "\n" not in err, err
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp file left
 
 
 def _write_xml(path: Path, filename: str, objects: list[tuple], size=(80, 60)) -> None:

@@ -12,7 +12,7 @@ import pytest
 from pycocotools.coco import COCO
 from rich.console import Console
 
-from dinokit.api import _write_json
+from dinokit.files import write_json
 from dinokit.infer.evaluator import METRIC_NAMES, evaluate_detections
 from dinokit.infer.tables import metrics_line, metrics_table, per_class_table
 from dinokit.training.plots import write_metrics_csv
@@ -93,7 +93,7 @@ def test_undefined_metrics_are_nan_and_shown_as_na(tmp_path):
     write_metrics_csv([{"step": 1, **metrics}], tmp_path / "m.csv")
     assert pd.read_csv(tmp_path / "m.csv")["APs"].isna().all()  # an empty cell, not 0.0
     assert "APs,APm" in (tmp_path / "m.csv").read_text() and ",," in (tmp_path / "m.csv").read_text()
-    _write_json(tmp_path / "m.json", metrics)
+    write_json(tmp_path / "m.json", metrics)
     assert json.loads((tmp_path / "m.json").read_text())["APs"] is None
 
 
@@ -101,3 +101,19 @@ def _render(table) -> str:
     console = Console(file=io.StringIO(), width=200)
     console.print(table)
     return console.file.getvalue()
+
+
+def test_one_evaluation_path_and_training_compiles_outside_infer():
+    """Benchmarks evaluate through `dinokit.load(...).evaluate()` (the int8 device rule included);
+    the trainer's torch.compile comes from runtime/, not from inference's speed options."""
+    import ast
+    from pathlib import Path
+
+    from dinokit.infer import evaluator
+
+    root = Path(__file__).resolve().parents[1]
+    assert not hasattr(evaluator, "evaluate_checkpoint")
+    assert not [p.name for p in (root / "benchmarks").glob("*.py") if "evaluate_checkpoint" in p.read_text()]
+    tree = ast.parse((root / "dinokit" / "training" / "trainer.py").read_text())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert "dinokit.infer.speed" not in imported and "dinokit.runtime.compile" in imported

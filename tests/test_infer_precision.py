@@ -10,7 +10,7 @@ import torch
 from cli_helpers import run_cli
 from dinokit.config import ConfigError, apply_overrides, load_preset
 from dinokit.infer import precision as precision_mod
-from dinokit.infer.precision import autocast, resolve_precision
+from dinokit.infer.precision import autocast, grad_scaler, resolve_precision
 from dinokit.interop.load import load_checkpoint
 from dinokit.loss.criterion import build_criterion
 from dinokit.model import sampling
@@ -53,7 +53,9 @@ def test_every_gradient_finite_under_autocast(name):
     model = _model().train()
     criterion = build_criterion(model.cfg)
     targets = make_targets([2, 1])
-    with autocast(name, CPU):  # CPU fp16 autocast: the check of what CUDA fp16 runs
+    # CPU autocast: fp16 here checks the fp32 islands (sampling, boxes, losses) under fp16 ops; it
+    # is not CUDA's fp16 (other kernels, a GradScaler), which only a CUDA machine can check
+    with autocast(name, CPU):
         losses = criterion(model(torch.rand(2, 3, 64, 96), None, targets), targets)
     assert losses["loss"].dtype == torch.float32
     losses["loss"].backward()
@@ -114,6 +116,9 @@ def test_cpuinfo_flags_are_read(tmp_path):
 def test_fp16_on_cpu_and_unknown_names_refused():
     with pytest.raises(ConfigError, match="fp16 needs a CUDA GPU"):
         resolve_precision("fp16", CPU)
+    with pytest.raises(ConfigError, match="fp16 needs a CUDA GPU"):  # no GradScaler there either
+        resolve_precision("fp16", torch.device("mps"))
+    assert not grad_scaler("fp16", torch.device("cpu")).is_enabled()
     with pytest.raises(ConfigError, match="precision must be one of"):
         resolve_precision("fp8", CPU)
     with pytest.raises(ConfigError, match="train.precision must be one of"):

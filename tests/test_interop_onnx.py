@@ -95,6 +95,20 @@ def test_predict_backend_onnx_gives_the_torch_detections(exported, tmp_path):
     assert len(labels) >= 2  # the label comparison is not trivially one class
 
 
+def test_onnx_detections_carry_the_datasets_category_ids(exported):
+    """The checkpoint's classes have COCO ids 1, 2, 3 (not 0..C-1): `to_coco()` from the .onnx
+    detector names the same ids as from the .pt one."""
+    import dinokit
+
+    root, _, _ = exported
+    image = Image.fromarray((torch.rand(80, 120, 3, generator=torch.Generator().manual_seed(2)) * 255)
+                            .to(torch.uint8).numpy())
+    pt, ox = (dinokit.load(root / name, device="cpu").predict(image, score=0.0)[0] for name in ("tiny.pt", "tiny.onnx"))
+    assert ox.category_ids == pt.category_ids == [1, 2, 3]
+    ids = [r["category_id"] for r in ox.to_coco(image_id=1)]
+    assert ids == [r["category_id"] for r in pt.to_coco(image_id=1)] and set(ids) <= {1, 2, 3} and 3 in ids
+
+
 def test_export_errors_are_one_line(exported, tmp_path, capsys):
     root, _, _ = exported
     assert run_cli(["export", str(root / "tiny.pt"), "--format", "tflite", "--out", str(tmp_path / "x")]) == 2

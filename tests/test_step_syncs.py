@@ -235,3 +235,34 @@ def test_training_reads_the_losses_once_per_interval_and_logs_the_same_values(tm
     assert [w for w in written if w[0].startswith("train/") and w[0] != "train/lr"] == expected
     ckpt = load_checkpoint(result.run_dir / "last.pt")
     assert ckpt["loss_curve"] == [[i + 1, v["loss"]] for i, v in enumerate(values)]
+
+
+class HostMade(TorchDispatchMode):
+    """Counts tensors built from host data (`torch.tensor`, `torch.as_tensor` of Python values:
+    `aten.lift_fresh`). On CUDA each one that the model uses is a host-to-device copy, which waits
+    for the queued kernels."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.overloadpacket in (torch.ops.aten.lift_fresh, torch.ops.aten.lift_fresh_copy):
+            self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def test_the_level_shapes_reach_the_device_once_per_forward():
+    """The deformable attention's (H, W) table is built once per forward, not per encoder layer,
+    decoder layer or sampling block: the host-made tensors do not grow with the layer count."""
+    counts = {}
+    for layers in (1, 3):
+        cfg = micro_config(enc_layers=layers, dec_layers=layers)
+        torch.manual_seed(0)
+        model = build_model(cfg, load_weights=False).train()
+        images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+        made = HostMade()
+        with made:
+            model(images, None, make_targets([2, 1], seed=2))
+        counts[layers] = made.count
+    assert counts[1] == counts[3], counts  # before: 2 L more per encoder and decoder layer, 1 per sampling block

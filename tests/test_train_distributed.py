@@ -86,3 +86,27 @@ def test_two_process_training(tmp_path, monkeypatch):
     other = max_difference(rank0, single[2])
     assert same < 2e-5, same
     assert other > 100 * max(same, 1e-7), (same, other)
+
+
+@pytest.mark.slow
+def test_two_process_training_of_the_default_model_with_cdn(tmp_path):
+    """The default model (contrastive denoising on, its groups sized per process by that process's
+    own boxes) under DDP: the step runs, gradients are averaged (both ranks end identical) and the
+    denoising queries were there. 2 steps end on an epoch end: the final evaluation is decided
+    alike on every rank (it used to be asked by rank 1 alone, which then waited for rank 0)."""
+    fast = [item for item in FAST if item != "model.denoising=none"]
+    env = {**os.environ, "DINOKIT_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    sets = [arg for item in fast for arg in ("--set", item)]
+    cmd = torchrun() + ["--standalone", "--nproc-per-node", "2", str(WORKER), str(tmp_path), "train", "--steps",
+                        "2", "--batch-size", "2", "--name", "cdn", *sets]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    last = load_checkpoint(tmp_path / "runs" / "train" / "cdn" / "last.pt")
+    assert last["config"]["model"]["denoising"] == "cdn" and last["step"] == 2
+    terms = pd.read_csv(tmp_path / "runs" / "train" / "cdn" / "metrics.csv").columns
+    assert any(c.endswith("_dn") for c in terms), list(terms)  # the denoising losses were trained
+    rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert all(torch.equal(rank0[k], last["model"][k]) for k in rank0)
+    # parameters averaged alike; BatchNorm statistics stay per process (no SyncBatchNorm on a CPU)
+    params = [k for k in rank0 if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    assert len(params) > 200 and all(torch.equal(rank0[k], rank1[k]) for k in params)

@@ -128,3 +128,20 @@ def test_augmentation_draws_depend_on_seed_epoch_and_index_only():
     samples[3]
     assert torch.equal(torch.get_rng_state(), before)  # the caller's generator is untouched
     assert sample_seed(7, 0, 2) != sample_seed(7, 0, 3) != sample_seed(8, 0, 3)
+
+
+def test_resume_applies_a_changed_lr_and_weight_decay_and_says_so(workdir, capsys):
+    """`--resume --set train.lr=...`: the optimiser's saved state must not win over the new value,
+    and config.yaml says what ran."""
+    import yaml
+
+    first = train(config(workdir, "train.steps=1", "train.name=lr", "train.eval_every_steps=1"), progress=False)
+    capsys.readouterr()
+    resumed = train(config(workdir, "train.steps=2", "train.name=lr", "train.lr=5e-4", "train.lr_backbone=5e-5",
+                           "train.weight_decay=0.05", "train.eval_every_steps=1"), resume=True, progress=False)
+    assert "train.lr 0.001 -> 0.0005" in capsys.readouterr().out
+    ckpt = load_checkpoint(resumed.run_dir / "last.pt")
+    assert sorted(set(ckpt["scheduler"]["base_lrs"])) == [5e-5, 5e-4]
+    assert {g["weight_decay"] for g in ckpt["optimizer"]["param_groups"]} == {0.05}
+    written = yaml.safe_load((first.run_dir / "config.yaml").read_text())["train"]
+    assert (written["lr"], written["weight_decay"]) == (5e-4, 0.05)

@@ -15,7 +15,7 @@ from typing import Any
 from PIL import Image
 
 from dinokit.config import DataConfig
-from dinokit.data.coco import resolve_source
+from dinokit.data.coco import resolve_source, same_images_note
 from dinokit.data.decode import DECODE_THREADS, UndecodableImage, decode_image
 from dinokit.files import json_safe
 from dinokit.data.stats import ClassStats, background_images, label_stats, plot_labels
@@ -71,6 +71,7 @@ class CheckReport:
     kind: str
     class_names: list[str]
     splits: list[SplitReport]
+    note: str | None = None  # e.g. one JSON for both splits
 
     @property
     def fatal(self) -> bool:
@@ -79,7 +80,7 @@ class CheckReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "data": self.data, "kind": self.kind, "classes": self.class_names, "fatal": self.fatal,
+            "data": self.data, "kind": self.kind, "classes": self.class_names, "fatal": self.fatal, "note": self.note,
             "splits": [{
                 "split": s.split, "ann_file": str(s.ann_file), "images_dir": str(s.images_dir),
                 "images": s.num_images, "annotations": s.num_annotations, "per_class": s.per_class,
@@ -98,7 +99,7 @@ def check_data(cfg_or_path: DataConfig | str | Path, read_images: bool = True) -
     if (source.train_json, source.train_images) == (source.val_json, source.val_images):
         splits = [("train+val", source.train_json, source.train_images)]
     reports = [_check_split(name, ann, images, known, read_images) for name, ann, images in splits]
-    return CheckReport(cfg.data, source.kind, source.class_names, reports)
+    return CheckReport(cfg.data, source.kind, source.class_names, reports, same_images_note(source))
 
 
 def _check_split(split: str, ann_file: Path, images_dir: Path, known: dict[int, str], read_images: bool) -> SplitReport:

@@ -14,7 +14,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from dinokit.data.formats import relocate, voc_to_coco, write_json_atomic, yolo_to_coco
+from dinokit.data.formats import relocate, voc_to_coco, yolo_to_coco
+from dinokit.files import write_json
 from dinokit.data.shapes import write_shapes
 from dinokit.errors import DataError
 
@@ -53,7 +54,7 @@ def check(
     for path in write_label_plots(data, report, out):
         console.print(f"wrote {path}", highlight=False)
     if json_out is not None:
-        write_json_atomic(report.to_dict(), json_out)
+        write_json(json_out, report.to_dict())
     if report.fatal:
         raise typer.Exit(1)
 
@@ -74,7 +75,7 @@ def convert(
     coco = voc_to_coco(src, which) if fmt is SourceFormat.voc else yolo_to_coco(src, which)
     root = src.parent if src.is_file() else src  # file_names are relative to the dataset folder
     relocate(coco, root, out.parent)
-    write_json_atomic(coco, out)
+    write_json(out, coco, indent=None)
     typer.echo(f"wrote {out}: {len(coco['images'])} images, {len(coco['annotations'])} boxes, "
                f"{len(coco['categories'])} classes ({', '.join(c['name'] for c in coco['categories'])})")
 
@@ -128,6 +129,8 @@ def print_report(report: CheckReport, console: Console) -> None:
         console.print(table)
         console.print(class_table(split))
         console.print(f"background images (no boxes; negatives in training, evaluated): {split.background}")
+    if report.note:
+        console.print(report.note, markup=False, highlight=False, soft_wrap=True)
     verdict = "[red]fatal problems: fix them before training[/]" if report.fatal else "[green]usable[/]"
     console.print(verdict)
 

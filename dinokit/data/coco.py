@@ -8,7 +8,9 @@ are cxcywh normalised to the transformed image.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -31,6 +33,7 @@ from dinokit.data.transforms import box_cleanup, eval_transforms, train_transfor
 from dinokit.data.validate import load_coco, read_coco_json
 from dinokit.data.decode import UndecodableImage, check_images, decode_image
 from dinokit.errors import DataError
+from dinokit.files import write_json
 
 CONVERTER_VERSION = 3  # bump when formats.py changes its output: cached conversions are redone
 
@@ -103,6 +106,17 @@ def _source(train_json: Path, train_images: Path, val_json: Path, val_images: Pa
                       [str(c["name"]) for c in categories], [int(c["id"]) for c in categories], kind)
 
 
+def same_images_note(source: DataSource) -> str | None:
+    """A warning when training and validation read the same annotation file (a single COCO JSON
+    as --data): the evaluations then score images the model trained on."""
+    if source.train_json != source.val_json:
+        return None
+    count = len(read_coco_json(source.train_json)["images"])
+    return (f"warning: {source.train_json.name} is both the training and the validation split: the same {count} "
+            "images train and score the model (AP measures fit, not generalisation); give a COCO folder with "
+            "instances_val*.json, or a VOC/YOLO folder, to hold images out")
+
+
 def _coco_folder(root: Path) -> tuple[tuple[Path, Path], tuple[Path, Path]] | None:
     """((train json, images), (val json, images)) of a COCO folder, or None if it is not one."""
     ann = root / "annotations"
@@ -165,7 +179,10 @@ def _converted(src: Path, kind: Literal["voc", "yolo"]) -> DataSource:
         convert = formats.voc_to_coco if kind == "voc" else formats.yolo_to_coco
         for split, path in (("train", train_json), ("val", val_json), ("test", test_json)):
             if split != "test" or has_test:
-                formats.write_json_atomic(convert(src, split), path)
+                try:
+                    write_json(path, convert(src, split), indent=None)
+                except OSError as exc:
+                    raise DataError(f"cannot write {path}: {exc.strerror or exc}") from None
     source = _source(train_json, root, val_json, root, kind)
     if has_test:
         source.test_json, source.test_images = test_json, root
@@ -247,6 +264,19 @@ class DetectionDataset(Dataset):
     def image_paths(self) -> list[str]:
         return [self._base.image_path(i) for i in self.ids]
 
+    def drop_images(self, paths: set[str]) -> None:
+        """Remove these images from the items and from the COCO ground truth alike, so that an
+        evaluation neither scores a stand-in twice nor counts the dropped image's boxes as missed."""
+        gone = {i for i in self.ids if self._base.image_path(i) in paths}
+        if not gone:
+            return
+        self._base.ids = [i for i in self.ids if i not in gone]
+        coco = self.coco
+        coco.dataset["images"] = [img for img in coco.dataset["images"] if img["id"] not in gone]
+        coco.dataset["annotations"] = [a for a in coco.dataset.get("annotations", []) if a["image_id"] not in gone]
+        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
+            coco.createIndex()
+
     def __len__(self) -> int:
         return len(self._base)
 
@@ -301,6 +331,9 @@ def preflight_images(sets: list[DetectionDataset], skip_bad_images: bool) -> str
         )
     for ds in sets:
         ds.bad_images.update(p for p in ds.image_paths() if p in bad)
+        ds.drop_images(set(bad))
+        if len(ds) == 0:
+            raise DataError(f"no readable image among those of {ds.ann_file}")
     notes = []
     if truncated:
         notes.append(f"{len(truncated)} truncated image(s) decoded as far as the file allows (first: {next(iter(truncated))})")

@@ -21,6 +21,7 @@ from typing import Iterator
 
 from PIL import Image, ImageFile
 
+from dinokit.files import write_json
 from dinokit.errors import DataError
 
 DECODE_THREADS = min(8, (os.cpu_count() or 1) * 2)  # decoding releases the GIL
@@ -127,11 +128,8 @@ def check_images(paths: list[str], cache: Path | None = None) -> dict[str, dict[
         if kind is not None:
             result[kind][path] = reason or ""
     if cached is not None:
-        with contextlib.suppress(OSError):
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cached.with_name(f".{cached.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(result))
-            os.replace(tmp, cached)
+        with contextlib.suppress(OSError):  # a cache: losing it costs a re-check, not data
+            write_json(cached, result, indent=None, fsync=False)
     return result
 
 

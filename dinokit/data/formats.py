@@ -9,10 +9,8 @@ the order of the class names, and the same for every split of one dataset.
 from __future__ import annotations
 
 import csv
-import json
 import os
 import random
-import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
@@ -325,26 +323,6 @@ def _yolo_labels(path: Path, num_classes: int) -> list[tuple[int, tuple[float, f
 
 
 # --------------------------------------------------------------------------- shared helpers
-
-
-def write_json_atomic(obj: Any, path: Path) -> Path:
-    """Write JSON to a temporary file next to `path`, then rename: readers never see half a file."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise DataError(f"cannot write {path}: {exc.strerror or exc}") from None
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(obj, fh)
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise DataError(f"cannot write {path}: {exc.strerror or exc}") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
 
 
 def relocate(coco: dict[str, Any], old_root: Path, new_root: Path) -> dict[str, Any]:

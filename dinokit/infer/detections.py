@@ -85,11 +85,11 @@ class Detections:
         return draw_detections(image, torch.from_numpy(self.xyxy), self.labels.tolist(), texts)
 
     def save(self, path: str | Path) -> Path:
-        """Write plot() to `path` (format from the suffix); returns the path."""
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        self.plot().save(target)
-        return target
+        """Write plot() to `path` atomically (format from the suffix); returns the path."""
+        from dinokit.files import write_with
+
+        image = self.plot()
+        return write_with(path, image.save)
 
 
 def read_image(path: Path) -> Image.Image:

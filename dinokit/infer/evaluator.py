@@ -9,8 +9,7 @@ from __future__ import annotations
 import contextlib
 import io
 import math
-from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,7 +17,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from dinokit.errors import DataError
-from dinokit.infer.precision import autocast, resolve_precision
+from dinokit.infer.precision import autocast
 
 METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR100")
 _STAT_INDEX = {"AP": 0, "AP50": 1, "AP75": 2, "APs": 3, "APm": 4, "APl": 5, "AR100": 8}
@@ -142,41 +141,15 @@ def _to_coco(image_id: int, result: dict[str, torch.Tensor], mapping: list[int])
     return out
 
 
-def evaluate_checkpoint(
-    checkpoint: str | Path,
-    data: str | None = None,
-    device: torch.device | str = "auto",
-    batch_size: int | None = None,
-    quantize: str = "none",
-    compile: bool = False,
-    precision: str | None = None,
-    say: Callable[[str], None] | None = None,
-    split: str = "val",
-    out: str | Path | None = None,
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Metrics and COCO detections of a checkpoint on the validation split of its own data (or
-    of `data`). Classes are matched by name, so another dataset with the same names works.
-    `precision` None: the checkpoint's `train.precision`; `say` gets what `auto` chose."""
-    from dinokit.interop.load import model_from_checkpoint
-    from dinokit.runtime.device import resolve_device
-    from dinokit.infer.speed import prepare_for_inference
-
-    device = resolve_device(device) if isinstance(device, str) else device
-    model, cfg, classes, _ = model_from_checkpoint(checkpoint, device)
-    chosen, note = resolve_precision(precision or cfg.train.precision, device)
-    if note and say is not None:
-        say(note)
-    model = prepare_for_inference(model, quantize, compile)
-    return evaluate_model(model, cfg, classes, device, data, batch_size, chosen, split, out)
-
-
 def evaluate_model(
     model: nn.Module, cfg: Any, classes: list[str], device: torch.device, data: str | None = None,
     batch_size: int | None = None, precision: str = "fp32", split: str = "val", out: str | Path | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """`evaluate_checkpoint` for a loaded model and its config (`cfg` is not changed); `precision`
-    a resolved one (or fp32 inside a caller's autocast). `split`: train, val or test; `out`: a
-    folder for the diagnostic files (PR / F1 curves, confusion matrix; see diagnostic_files)."""
+    """Metrics and COCO detections of a loaded model on a split (`split`: train, val or test) of
+    its own data (or of `data`); classes are matched by name, so another dataset with the same
+    names works. `cfg` is not changed; `precision` a resolved one (or fp32 inside a caller's
+    autocast); `out`: a folder for the diagnostic files (PR / F1 curves, confusion matrix; see
+    diagnostic_files). The one evaluation path: `Detector.evaluate` (dinokit.load) calls it."""
     import copy
 
     from dinokit.data.coco import build_dataset, resolve_source

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from dinokit.config import Config
 from dinokit.errors import CheckpointError, DinokitError
+from dinokit.files import atomic_path
 from dinokit.model.postprocess import select_detections
 
 INPUTS = ("images", "masks", "orig_sizes")
@@ -100,14 +101,6 @@ def export_onnx(checkpoint: str | Path, out: str | Path, opset: int = 17, side: 
         torch.tensor([[side, side]] * 2, dtype=torch.int64),
     )
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # TracerWarnings about Python values, the exporter's deprecation
-        torch.onnx.export(
-            graph, sample, str(out), dynamo=False, opset_version=opset, input_names=list(INPUTS),
-            output_names=list(OUTPUTS), dynamic_axes=DYNAMIC_AXES, do_constant_folding=True,
-        )
-    proto = onnx.load(str(out))
     meta = {
         "dinokit.config": json.dumps(cfg.to_dict()),
         "dinokit.classes": json.dumps(classes),
@@ -115,11 +108,19 @@ def export_onnx(checkpoint: str | Path, out: str | Path, opset: int = 17, side: 
         "dinokit.score_threshold": json.dumps(ckpt.get("score_threshold")),
         "dinokit.versions": json.dumps(versions()),
     }
-    for key, value in meta.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
-    onnx.save(proto, str(out))
-    onnx.checker.check_model(str(out))
+    with atomic_path(out) as tmp:  # traced, tagged and checked in a temp file; `out` changes last
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # TracerWarnings about Python values, the exporter's deprecation
+            torch.onnx.export(
+                graph, sample, str(tmp), dynamo=False, opset_version=opset, input_names=list(INPUTS),
+                output_names=list(OUTPUTS), dynamic_axes=DYNAMIC_AXES, do_constant_folding=True,
+            )
+        proto = onnx.load(str(tmp))
+        for key, value in meta.items():
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = key, value
+        onnx.save(proto, str(tmp))
+        onnx.checker.check_model(str(tmp))
     return ExportResult(out, opset, (side, side), cfg.model.num_queries)
 
 

@@ -49,7 +49,8 @@ def cpu_has_fast_bf16() -> bool:
 def resolve_precision(name: str, device: torch.device) -> tuple[str, str]:
     """(fp32 | bf16 | fp16, a one-line note saying what `auto` chose and why; "" otherwise).
 
-    Raises ConfigError for an unknown name and for fp16 on a CPU."""
+    Raises ConfigError for an unknown name and for fp16 anywhere but CUDA: `grad_scaler` has a
+    GradScaler only there, and fp16 training without one underflows its gradients."""
     if name not in PRECISIONS:
         raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got '{name}'")
     if name == "auto":
@@ -62,8 +63,9 @@ def resolve_precision(name: str, device: torch.device) -> tuple[str, str]:
         else:
             chosen, why = "fp32", f"no low precision is tuned for {device.type}"
         return chosen, f"precision auto: {chosen} ({why})"
-    if name == "fp16" and device.type == "cpu":
-        raise ConfigError("precision fp16 needs a CUDA GPU; on a CPU use bf16 (or auto)")
+    if name == "fp16" and device.type != "cuda":
+        raise ConfigError(f"precision fp16 needs a CUDA GPU (its loss scaling runs there only); on {device.type} "
+                          "use bf16 (or auto)")
     if name == "bf16" and device.type == "cpu" and not cpu_has_fast_bf16():
         # asked for, so honoured; but emulated bf16 matmuls ran at under 1 GFLOP/s on an AVX2 EPYC
         return name, "precision bf16: this CPU has no native bf16 (avx512_bf16/AMX), so it runs far slower than fp32"

@@ -1,19 +1,18 @@
 """CPU speed options that change how the model runs, never what it computes in fp32.
 
 - `dinokit.runtime.allocator.tune_allocator` (applied by the CLI) keeps freed memory for reuse.
-- `compile_model`: torch.compile, opt-in (`--compile`): the first call compiles for minutes.
+- `prepare_for_inference`: optionally int8, then `dinokit.runtime.compile.compile_model` (`--compile`).
 - `quantize_dynamic_int8`: dynamic int8 quantisation of the linear layers for CPU inference,
   opt-in (`--quantize int8`) because it changes the outputs (its AP change is in the benchmark).
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
 
 from dinokit.config import ConfigError
+from dinokit.runtime.compile import compile_model
 
 QUANTIZE_CHOICES = ("none", "int8")
 
@@ -59,8 +58,3 @@ def prepare_for_inference(model: nn.Module, quantize: str = "none", compile: boo
         model = quantize_dynamic_int8(model)
     return compile_model(model) if compile else model
 
-
-def compile_model(model: nn.Module, **options: Any) -> nn.Module:
-    """torch.compile (a new image size recompiles once, then sizes are dynamic); the original
-    module keeps the weights, so checkpoints are saved from it unchanged."""
-    return torch.compile(model, **options)  # type: ignore[return-value]

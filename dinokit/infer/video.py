@@ -5,7 +5,6 @@ detected a batch at a time, so a long video never sits in memory."""
 from __future__ import annotations
 
 import json
-import os
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -13,6 +12,7 @@ from typing import Any, Callable, Iterator
 from PIL import Image
 
 from dinokit.errors import DataError, DinokitError
+from dinokit.files import atomic_open, atomic_path, refuse_overwriting
 
 VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v"}
 PredictFn = Callable[[list[Image.Image]], list[Any]]  # frames -> one Detections each
@@ -35,41 +35,39 @@ def predict_video(
 ) -> int:
     """Run `predict` over the frames of `path` in batches; write the annotated video (H.264 when
     available, else MPEG-4) and a JSON-lines file (frame, time in seconds, detections). Returns
-    the number of frames."""
+    the number of frames. Both outputs are written to temporary files and renamed at the end: an
+    error leaves neither half-written (and the previous ones intact), and neither may be `path`."""
     av = _av()
+    path, out_video, json_lines = Path(path), Path(out_video), Path(json_lines)
+    refuse_overwriting({"video output": out_video, "JSON lines": json_lines}, [path])
     try:
         container = av.open(str(path))
     except Exception as exc:  # noqa: BLE001 - PyAV raises its own error types
         raise DataError(f"cannot read video {path}: {str(exc).splitlines()[0][:120]}") from None
-    out_video, json_lines = Path(out_video), Path(json_lines)
-    out_video.parent.mkdir(parents=True, exist_ok=True)
-    json_lines.parent.mkdir(parents=True, exist_ok=True)
-    tmp_lines = json_lines.with_name(f".{json_lines.name}.tmp")
-    count, writer = 0, None
-    with container:
+    with container, atomic_path(out_video) as tmp_video, atomic_open(json_lines) as lines:
         if not container.streams.video:
             raise DataError(f"{path} has no video stream")
         stream = container.streams.video[0]
         rate = stream.average_rate or Fraction(25, 1)
-        with open(tmp_lines, "w") as lines:
+        count, writer = 0, None
+        try:
             for frames in _batches(container, stream, batch_size):
                 images = [frame.to_image().convert("RGB") for frame in frames]
                 for frame, det in zip(frames, predict(images)):
                     drawn = det.plot()
                     if writer is None:
-                        writer = _Writer(av, out_video, rate, drawn.size)
+                        writer = _Writer(av, tmp_video, rate, drawn.size)
                     writer.write(drawn)
                     seconds = float(frame.pts * stream.time_base) if frame.pts is not None else count / float(rate)
                     record = {"frame": count, "time": round(seconds, 4), **det.to_dict()}
                     record.pop("file", None)
                     lines.write(json.dumps(record) + "\n")
                     count += 1
-    if writer is not None:
-        writer.close()
-    if count == 0:
-        tmp_lines.unlink(missing_ok=True)
-        raise DataError(f"{path} has no decodable frames")
-    os.replace(tmp_lines, json_lines)
+        finally:
+            if writer is not None:
+                writer.close()
+        if count == 0:
+            raise DataError(f"{path} has no decodable frames")
     return count
 
 
@@ -90,7 +88,7 @@ class _Writer:
     def __init__(self, av: Any, path: Path, rate: Fraction, size: tuple[int, int]) -> None:
         self.size = (size[0] + size[0] % 2, size[1] + size[1] % 2)
         codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
-        self.container = av.open(str(path), mode="w")
+        self.container = av.open(str(path), mode="w")  # the temp name keeps the suffix: the muxer
         self.stream = self.container.add_stream(codec, rate=rate)
         self.stream.width, self.stream.height = self.size
         self.stream.pix_fmt = "yuv420p"
@@ -104,6 +102,10 @@ class _Writer:
             self.container.mux(packet)
 
     def close(self) -> None:
-        for packet in self.stream.encode():
-            self.container.mux(packet)
-        self.container.close()
+        """Flush the encoder and close the file, even when flushing fails."""
+        try:
+            for packet in self.stream.encode():
+                self.container.mux(packet)
+        finally:
+            self.container.close()
+

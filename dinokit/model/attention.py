@@ -19,13 +19,7 @@ from torch import Tensor, nn
 
 from dinokit.config import ModelConfig
 from dinokit.model.heads import as_fp32
-from dinokit.model.sampling import Shapes, deformable_sampling
-
-
-def shapes_tensor(shapes: Shapes) -> Tensor:
-    """(L, 2) int64 (H_l, W_l). Built by stacking, not `torch.tensor`, so that the ONNX tracer keeps
-    the sizes symbolic (they are ints in eager mode, traced 0-dim tensors during export)."""
-    return torch.stack([torch.stack([torch.as_tensor(h), torch.as_tensor(w)]) for h, w in shapes])
+from dinokit.model.sampling import Shapes, deformable_sampling, level_table
 
 
 class SamplingStep(nn.Module):
@@ -85,7 +79,7 @@ class MultiScaleDeformableAttention(nn.Module):
         offsets = as_fp32(self.sampling_offsets(query)).view(B, Q, M, L, P, 2)
         weights = as_fp32(self.attention_weights(query)).view(B, Q, M, L * P).softmax(-1).view(B, Q, M, L, P)
         if reference_points.shape[-1] == 2:
-            normaliser = shapes_tensor(spatial_shapes).flip(-1).to(offsets)  # (L, 2) as (W, H)
+            normaliser = level_table(spatial_shapes, offsets.device).flip(-1).to(offsets)  # (L, 2) as (W, H)
             locations = reference_points[:, :, None, :, None, :] + offsets / normaliser[None, None, None, :, None, :]
         else:  # boxes: offsets scale with the box size
             ref = reference_points[:, :, None, :, None, :]

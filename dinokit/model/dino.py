@@ -22,6 +22,7 @@ from dinokit.model.encoder import Encoder
 from dinokit.model.groups import QueryLayout, attention_mask
 from dinokit.model.position import SinePositionEmbedding
 from dinokit.model.queries import QuerySelection
+from dinokit.model.sampling import LevelShapes, level_table
 
 
 @dataclass
@@ -86,6 +87,7 @@ class DINO(nn.Module):
             masks = torch.zeros(images.shape[0], *images.shape[-2:], dtype=torch.bool, device=images.device)
         srcs, level_masks = self.multiscale(images, masks)
         shapes = [(s.shape[-2], s.shape[-1]) for s in srcs]  # (H_l, W_l), symbolic in an ONNX export
+        shapes = LevelShapes(shapes, level_table(shapes, images.device))  # on the device once per forward
         src = torch.cat([s.flatten(2).transpose(1, 2) for s in srcs], 1)  # (B, S, D)
         pos = torch.cat(
             [(self.position(m).flatten(2).transpose(1, 2) + self.level_embed[lvl]) for lvl, m in enumerate(level_masks)], 1

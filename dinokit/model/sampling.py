@@ -26,6 +26,25 @@ from dinokit.model.heads import as_fp32, fp32_region
 
 Shapes = list[tuple[int, int]]  # (H_l, W_l) of every level, finest first
 
+
+class LevelShapes(list):
+    """`Shapes` (Python ints, for splits and loops) carrying the same sizes as one (L, 2) int64
+    (H, W) tensor on the model's device, `table`, built once per forward: the attention layers and
+    sampling blocks read it instead of each copying the sizes host-to-device (a CUDA sync each)."""
+
+    def __init__(self, shapes: Shapes, table: Tensor) -> None:
+        super().__init__(shapes)
+        self.table = table
+
+
+def level_table(shapes: Shapes, device: torch.device) -> Tensor:
+    """(L, 2) int64 (H_l, W_l) on `device`: the forward's `LevelShapes.table`, else built here.
+    Built by stacking, not `torch.tensor`, so that the ONNX tracer keeps the sizes symbolic (they
+    are ints in eager mode, traced 0-dim tensors during export)."""
+    if isinstance(shapes, LevelShapes):
+        return shapes.table
+    return torch.stack([torch.stack([torch.as_tensor(h), torch.as_tensor(w)]) for h, w in shapes]).to(device)
+
 _QUERY_BLOCK = 32768  # (query, head) pairs per block: the block's corner tensors stay in cache
 _SCATTER_ROWS = 512  # queries per chunk in the value-gradient scatter: keeps the chunk in L2 on a CPU
 
@@ -153,7 +172,7 @@ def corner_rows(
     B, Q, M, L, P, _ = locations.shape
     N, dev, dtype = B * Q * M, locations.device, locations.dtype
     index_dtype = torch.int32 if table_rows < 2**31 else torch.int64
-    sizes = torch.tensor(shapes, dtype=index_dtype, device=dev)  # (L, 2) as (H, W)
+    sizes = level_table(shapes, dev).to(index_dtype)  # (L, 2) as (H, W)
     h, w = sizes[:, 0].view(L, 1, 1), sizes[:, 1].view(L, 1, 1)
     loc = locations.permute(5, 3, 4, 0, 1, 2).reshape(2, L, P, N)
     x = loc[0] * w.to(dtype) - 0.5  # pixel coordinates, (L, P, N)

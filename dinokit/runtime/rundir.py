@@ -29,10 +29,11 @@ def new_run_dir(out: str | Path, name: str, command: str = "train") -> Path:
 
 
 def find_resume_dir(out: str | Path, name: str) -> Path:
-    """The run `--resume` continues: `<out>/train/<name>`, or the latest run with a last.pt."""
+    """The run `--resume` continues: `<out>/train/<safe_name(name)>` (the folder that name trained
+    into), or the latest run with a last.pt."""
     root = Path(out) / "train"
     if name:
-        run = root / name
+        run = root / safe_name(name)  # the folder `--name` trained into
         if not (run / "last.pt").is_file():
             raise CheckpointError(f"cannot resume: {run / 'last.pt'} not found")
         return run

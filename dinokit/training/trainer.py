@@ -25,7 +25,7 @@ from dinokit.training.console import TrainConsole
 from dinokit.runtime.device import process_device
 from dinokit.infer.evaluator import run_evaluation, write_run_diagnostics
 from dinokit.infer.precision import autocast, grad_scaler, resolve_precision
-from dinokit.data.coco import preflight_images
+from dinokit.data.coco import preflight_images, same_images_note
 from dinokit.interop.load import detector_checkpoint, load_checkpoint, load_initial_weights
 from dinokit.training.optim import LrSchedule, apply_gradients, build_ema, build_optimizer
 from dinokit.training.rng import capture_rng, nondeterminism_error, restore_rng, seed_everything
@@ -36,9 +36,10 @@ from dinokit.training.signals import StopRequest, StopRun
 from dinokit.runtime.rundir import find_resume_dir, new_run_dir, safe_name
 from dinokit.training.patience import patience_reason
 from dinokit.training.plots import plot_curves, plot_results, write_metrics_csv
-from dinokit.infer.speed import compile_model
+from dinokit.runtime.compile import compile_model
 from dinokit.errors import DataError, DinokitError
 
+OPTIMIZER_FIELDS = ("lr", "lr_backbone", "weight_decay")  # held in the optimiser's state, applied on resume
 MAX_BAD_STEPS = 20  # consecutive non-finite gradient steps before giving up
 
 
@@ -106,6 +107,7 @@ class Trainer:
             raise DataError(f"the training split of {cfg.data.data} has no images")
         sets = [self.train_set] + ([self.val_set] if self.val_set is not None else [])
         image_note = preflight_images(sets, cfg.data.skip_bad_images)  # every image decodes, before step 1
+        split_note = same_images_note(source)
         self.classes, self.cat_ids = list(source.class_names), [int(c) for c in source.cat_ids]
         cfg.model.num_classes = len(self.classes)
 
@@ -146,7 +148,7 @@ class Trainer:
         self._evaluated_step = -1  # the step of the last evaluation, on every rank
         self._saved_at = time.monotonic()
         self.console = TrainConsole(info.is_main, progress, self.total_steps or None, self.budget_s)
-        for note in (weights_note, image_note, precision_note):
+        for note in (weights_note, image_note, split_note, precision_note):
             if note:
                 self.console.message(note)
         self.model: nn.Module = self.raw_model
@@ -393,8 +395,19 @@ class Trainer:
         """Mirror of `_checkpoint(full=True)`: continue exactly where last.pt left off."""
         check_compatible(ckpt, self.cfg, self.raw_model)
         self.raw_model.load_state_dict(ckpt["model"])
+        # the optimiser's saved hyperparameters would win over a `--set train.lr=...` given at
+        # resume; the configuration (what config.yaml says ran) wins instead
+        wanted = [(g["lr"], g["weight_decay"]) for g in self.optimizer.param_groups]
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.schedule.load_state_dict(ckpt["scheduler"])
+        for group, (lr, decay) in zip(self.optimizer.param_groups, wanted):
+            group["weight_decay"] = decay
+        self.schedule.base_lrs = [lr for lr, _ in wanted]
+        saved = ckpt.get("config", {}).get("train", {})
+        changed = [f"train.{k} {saved[k]} -> {getattr(self.cfg.train, k)}" for k in OPTIMIZER_FIELDS
+                   if k in saved and saved[k] != getattr(self.cfg.train, k)]
+        if changed:
+            self.console.message(f"resume: applying {', '.join(changed)}")
         if ckpt.get("scaler") and self.scaler.is_enabled():  # fp16 on CUDA: continue with the same loss scale
             self.scaler.load_state_dict(ckpt["scaler"])
         if self.ema is not None:
