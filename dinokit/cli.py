@@ -7,20 +7,19 @@ code 2, never a traceback. Heavy imports (torch, the model) happen inside the co
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from dinokit.ablate.cli import app as ablate_app
 from dinokit.tune.cli import tune as tune_command
 from dinokit.config import ConfigError
 from dinokit.data.cli import app as data_app
 from dinokit.explain.cli import explain as explain_command
+from dinokit.info_cli import convert_app, info as info_command
 from dinokit.errors import DinokitError, fail
 from dinokit.studies import launch as launch_mod
 from dinokit.version import __version__
@@ -311,82 +310,8 @@ def export(
     )
 
 
-convert_app = typer.Typer(no_args_is_help=True, help="Convert weights from other DINO implementations.")
 app.add_typer(convert_app, name="convert", help="Convert weights from other DINO implementations.")
-
-
-@convert_app.command("official")
-def convert_official(
-    checkpoint: Path = typer.Argument(..., help="An IDEA-Research/DINO .pth: {'model': state_dict, ...} or a state_dict."),
-    out: Path = typer.Option(..., "--out", help="The dinokit checkpoint to write (.pt)."),
-    set_: list[str] = typer.Option([], "--set", help="What the weights cannot tell: model.nheads (default 8)."),
-) -> None:
-    """Turn an official ResNet-50 4-scale or 5-scale checkpoint into a dinokit checkpoint."""
-    from dinokit.interop.official import convert_official as run_convert
-
-    path, cfg = run_convert(checkpoint, out, set_)
-    m = cfg.model
-    console.print(
-        f"wrote {path}: {m.num_feature_levels}-scale {m.backbone}, {m.num_queries} queries, {m.num_classes} "
-        f"COCO class slots", highlight=False, soft_wrap=True,
-    )
-
-
-# --------------------------------------------------------------------------- info
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """'HxW' or 'N' (square) -> (H, W)."""
-    parts = text.lower().replace("*", "x").split("x")
-    try:
-        values = [int(p) for p in parts]
-    except ValueError:
-        values = []
-    if len(values) == 1:
-        values = values * 2
-    if len(values) != 2 or min(values) <= 0:
-        raise ConfigError(f"--size must look like HxW (e.g. 800x1333) or N, got '{text}'")
-    return values[0], values[1]
-
-
-@app.command()
-def info(
-    preset: str = typer.Option("tiny", help="tiny, r50-4scale or r50-5scale."),
-    config: Optional[Path] = typer.Option(None, "--config", help="YAML config applied on top of the preset."),
-    set_: list[str] = typer.Option([], "--set", help="Override any field: section.field=value (repeatable)."),
-    size: Optional[str] = typer.Option(None, help="Input size HxW for the FLOP count (default image_size square)."),
-    json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
-) -> None:
-    """Parameter counts per part and GFLOPs of a configuration (no weights are downloaded)."""
-    from dinokit.api import train_config
-    from dinokit.checkpoint import versions
-    from dinokit.model.summary import model_summary
-
-    cfg = train_config(None, preset, config, False, set_, {})
-    shape = parse_size(size) if size else (cfg.data.image_size, cfg.data.image_size)
-    summary = {"versions": versions(), **model_summary(cfg, shape)}  # the versions a checkpoint records
-    if json_out:
-        print(json.dumps(summary, indent=2))
-        return
-    table = Table(title=f"{preset}: {cfg.model.backbone}, {cfg.model.num_queries} queries, input {shape[0]}x{shape[1]}")
-    table.add_column("")
-    table.add_column("value", justify="right")
-    for key, value in _flatten(summary):
-        text = f"{value:,}" if isinstance(value, int) else f"{value:.2f}" if isinstance(value, float) else str(value)
-        table.add_row(key, text)
-    console.print(table)
-
-
-def _flatten(d: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
-    rows: list[tuple[str, Any]] = []
-    for key, value in d.items():
-        if isinstance(value, dict):
-            rows += _flatten(value, f"{prefix}{key} ")
-        else:
-            rows.append((f"{prefix}{key}", value))
-    return rows
-
-
+app.command("info")(info_command)  # dinokit/info_cli.py
 app.command("tune")(tune_command)  # dinokit/tune/cli.py
 app.command("explain")(explain_command)  # dinokit/explain/cli.py
 

@@ -20,12 +20,6 @@ from pathlib import Path
 from typing import IO, Any
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def _fsync_dir(folder: Path) -> None:
     """Make the rename itself durable (POSIX); a no-op where directories cannot be opened."""
     with contextlib.suppress(OSError):
@@ -37,6 +31,12 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def _umask() -> int:
+    """The process umask: read from /proc where it can be (setting it to read it, the portable way,
+    briefly changes it for every thread)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
     mask = os.umask(0)
     os.umask(mask)
     return mask
