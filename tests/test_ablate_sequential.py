@@ -120,3 +120,23 @@ def test_report_margin_on_a_fixed_seed_study(tmp_path: Path) -> None:
     assert "## Verdicts" in text and "| no-cdn vs full | hurts |" in text
     bad = CliRunner().invoke(app, ["report", "fixed", "--out", str(out), "--margin", "-1"])
     assert bad.exit_code != 0 and "--margin" in str(bad.exception)
+
+
+def test_the_time_cap_stops_a_round_between_trials(tmp_path: Path) -> None:
+    """--max-hours is honoured inside a round: a trial that starts before the cap finishes, no
+    trial starts after it (the first round of a study can be dozens of trials)."""
+    import time
+
+    def slow_trainer(cfg: Any, **kw: Any) -> _Result:
+        time.sleep(4.0)
+        return _fake_trainer(cfg, **kw)
+
+    spec = _spec(tmp_path)
+    spec.trainer = slow_trainer
+    first = first_look(0.05 / 2)
+    decisions, reason = run_until_decided(spec, Rule(1.0, "AP", max_seeds=first + 2, max_hours=3.0 / 3600),
+                                          say=lambda m: None)
+    trained = _trained(spec)
+    assert "time cap" in reason
+    assert 1 <= sum(trained.values()) < 3 * first  # the first round (3 arms x `first` seeds) was cut
+    assert all(d.verdict == UNDECIDED for d in decisions)

@@ -4,7 +4,7 @@ After each round the decision rule (dinokit/ablate/decide.py) looks at every com
 round trains one more seed (more when --jobs would otherwise idle) of only the arms an undecided
 comparison needs. The first round trains as many seeds as the rule needs before any interval can
 be finite. The study stops when all comparisons are decided, or at --max-seeds, or when the
-study's training rounds have used --max-hours (checked between rounds: a round is never cut). It
+study's training rounds have used --max-hours (no trial starts after that; a running one ends). It
 lives in the same storage as any ablation, so the same command with a larger cap continues it.
 """
 
@@ -135,13 +135,16 @@ def run_until_decided(spec: Any, rule: Rule, jobs: int = 1, say: Say = print,
         undecided = sum(not d.decided for d in decisions)
         say(f"round: {undecided} undecided comparison(s); training {len(wanted)} trial(s), seeds up to {target}")
         spec.wanted = wanted
+        spec.deadline = time.time() + 3600 * rule.max_hours - seconds if rule.max_hours is not None else None
         started = time.monotonic()
         try:
             study_mod.run(spec, jobs=jobs, say=say, launch=launch)
         finally:
             seconds += time.monotonic() - started
             study.set_user_attr(RULE_ATTR, {"margin": rule.margin, "measure": rule.measure, "seconds": seconds})
-            spec.wanted = None
+            spec.wanted, spec.deadline = None, None
         _, after = study_mod.read_trials(spec.storage, spec.name)
+        if rule.max_hours is not None and seconds >= 3600 * rule.max_hours:
+            continue  # the loop's top reports the time cap with the verdicts of what finished
         if sum(r["state"] == "COMPLETE" for r in after) == sum(r["state"] == "COMPLETE" for r in records):
             return decisions, "a round finished no trial (see the failed trials); rerun to retry"

@@ -59,6 +59,7 @@ class AblationSpec:
     meta: dict[str, Any] = field(default_factory=dict)  # shown in the report (preset, data, budget)
     trainer: str | Callable[..., Any] = DEFAULT_TRAINER  # "module:function" or a function like train()
     wanted: list[Pair] | None = None  # a sequential round: only these pairs (None: every arm x seed)
+    deadline: float | None = None  # time.time() after which no worker starts another trial (--max-hours)
 
     def __post_init__(self) -> None:
         self.out_dir = Path(self.out_dir)
@@ -225,6 +226,9 @@ def work(spec: AblationSpec, run_id: str, threads: int, progress: bool = True, s
     study = optuna.load_study(study_name=spec.name, storage=storage, sampler=_sampler(spec))
     objective = Objective(spec, run_id, threads, progress, say)
     for _ in range(20 * len(spec.pairs) + 20):  # each round finishes one trial; bounded for safety
+        if spec.deadline is not None and time.time() >= spec.deadline:
+            say(f"ablation {spec.name}: the time cap is reached; no new trial starts")
+            return
         reap_dead(study, storage)
         ledger = Ledger.read(study, run_id)
         pending = ledger.pending(spec.pairs)
