@@ -332,5 +332,5 @@ def test_one_json_for_both_splits_is_said(tmp_path, capsys):
     write_coco(folder / "val", [("y.png", 8, 8)], [], json_name="../annotations/instances_val.json")
     assert same_images_note(resolve_source(cfg_for(folder))) is None
     capsys.readouterr()
-    assert run_cli(["data", "check", str(path)]) == 0
+    assert run_cli(["data", "check", str(path), "--out", str(tmp_path / "check")]) == 0
     assert "same 2 images" in capsys.readouterr().out.replace("\n", " ")
