@@ -61,6 +61,6 @@ def prepare_for_inference(model: nn.Module, quantize: str = "none", compile: boo
 
 
 def compile_model(model: nn.Module, **options: Any) -> nn.Module:
-    """torch.compile (a new image size recompiles once, then sizes are dynamic); the original
-    module keeps the weights, so checkpoints are saved from it unchanged."""
+    """torch.compile of the inference model (a new image size recompiles once, then sizes are
+    dynamic). The training step compiles in dinokit/training/compiled.py."""
     return torch.compile(model, **options)  # type: ignore[return-value]

@@ -123,7 +123,7 @@ class Denoising(nn.Module):
         max_gt = gt_boxes.shape[1]
         if max_gt == 0 or self.budget == 0:
             return None
-        B = len(targets)
+        B = gt_boxes.shape[0]
         groups = max(1, self.budget // max_gt)
         halves = 2 if self.contrastive else 1
         blocks = self.draws * groups * halves
