@@ -89,7 +89,7 @@ class Trainer:
 
         self.cfg, self.device, self.info, self.on_epoch, self.stop = cfg, device, info, on_epoch, stop
         t = cfg.train
-        self.precision, precision_note = resolve_precision(t.precision, device)
+        self.precision, precision_note = resolve_precision(t.precision, device, training=True)
         self.compiled, compile_note = resolve_compile(t.compile, device, self.precision)
         self.scaler = grad_scaler(self.precision, device)  # enabled for fp16 on CUDA only
         if t.threads > 0:
