@@ -114,3 +114,13 @@ def test_compiled_step_equals_eager_and_caches_its_graphs(tmp_path, monkeypatch)
         assert (comp_grads[n] - ref).norm() <= 1e-3 * ref.norm() + 1e-7, n
     assert compiled.compile_cache_dir() == tmp_path / "compile"
     assert list((tmp_path / "compile").rglob("*.py")), "no compiled graph was written to the cache"
+
+
+def test_disk_cache_goes_under_dinokit_cache_unless_inductor_has_its_own(tmp_path, monkeypatch):
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    monkeypatch.setenv("DINOKIT_CACHE", str(tmp_path))
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", default_cache_dir())  # what torch writes there itself
+    assert compiled.use_disk_cache() == tmp_path / "compile"
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))  # the user's: kept
+    assert compiled.use_disk_cache() == tmp_path / "mine"

@@ -75,11 +75,14 @@ def compile_cache_dir() -> Path:
 
 def use_disk_cache() -> Path:
     """Point inductor's on-disk caches (FX graphs, AOTAutograd joint graphs) at dinokit's cache,
-    unless TORCHINDUCTOR_CACHE_DIR already names one, and make sure they are on."""
-    if not os.environ.get("TORCHINDUCTOR_CACHE_DIR"):
-        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(compile_cache_dir())
+    unless TORCHINDUCTOR_CACHE_DIR names another one, and make sure they are on. (torch itself
+    writes its default, /tmp/torchinductor_<user>, into the variable once it has looked.)"""
     import torch._functorch.config as functorch_config
     import torch._inductor.config as inductor_config
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    if os.environ.get("TORCHINDUCTOR_CACHE_DIR", default_cache_dir()) == default_cache_dir():
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(compile_cache_dir())
 
     inductor_config.fx_graph_cache = True
     functorch_config.enable_autograd_cache = True
