@@ -25,7 +25,6 @@ compare parts with each other, and take step times from speed.py.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time

@@ -33,7 +33,7 @@ from torch.profiler import record_function
 
 from dinokit.config import ConfigError, DataConfig
 from dinokit.loss.criterion import SetCriterion
-from dinokit.model.denoising import GroundTruth, pad_targets
+from dinokit.model.denoising import pad_targets
 
 COMPILE_CHOICES = ("auto", "true", "false")
 MAX_SIDES = 3  # image side buckets: at most 3 x 3 image shapes per ground-truth bucket

@@ -11,9 +11,9 @@ import math
 from typing import Any
 
 import torch
-from torch.profiler import record_function
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
+from torch.profiler import record_function
 
 from dinokit.config import LrShape, TrainConfig
 

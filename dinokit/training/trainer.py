@@ -17,6 +17,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.profiler import record_function
 
 from dinokit.config import Config, check_budget, save_yaml, total_steps
 from dinokit.training import distributed as dist_utils
@@ -35,7 +36,6 @@ from dinokit.training.samples import TrainLoader
 from dinokit.training.signals import StopRequest, StopRun
 from dinokit.runtime.rundir import find_resume_dir, new_run_dir, plot_curves, safe_name, write_metrics_csv
 from dinokit.training.compiled import ShapeBuckets, TrainingStep, resolve_compile
-from torch.profiler import record_function
 from dinokit.errors import DataError, DinokitError
 
 MAX_BAD_STEPS = 20  # consecutive non-finite gradient steps before giving up
