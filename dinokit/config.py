@@ -274,7 +274,8 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
     args = typing.get_args(hint)
     if origin is Literal:
         if value not in args:
-            raise ConfigError(f"{name} must be one of {', '.join(map(str, args))}, got '{value}'")
+            shown = (str(a).lower() if isinstance(a, bool) else str(a) for a in args)  # YAML's true/false
+            raise ConfigError(f"{name} must be one of {', '.join(shown)}, got '{value}'")
         return value
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:

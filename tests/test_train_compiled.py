@@ -36,7 +36,7 @@ def test_config_takes_auto_and_the_old_booleans():
         cfg = Config()
         apply_dict(cfg, {"train": {"compile": value}})
         assert cfg.train.compile == value
-    with pytest.raises(ConfigError, match="train.compile"):
+    with pytest.raises(ConfigError, match="train.compile must be one of auto, true, false, got 'sometimes'"):
         apply_dict(Config(), {"train": {"compile": "sometimes"}})
 
 
