@@ -12,7 +12,6 @@ works, not a measurement. Runs go to a temporary folder unless --out is given.
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path

@@ -9,7 +9,6 @@ Without CHECKPOINT it uses the latest run's best.pt (train one first: `dinokit t
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import torch

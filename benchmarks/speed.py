@@ -3,6 +3,7 @@
     python benchmarks/speed.py [--cases NAME ...] [--repeats N] [--threads N] [--json FILE]
                                [--peers] [--compile] [--quantize int8] [--smoke]
                                [--precision fp32 bf16 ...] [--device cpu|cuda] [--rounds N]
+                               [--compile-matrix]
 
 Cases: r50-4scale inference at 1x3x800x1216 and training steps (forward + loss + backward,
 denoising on, 5 random boxes per image) at 2x3x320x320 and 2x3x512x512; the tiny preset at its
@@ -22,6 +23,12 @@ equally; --rounds N repeats the whole sequence. The matmul rate (fp32, and the c
 is measured right before each job, and that job's bound uses it. --json keeps the fp32 (first
 round) figures under `cases` and adds a flat `records` list, one per (case, impl, precision,
 round), from which every ratio can be recomputed.
+
+--compile runs dinokit compiled: the inference model, or for a training case the training step
+as `dinokit train --compile` runs it (training/compiled.py: model and criterion parts, disk cache
+under $DINOKIT_CACHE/compile; the warm-up run compiles or loads from that cache). --compile-matrix
+runs every dinokit job twice, eager then compiled, next to each other (HF once, eager); the
+"eager/this" column is the same case, precision and round eager over this row.
 
 --smoke shrinks the r50 cases (1x3x256x256, 2x3x224x224 twice) and runs each once: a check
 that everything works in a few minutes, not a measurement.
@@ -114,10 +121,17 @@ def random_batch(case: Case, num_classes: int, seed: int = 0) -> tuple[Tensor, T
 
 def dinokit_step(
     model: nn.Module, criterion: nn.Module, images: Tensor, masks: Tensor,
-    targets: list[dict[str, Tensor]], train: bool, no_grad: bool = True,
+    targets: list[dict[str, Tensor]], train: bool, no_grad: bool = True, compiled: bool = False,
 ) -> Callable[[], None]:
-    """One inference (eval) or forward + loss + backward (train mode, so denoising is on)."""
+    """One inference (eval) or forward + loss + backward (train mode, so denoising is on);
+    `compiled`: the training step as `dinokit train --compile` runs it."""
+    import copy
+
+    from dinokit.training.compiled import TrainingStep
+
     model.train(train)
+    # a copy of the criterion: compiling replaces its tensor parts, the FLOP count wants them eager
+    runner = TrainingStep(model, copy.deepcopy(criterion) if compiled else criterion, compiled)
 
     def infer() -> None:
         if no_grad:
@@ -128,7 +142,7 @@ def dinokit_step(
 
     def train_step() -> None:
         model.zero_grad(set_to_none=True)
-        criterion(model(images, masks, targets), targets)["loss"].backward()
+        runner(images, masks, targets)[1]["loss"].backward()
 
     return train_step if train else infer
 
@@ -218,10 +232,10 @@ def run_child(name: str, impl: str, args: argparse.Namespace) -> dict[str, Any]:
     images, masks = images.to(device), masks.to(device)
     targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
 
-    def make(m: nn.Module, no_grad: bool = True) -> Callable[[], None]:
+    def make(m: nn.Module, no_grad: bool = True, compiled: bool = False) -> Callable[[], None]:
         if impl == "hf":
             return peers.make_step(m, images, masks, targets, case.train, no_grad)
-        return dinokit_step(m, criterion, images, masks, targets, case.train, no_grad)
+        return dinokit_step(m, criterion, images, masks, targets, case.train, no_grad, compiled)
 
     fp32_model = model
     variant: dict[str, Any] = {"compile": False, "quantize": None}
@@ -231,11 +245,12 @@ def run_child(name: str, impl: str, args: argparse.Namespace) -> dict[str, Any]:
         model = quantize_dynamic_int8(model) or model
         variant["quantize"] = args.quantize
     if impl == "dinokit" and args.compile:
-        from dinokit.runtime.compile import compile_model
+        if not case.train:  # a training case compiles its whole step (training/compiled.py)
+            from dinokit.runtime.compile import compile_model
 
-        model = compile_model(model)
+            model = compile_model(model)
         variant["compile"] = True
-    step = under_precision(make(model), precision, device)
+    step = under_precision(make(model, compiled=variant["compile"] and case.train), precision, device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     warmup_s = time_runs(step, 1, device)[0]
@@ -273,7 +288,8 @@ def matmul_rate(
             "gflops_best": gflop / min(times), "gflops_median": gflop / statistics.median(times)}
 
 
-def launch(name: str, impl: str, args: argparse.Namespace, precision: str = "fp32") -> dict[str, Any]:
+def launch(name: str, impl: str, args: argparse.Namespace, precision: str = "fp32",
+           compiled: bool | None = None) -> dict[str, Any]:
     """Run one case in a fresh interpreter; a failure is recorded, not raised (long runs go on)."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "case.json"
@@ -282,7 +298,7 @@ def launch(name: str, impl: str, args: argparse.Namespace, precision: str = "fp3
                "--device", args.device]
         cmd += ["--repeats", str(args.repeats)] if args.repeats else []
         cmd += ["--smoke"] if args.smoke else []
-        cmd += ["--compile"] if args.compile else []
+        cmd += ["--compile"] if (args.compile if compiled is None else compiled) else []
         cmd += ["--quantize", args.quantize] if args.quantize else []
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
         start = time.perf_counter()
@@ -319,21 +335,25 @@ def render(records: list[dict[str, Any]], args: argparse.Namespace) -> None:
              + (", SMOKE shapes (not a measurement)" if args.smoke else ""))
     table = Table(title=title)
     for col in ("case", "impl", "prec", "round", "input", "runs", "median s", "GFLOP", "matmul GFLOP/s",
-                "time/bound", "peak RSS GiB", "HF/dinokit", "fp32/this"):
+                "time/bound", "peak RSS GiB", "HF/dinokit", "fp32/this", "eager/this"):
         table.add_column(col, justify="left" if col in ("case", "impl", "prec", "input") else "right")
     for r in records:
         if "error" in r:
-            table.add_row(r["case"], r["impl"], r["precision"], str(r["round"]), "[red]failed[/red]", *[""] * 8)
+            table.add_row(r["case"], r["impl"], r["precision"], str(r["round"]), "[red]failed[/red]", *[""] * 9)
             continue
         shape = "x".join(map(str, r["shape"])) + (" train" if r["train"] else "")
-        peer = find(records, r["case"], "dinokit", r["precision"], r["round"]) if r["impl"] == "hf" else None
-        base = find(records, r["case"], r["impl"], "fp32", r["round"]) if r["precision"] != "fp32" else None
+        eager_only = False if args.compile_matrix else None  # the matrix compares with its eager rows
+        peer = find(records, r["case"], "dinokit", r["precision"], r["round"], eager_only) if r["impl"] == "hf" else None
+        base = find(records, r["case"], r["impl"], "fp32", r["round"], eager_only)  # fp32 of the same round
+        base = base if base is not r else None
+        eager = find(records, r["case"], r["impl"], r["precision"], r["round"], False) if r.get("compile") else None
         label = r["impl"] + (" +compile" if r.get("compile") else "") + (" +int8" if r.get("quantize") else "")
         table.add_row(r["case"], label, r["precision"], str(r["round"]), shape, str(r["repeats"]),
                       f"{r['median_s']:.3f}", f"{r['gflop']:.1f}", f"{r['matmul_gflops_precision']:.0f}",
                       f"{r['ratio']:.1f}", f"{r['peak_rss_gib']:.2f}",
                       f"{r['median_s'] / peer['median_s']:.2f}" if peer else "",
-                      f"{base['median_s'] / r['median_s']:.2f}" if base else "")
+                      f"{base['median_s'] / r['median_s']:.2f}" if base else "",
+                      f"{eager['median_s'] / r['median_s']:.2f}" if eager else "")
     console = Console()
     if not console.is_terminal:  # piped to a file: rich would wrap at 80 columns
         console = Console(width=170)
@@ -343,11 +363,13 @@ def render(records: list[dict[str, Any]], args: argparse.Namespace) -> None:
             console.print(f"{r['case']} {r['impl']} {r['precision']} failed: {r['error']}", markup=False, highlight=False)
 
 
-def find(records: list[dict[str, Any]], case: str, impl: str, precision: str, round_: int) -> dict[str, Any] | None:
-    """The successful record of (case, impl, precision, round), or None."""
+def find(records: list[dict[str, Any]], case: str, impl: str, precision: str, round_: int,
+         compiled: bool | None = None) -> dict[str, Any] | None:
+    """The successful record of (case, impl, precision, round[, compiled]), or None."""
     for r in records:
         if (r["case"], r["impl"], r["precision"], r["round"]) == (case, impl, precision, round_) and "error" not in r:
-            return r
+            if compiled is None or bool(r.get("compile")) == compiled:
+                return r
     return None
 
 
@@ -368,12 +390,14 @@ def check_options(args: argparse.Namespace) -> None:
             sys.exit("--quantize int8: this dinokit has no dinokit.infer.speed.quantize_dynamic_int8 yet")
 
 
-def job_list(args: argparse.Namespace) -> list[tuple[int, str, str, str]]:
-    """(round, case, precision, impl) in run order: dinokit and HF alternate within each
-    (case, precision), so drift of the host between jobs hits both alike."""
+def job_list(args: argparse.Namespace) -> list[tuple[int, str, str, str, bool]]:
+    """(round, case, precision, impl, compiled) in run order: dinokit (eager, then compiled with
+    --compile-matrix) and HF alternate within each (case, precision), so drift of the host between
+    jobs hits all alike."""
     impls = lambda name: [i for i in IMPLS if i == "dinokit" or (args.peers and CASES[name].peer)]  # noqa: E731
-    return [(r, n, p, i) for r in range(1, args.rounds + 1) for n in args.cases for p in args.precision
-            for i in impls(n)]
+    modes = lambda impl: [False, True] if args.compile_matrix and impl == "dinokit" else [args.compile and impl == "dinokit"]  # noqa: E731
+    return [(r, n, p, i, c) for r in range(1, args.rounds + 1) for n in args.cases for p in args.precision
+            for i in impls(n) for c in modes(i)]
 
 
 def record_of(r: dict[str, Any], round_: int, mm: dict[str, Any], mm_low: dict[str, Any]) -> dict[str, Any]:
@@ -396,19 +420,20 @@ def run_parent(args: argparse.Namespace) -> None:
     results: dict[str, dict[str, dict[str, Any]]] = {}  # today's layout: fp32 (or the first precision), round 1
     records: list[dict[str, Any]] = []
     first_mm: dict[str, Any] | None = None
-    for i, (round_, name, precision, impl) in enumerate(jobs, 1):
+    for i, (round_, name, precision, impl, compiled) in enumerate(jobs, 1):
         mm = matmul_rate(args.threads, device=args.device)
         mm_low = mm if precision == "fp32" else matmul_rate(args.threads, precision=precision, device=args.device)
         first_mm = first_mm or mm
-        r = launch(name, impl, args, precision)
+        r = launch(name, impl, args, precision, compiled)
         add_bound(r, mm_low["gflops_best"])
         records.append(record_of(r, round_, mm, mm_low))
-        if round_ == 1 and precision == args.precision[0]:
+        if round_ == 1 and precision == args.precision[0] and compiled == (args.compile and not args.compile_matrix):
             results.setdefault(name, {})[impl] = {**r, "matmul_gflops": mm["gflops_best"]}
         done = (f"FAILED {r['error']}" if "error" in r else
                 f"median {r['median_s']:.3f} s of {r['repeats']}, {r['gflop']:.1f} GFLOP, "
                 f"x{r['ratio']:.1f} bound, {r['rss_gib']:.2f} GiB")
-        print(f"[{i}/{len(jobs)}] {name} {impl} {precision} round {round_}: {done} ({r['wall_s']:.0f} s; matmul "
+        mode = " compiled" if compiled else ""
+        print(f"[{i}/{len(jobs)}] {name} {impl}{mode} {precision} round {round_}: {done} ({r['wall_s']:.0f} s; matmul "
               f"{mm['gflops_best']:.0f} fp32, {mm_low['gflops_best']:.0f} {precision} GFLOP/s)", flush=True)
     mm_after = matmul_rate(args.threads, device=args.device)  # the machine may be busier at the end
     render(records, args)
@@ -437,7 +462,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--json", default=None, help="write every figure to this file")
     parser.add_argument("--peers", action="store_true", help="also time HF Deformable DETR on the r50 cases")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the dinokit model")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the dinokit model (training: the step)")
+    parser.add_argument("--compile-matrix", action="store_true", help="every dinokit job eager and compiled, interleaved")
     parser.add_argument("--quantize", choices=["int8"], default=None, help="dinokit inference cases only")
     parser.add_argument("--smoke", action="store_true", help="small r50 shapes, 1 run: a quick check")
     parser.add_argument("--precision", nargs="+", choices=PRECISIONS, default=["fp32"],

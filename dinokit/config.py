@@ -27,6 +27,7 @@ AttentionKind = Literal["deformable", "dense"]
 ClassLoss = Literal["focal", "vfl", "ia-bce", "mal"]
 Precision = Literal["fp32", "bf16", "fp16", "auto"]
 LrShape = Literal["step", "cosine", "linear"]
+CompileChoice = Literal["auto", True, False]  # auto: where measured faster (training/compiled.py)
 
 
 SECTIONS = ("model", "data", "train", "loss")  # the Config fields, in the order files list them
@@ -143,7 +144,7 @@ class TrainConfig:
     eval_every_steps: int = 0  # >0: evaluate every N optimiser steps instead (curves, studies)
     step_seeded: bool = False  # reseed from (seed, step) after each step: runs that differ share draws
     threads: int = 0  # 0: torch's default
-    compile: bool = False  # torch.compile the model for the training steps (first steps compile)
+    compile: CompileChoice = False  # torch.compile the training step: true, false, or auto (where it wins)
     precision: Precision = "fp32"  # autocast of train/eval/predict; auto: bf16 where the device does it natively
     tensorboard: bool = True  # write <run>/tensorboard logs when the tensorboard package is installed
     checkpoint_every: float = 10.0  # minutes; >0: also write last.pt inside an epoch this often
@@ -284,7 +285,8 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
     args = typing.get_args(hint)
     if origin is Literal:
         if value not in args:
-            raise ConfigError(f"{name} must be one of {', '.join(map(str, args))}, got '{value}'")
+            shown = (str(a).lower() if isinstance(a, bool) else str(a) for a in args)  # YAML's true/false
+            raise ConfigError(f"{name} must be one of {', '.join(shown)}, got '{value}'")
         return value
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:

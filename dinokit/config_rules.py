@@ -203,7 +203,7 @@ RULES: dict[str, Rule] = {
     "train.eval_every_steps": COUNT,
     "train.patience": COUNT,
     "train.threads": COUNT,
-    "train.compile": Flag(),
+    "train.compile": Choice(("auto", True, False)),  # auto: training/compiled.py decides
     "train.tensorboard": Flag(),
     "train.precision": Choice(("fp32", "bf16", "fp16", "auto")),  # fp16 on a CPU: refused by infer.precision
     "train.step_seeded": Flag(),

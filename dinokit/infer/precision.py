@@ -46,13 +46,47 @@ def cpu_has_fast_bf16() -> bool:
     return bool({"avx512_bf16", "amx_bf16"} & flags) or "AMX" in cpu_capability().upper()
 
 
-def resolve_precision(name: str, device: torch.device) -> tuple[str, str]:
+# Hardware kinds (bf16_kind) on which `precision: auto` trains in bf16. A kind belongs here when
+# the training step measured faster in bf16 than in fp32 at equal accuracy
+# (benchmarks/speed.py --compile-matrix for the speed, benchmarks/precision_ap.py for the AP).
+# Today's entries keep the behaviour `auto` had before the rule (every native-bf16 kind), pending
+# that measurement: the lead's quiet-machine run removes the kinds where bf16 does not pay.
+BF16_TRAINING_WINS: frozenset[str] = frozenset({"cuda-bf16", "cpu-amx", "cpu-avx512_bf16"})
+
+
+def bf16_kind(device: torch.device) -> str:
+    """What bf16 arithmetic `device` has: cuda-bf16 | cuda-none | cpu-amx | cpu-avx512_bf16 |
+    cpu-none | <type>-none."""
+    if device.type == "cuda":
+        return "cuda-bf16" if torch.cuda.is_bf16_supported() else "cuda-none"
+    if device.type != "cpu":
+        return f"{device.type}-none"
+    flags = cpu_flags()
+    if "amx_bf16" in flags or "AMX" in cpu_capability().upper():
+        return "cpu-amx"
+    return "cpu-avx512_bf16" if "avx512_bf16" in flags else "cpu-none"
+
+
+def auto_training_precision(kind: str, wins: frozenset[str] = BF16_TRAINING_WINS) -> tuple[str, str]:
+    """`precision: auto` for training on a bf16_kind: (bf16 | fp32, why)."""
+    if kind in wins:
+        return "bf16", f"bf16 training measured to pay on {kind}"
+    if kind.endswith("-none"):
+        return "fp32", f"no native bf16 ({kind})"
+    return "fp32", f"bf16 training not measured faster on {kind}"
+
+
+def resolve_precision(name: str, device: torch.device, training: bool = False) -> tuple[str, str]:
     """(fp32 | bf16 | fp16, a one-line note saying what `auto` chose and why; "" otherwise).
+    `training`: auto follows the measured table (auto_training_precision), not the hardware alone.
 
     Raises ConfigError for an unknown name and for fp16 anywhere but CUDA: `grad_scaler` has a
     GradScaler only there, and fp16 training without one underflows its gradients."""
     if name not in PRECISIONS:
         raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got '{name}'")
+    if name == "auto" and training:
+        chosen, why = auto_training_precision(bf16_kind(device))
+        return chosen, f"precision auto: {chosen} ({why})"
     if name == "auto":
         if device.type == "cuda":
             chosen = "bf16" if torch.cuda.is_bf16_supported() else "fp32"

@@ -11,14 +11,18 @@ the one-to-many terms by the number of repeated boxes.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
-from torchvision.ops import box_convert, box_iou
+from torch.profiler import record_function
+from torchvision.ops import box_convert
 
 from dinokit.config import LossConfig, ModelConfig
+from dinokit.loss.boxes import iou_giou
 from dinokit.loss.classification import classification_loss
 from dinokit.loss.matcher import HungarianMatcher
+from dinokit.model.denoising import GroundTruth, pad_targets
 from dinokit.model.dino import DenoisingOutputs
 from dinokit.model.groups import repeat_targets
 
@@ -26,6 +30,11 @@ Norm = float | Tensor  # a loss normaliser: a number, or a 0-dim tensor on the l
 
 
 class SetCriterion(nn.Module):
+    """The loss in three steps, so that torch.compile can take the tensor parts whole
+    (training/compiled.py): `matcher.costs` (device) -> `matcher.assign` (host: scipy, by design
+    outside any graph) -> `matched_loss` / `denoising_loss` (device, fixed shapes: the ground
+    truth is padded, the matches are dense (B, G) tensors, no boolean indexing)."""
+
     def __init__(self, cfg: ModelConfig, loss: LossConfig | None = None) -> None:
         super().__init__()
         self.loss_cfg = loss if loss is not None else LossConfig()
@@ -46,35 +55,50 @@ class SetCriterion(nn.Module):
             loss = loss * keep[..., None]
         return loss.sum() / norm
 
-    def box_losses(self, pred: Tensor, target: Tensor, norm: Norm) -> tuple[Tensor, Tensor]:
-        """L1 and GIoU of paired (N, 4) cxcywh boxes, summed and normalised."""
-        l1 = (pred - target).abs().sum() / norm
-        giou = giou_loss_sum(box_convert(pred, "cxcywh", "xyxy"), box_convert(target, "cxcywh", "xyxy")) / norm
-        return l1, giou
+    def box_losses(self, pred: Tensor, target: Tensor, keep: Tensor, norm: Norm) -> tuple[Tensor, Tensor, Tensor]:
+        """L1 and GIoU of paired (..., 4) cxcywh boxes over the pairs `keep` (...) marks, summed and
+        normalised; and each pair's IoU (...), for the IoU-aware class losses."""
+        l1 = ((pred - target).abs().sum(-1) * keep).sum() / norm
+        iou, giou = iou_giou(box_convert(pred, "cxcywh", "xyxy"), box_convert(target, "cxcywh", "xyxy"))
+        return l1, ((1 - giou) * keep).sum() / norm, iou
 
     def weighted(self, cls: Tensor, l1: Tensor, giou: Tensor) -> Tensor:
         return self.weights[0] * cls + self.weights[1] * l1 + self.weights[2] * giou
 
-    def set_loss(self, logits: Tensor, boxes: Tensor, targets: list[dict[str, Tensor]], num_boxes: Norm):
-        """Hungarian-matched (class, L1, GIoU) for one set of predictions (B, Q, C) / (B, Q, 4)."""
+    def match(self, logits: Tensor, boxes: Tensor, gt: GroundTruth) -> tuple[Tensor, Tensor]:
+        """Hungarian matches of one set as dense (B, G) tensors on the device: the query of each
+        ground-truth slot (int64) and whether the slot was matched (bool). One host transfer."""
+        with record_function("dinokit.matcher"):
+            src, hit = self.matcher.assign(self.matcher.costs(logits, boxes, gt), gt.valid)
+            both = torch.from_numpy(np.stack((src, hit.astype(np.int64))))  # (2, B, G), one copy
+            src_t, hit_t = both.to(boxes.device, non_blocking=True).unbind(0)
+        return src_t, hit_t.bool()
+
+    def matched_loss(self, logits: Tensor, boxes: Tensor, gt: GroundTruth, src: Tensor, hit: Tensor, norm: Norm):
+        """(class, L1, GIoU) of one set (B, Q, C) / (B, Q, 4) given its matches src / hit (B, G)."""
         logits, boxes = logits.float(), boxes.float()  # fp32 losses: focal/GIoU lose their small terms in bf16
-        batch, src, tgt = matched_indices(self.matcher(logits.detach(), boxes.detach(), targets), targets, logits.device)
-        labels = torch.cat([t["labels"] for t in targets]).to(logits.device)[tgt]
-        tgt_boxes = torch.cat([t["boxes"] for t in targets]).to(boxes.device)[tgt]
-        onehot = torch.zeros_like(logits)
-        onehot[batch, src, labels] = 1.0
+        keep = hit.to(logits.dtype)  # (B, G)
+        image = torch.arange(src.shape[0], device=src.device)[:, None].expand_as(src)  # (B, G)
+        onehot = torch.zeros_like(logits).index_put_((image, src, gt.labels), keep, accumulate=True)  # (B, Q, C)
+        picked = boxes.gather(1, src[..., None].expand(-1, -1, 4))  # (B, G, 4) the matched queries' boxes
+        l1, giou, pair_iou_ = self.box_losses(picked, gt.boxes.to(boxes.dtype), keep, norm)
         iou = torch.zeros_like(logits[..., 0])  # (B, Q)
         if self.loss_cfg.cls != "focal":
-            iou[batch, src] = pair_iou(boxes[batch, src].detach(), tgt_boxes.to(boxes.dtype))
-        cls = self.class_loss(logits, onehot, iou, None, num_boxes)
-        l1, giou = self.box_losses(boxes[batch, src], tgt_boxes.to(boxes.dtype), num_boxes)
+            iou = iou.index_put((image, src), pair_iou_.detach() * keep, accumulate=True)
+        cls = self.class_loss(logits, onehot, iou, None, norm)
         keep_in_graph = boxes.sum() * 0.0  # no boxes at all: the box head still gets a (zero) gradient
         return cls, l1 + keep_in_graph, giou
+
+    def set_loss(self, logits: Tensor, boxes: Tensor, targets: list[dict[str, Tensor]] | GroundTruth, num_boxes: Norm):
+        """Hungarian-matched (class, L1, GIoU) for one set of predictions (B, Q, C) / (B, Q, 4)."""
+        gt = targets if isinstance(targets, GroundTruth) else pad_targets(targets, boxes.device)
+        return self.matched_loss(logits, boxes, gt, *self.match(logits, boxes, gt), num_boxes)
 
     def denoising_loss(self, dn: DenoisingOutputs, num_boxes: Norm) -> tuple[Tensor, Tensor]:
         """Weighted denoising loss over all layers; with two draws, the lower draw's.
 
         Returns (loss, index of the draw kept, a 0-dim tensor: choosing it reads nothing on the host).
+        Supervised slots are a mask, never indices: no host read and no data-dependent shape.
         """
         q = dn.queries
         per_draw = []
@@ -89,20 +113,15 @@ class SetCriterion(nn.Module):
                 supervised = valid  # negatives learn the class and box of their closest ground truth
             else:
                 supervised = valid & ~negative  # negatives learn "no object" and no box
-            # the mask as indices once per draw: every boolean-mask index is a host sync on CUDA
-            # (its result's size), and the layers below would take 4 each
-            pick = supervised.nonzero(as_tuple=True)
-            onehot = torch.zeros_like(logits[0])
-            onehot[(*pick, labels[pick])] = 1.0
-            picked_targets = tgt_boxes[pick]
+            keep = supervised.to(logits.dtype)  # (B, Pd)
+            classes = torch.arange(logits.shape[-1], device=labels.device)  # not F.one_hot: it reads max()
+            onehot = (labels[..., None] == classes).to(logits.dtype) * keep[..., None]  # (B, Pd, C)
             norm = num_boxes * q.groups
             total = logits.new_zeros(())
             for layer in range(logits.shape[0]):
-                iou = torch.zeros_like(logits[layer][..., 0])  # (B, Pd)
-                if self.loss_cfg.cls != "focal":
-                    iou[pick] = pair_iou(boxes[layer][pick].detach(), picked_targets)
+                l1, giou, pair = self.box_losses(boxes[layer], tgt_boxes, keep, norm)
+                iou = pair.detach() * keep if self.loss_cfg.cls != "focal" else torch.zeros_like(keep)
                 cls = self.class_loss(logits[layer], onehot, iou, valid.to(logits.dtype), norm)
-                l1, giou = self.box_losses(boxes[layer][pick], picked_targets, norm)
                 total = total + self.weighted(cls, l1, giou)
             per_draw.append(total)
         losses = torch.stack(per_draw)
@@ -111,42 +130,47 @@ class SetCriterion(nn.Module):
 
     # ------------------------------------------------------------------ total
 
-    def deep_loss(self, outputs: dict, targets: list[dict[str, Tensor]], num_boxes: Norm) -> Tensor:
+    def deep_loss(self, outputs: dict, gt: GroundTruth, num_boxes: Norm) -> Tensor:
         """Weighted matched loss of one query set over its last and auxiliary layers."""
-        total = self.weighted(*self.set_loss(outputs["pred_logits"], outputs["pred_boxes"], targets, num_boxes))
+        total = self.weighted(*self.set_loss(outputs["pred_logits"], outputs["pred_boxes"], gt, num_boxes))
         for layer in outputs.get("aux_outputs", []):
-            total = total + self.weighted(*self.set_loss(layer["pred_logits"], layer["pred_boxes"], targets, num_boxes))
+            total = total + self.weighted(*self.set_loss(layer["pred_logits"], layer["pred_boxes"], gt, num_boxes))
         return total
 
-    def forward(self, outputs: dict, targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
-        """The weighted total under "loss" (to backpropagate) and detached parts for logging."""
+    def forward(
+        self, outputs: dict, targets: list[dict[str, Tensor]], gt: GroundTruth | None = None
+    ) -> dict[str, Tensor]:
+        """The weighted total under "loss" (to backpropagate) and detached parts for logging.
+        `gt`: the targets already padded (compiled training pads them to a bucket)."""
         device = outputs["pred_logits"].device
         # the losses and the matcher's costs stay fp32 under autocast: log/exp of focal terms and
         # GIoU's areas underflow or round away in bf16/fp16
-        with torch.autocast(device.type, enabled=False):
-            return self._losses(outputs, targets, device)
+        with torch.autocast(device.type, enabled=False), record_function("dinokit.criterion"):
+            return self._losses(outputs, targets, gt if gt is not None else pad_targets(targets, device), device)
 
-    def _losses(self, outputs: dict, targets: list[dict[str, Tensor]], device: torch.device) -> dict[str, Tensor]:
+    def _losses(
+        self, outputs: dict, targets: list[dict[str, Tensor]], gt: GroundTruth, device: torch.device
+    ) -> dict[str, Tensor]:
         num_boxes = count_boxes(targets, device)
         groups = 1 + len(outputs.get("group_outputs") or [])
         norm = num_boxes * groups  # Group DETR: the groups' losses average
-        cls, l1, giou = self.set_loss(outputs["pred_logits"], outputs["pred_boxes"], targets, norm)
+        cls, l1, giou = self.set_loss(outputs["pred_logits"], outputs["pred_boxes"], gt, norm)
         loss = self.weighted(cls, l1, giou)
         parts = {"loss_class": cls, "loss_bbox": l1, "loss_giou": giou}
         aux = loss.new_zeros(())
         for layer in outputs.get("aux_outputs", []):
-            aux = aux + self.weighted(*self.set_loss(layer["pred_logits"], layer["pred_boxes"], targets, norm))
+            aux = aux + self.weighted(*self.set_loss(layer["pred_logits"], layer["pred_boxes"], gt, norm))
         parts["loss_aux"] = aux
         if outputs.get("enc_outputs") is not None:
             enc = outputs["enc_outputs"]
-            parts["loss_enc"] = self.weighted(*self.set_loss(enc["pred_logits"], enc["pred_boxes"], targets, num_boxes))
+            parts["loss_enc"] = self.weighted(*self.set_loss(enc["pred_logits"], enc["pred_boxes"], gt, num_boxes))
         if outputs.get("dn") is not None:
             parts["loss_dn"], parts["dn_draw"] = self.denoising_loss(outputs["dn"], num_boxes)
         if groups > 1:
-            parts["loss_groups"] = sum(self.deep_loss(g, targets, norm) for g in outputs["group_outputs"])
+            parts["loss_groups"] = sum(self.deep_loss(g, gt, norm) for g in outputs["group_outputs"])
         if outputs.get("one_to_many") is not None:
-            repeated = repeat_targets(targets, self.one_to_many_k)
-            parts["loss_one_to_many"] = self.deep_loss(outputs["one_to_many"], repeated, count_boxes(repeated, device))
+            repeated = count_boxes(repeat_targets(targets, self.one_to_many_k), device)
+            parts["loss_one_to_many"] = self.deep_loss(outputs["one_to_many"], gt.repeat(self.one_to_many_k), repeated)
         total = loss + aux + sum(parts.get(k, 0.0) for k in ("loss_enc", "loss_dn", "loss_groups", "loss_one_to_many"))
         out = {"loss": total}
         out.update({k: (v.detach() if isinstance(v, Tensor) else torch.tensor(v)) for k, v in parts.items()})
@@ -157,21 +181,7 @@ def giou_loss_sum(a: Tensor, b: Tensor, eps: float = 1e-7) -> Tensor:
     """sum(1 - GIoU) of paired xyxy boxes (N, 4): torchvision's generalized_box_iou_loss(reduction=
     "sum") in value and gradient, but the empty intersections are masked with `where`, not by
     boolean indexing (each x[mask] is a host sync on CUDA: five per call, ~35 calls a step)."""
-    x1, y1, x2, y2 = a.unbind(-1)
-    u1, v1, u2, v2 = b.unbind(-1)
-    iw, ih = torch.min(x2, u2) - torch.max(x1, u1), torch.min(y2, v2) - torch.max(y1, v1)
-    inter = torch.where((ih > 0) & (iw > 0), iw * ih, torch.zeros_like(iw))
-    union = (x2 - x1) * (y2 - y1) + (u2 - u1) * (v2 - v1) - inter
-    hull = (torch.max(x2, u2) - torch.min(x1, u1)) * (torch.max(y2, v2) - torch.min(y1, v1))
-    giou = inter / (union + eps) - (hull - union) / (hull + eps)
-    return (1 - giou).sum()
-
-
-def pair_iou(a: Tensor, b: Tensor) -> Tensor:
-    """IoU of paired cxcywh boxes a, b (N, 4) -> (N,)."""
-    if a.shape[0] == 0:
-        return a.new_zeros(0)
-    return box_iou(box_convert(a, "cxcywh", "xyxy"), box_convert(b, "cxcywh", "xyxy")).diagonal()
+    return (1 - iou_giou(a, b, eps)[1]).sum()
 
 
 def closest_gt_targets(q, sl: slice) -> tuple[Tensor, Tensor]:
@@ -198,22 +208,6 @@ def count_boxes(targets: list[dict[str, Tensor]], device: torch.device) -> Tenso
         dist.all_reduce(n)
         n = n / dist.get_world_size()
     return n.clamp(min=1.0)
-
-
-def matched_indices(
-    indices: list[tuple[Tensor, Tensor]], targets: list[dict[str, Tensor]], device: torch.device
-) -> tuple[Tensor, Tensor, Tensor]:
-    """The matcher's per-image (prediction, target) pairs as (image, prediction, target row in
-    the batch's concatenated targets), built on the host and moved to `device` in one copy that
-    does not wait for the device (no per-image transfers)."""
-    offsets = [0]
-    for t in targets:
-        offsets.append(offsets[-1] + len(t["labels"]))
-    host = torch.cat([
-        torch.stack((torch.full_like(src, b), src, tgt + offsets[b])) for b, (src, tgt) in enumerate(indices)
-    ], 1) if indices else torch.zeros(3, 0, dtype=torch.long)
-    batch, src, tgt = host.to(device, non_blocking=True).unbind(0)
-    return batch, src, tgt
 
 
 def build_criterion(cfg: ModelConfig, loss: LossConfig | None = None) -> SetCriterion:

@@ -1,19 +1,28 @@
-"""Hungarian matching of predictions to ground truth (scipy's linear_sum_assignment)."""
+"""Hungarian matching of predictions to ground truth (scipy's linear_sum_assignment).
+
+Split in two so that the tensor part can be compiled (training/compiled.py): `costs` is the
+(B, Q, G) cost of every query against every padded ground-truth slot, on the device; `assign`
+is the host step (one transfer, then scipy per image), which stays outside any graph.
+"""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
-from torchvision.ops import box_convert, generalized_box_iou
+from torchvision.ops import box_convert
+
+from dinokit.loss.boxes import iou_giou
+from dinokit.model.denoising import GroundTruth, pad_targets
+
+BIG = 1e8  # what a non-finite cost becomes (scipy refuses inf and nan)
 
 
 def focal_class_cost(prob: Tensor, labels: Tensor, alpha: float, gamma: float) -> Tensor:
-    """Cost of assigning each prediction (N, C probabilities) to each label (M,): (N, M).
-
-    The focal loss of predicting the class minus that of predicting "no object" for it.
-    """
-    p = prob[:, labels]
+    """Cost of assigning each prediction to each label: prob (..., N, C), labels (..., M) ->
+    (..., N, M). The focal loss of predicting the class minus that of predicting "no object"."""
+    p = prob.gather(-1, labels.unsqueeze(-2).expand(*prob.shape[:-1], labels.shape[-1]))
     pos = alpha * (1 - p) ** gamma * -(p + 1e-8).log()
     neg = (1 - alpha) * p**gamma * -(1 - p + 1e-8).log()
     return pos - neg
@@ -31,29 +40,49 @@ class HungarianMatcher(nn.Module):
 
         Every image's cost matrix is computed where the predictions are and all of them reach the
         host in one transfer (one synchronisation per call, not one per image)."""
-        sizes = [len(t["labels"]) for t in targets]
-        costs = [self.image_cost(logits[b], boxes[b], t).flatten() for b, t in enumerate(targets) if sizes[b]]
-        host = torch.nan_to_num(torch.cat(costs), nan=1e8, posinf=1e8, neginf=-1e8).cpu().numpy() if costs else None
-        out, start, queries = [], 0, logits.shape[1]
-        for m in sizes:
-            if m == 0:
-                empty = torch.zeros(0, dtype=torch.long)
-                out.append((empty, empty))
-                continue
-            rows, cols = linear_sum_assignment(host[start:start + queries * m].reshape(queries, m))
-            start += queries * m
-            out.append((torch.as_tensor(rows, dtype=torch.long), torch.as_tensor(cols, dtype=torch.long)))
+        gt = pad_targets(targets, boxes.device)
+        src, hit = self.assign(self.costs(logits, boxes, gt), gt.valid)
+        out = []
+        for b in range(len(targets)):
+            cols = np.flatnonzero(hit[b])
+            cols = cols[np.argsort(src[b, cols])]  # by prediction index, as scipy orders its rows
+            out.append((torch.as_tensor(src[b, cols], dtype=torch.long), torch.as_tensor(cols, dtype=torch.long)))
         return out
+
+    def costs(self, logits: Tensor, boxes: Tensor, gt: GroundTruth) -> Tensor:
+        """(B, Q, G) matching cost of every prediction against every ground-truth slot (padding
+        slots get a finite cost that `assign` ignores). fp32 (the inputs cast here; the criterion
+        calls this with autocast off): near-ties must not flip."""
+        prob = logits.detach().float().sigmoid()  # (B, Q, C)
+        boxes = boxes.detach().float()
+        tgt = gt.boxes.float()  # (B, G, 4)
+        _, giou = iou_giou(box_convert(boxes, "cxcywh", "xyxy")[:, :, None], box_convert(tgt, "cxcywh", "xyxy")[:, None])
+        cost = (
+            self.cost_class * focal_class_cost(prob, gt.labels, self.alpha, self.gamma)
+            + self.cost_bbox * torch.cdist(boxes, tgt, p=1)
+            - self.cost_giou * giou
+        )
+        return torch.nan_to_num(cost, nan=BIG, posinf=BIG, neginf=-BIG)
 
     def image_cost(self, logits: Tensor, boxes: Tensor, target: dict[str, Tensor]) -> Tensor:
         """(Q, M) matching cost of one image's predictions against its M ground-truth boxes."""
-        # costs in fp32 (the inputs cast here; the criterion calls this with autocast off): near-ties must not flip
-        prob = logits.sigmoid().float()
-        tgt_boxes = target["boxes"].to(boxes.device).float()
-        return (
-            self.cost_class * focal_class_cost(prob, target["labels"].to(prob.device), self.alpha, self.gamma)
-            + self.cost_bbox * torch.cdist(boxes.float(), tgt_boxes, p=1)
-            - self.cost_giou * generalized_box_iou(
-                box_convert(boxes.float(), "cxcywh", "xyxy"), box_convert(tgt_boxes, "cxcywh", "xyxy")
-            )
-        )
+        return self.costs(logits[None], boxes[None], pad_targets([target], boxes.device))[0]
+
+    @staticmethod
+    def assign(costs: Tensor, valid: Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """The host step: costs (B, Q, G) and valid (B, G) reach the host in one transfer; per
+        image the optimal assignment of its real slots. Returns src (B, G) int64 (the query matched
+        to each slot, 0 where none) and hit (B, G) bool (the slot was matched: real, and a query
+        was left for it)."""
+        B, Q, G = costs.shape
+        host = torch.cat((costs.flatten(), valid.flatten().to(costs.dtype))).cpu().numpy()
+        cost, real = host[: B * Q * G].reshape(B, Q, G), host[B * Q * G:].reshape(B, G) > 0
+        src, hit = np.zeros((B, G), dtype=np.int64), np.zeros((B, G), dtype=bool)
+        for b in range(B):
+            cols = np.flatnonzero(real[b])
+            if cols.size == 0:
+                continue
+            rows, picked = linear_sum_assignment(cost[b][:, cols])
+            src[b, cols[picked]] = rows
+            hit[b, cols[picked]] = True
+        return src, hit

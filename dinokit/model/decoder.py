@@ -115,14 +115,18 @@ class SplitMask:
     matching: Tensor | None
 
 
-def split_self_attention_mask(allowed: Tensor | None, dn_size: int) -> Tensor | SplitMask | None:
+def split_self_attention_mask(
+    allowed: Tensor | None, dn_size: int, matching_free: bool | None = None
+) -> Tensor | SplitMask | None:
     """A SplitMask from the full (B, 1, P + T, P + T) mask when the split is exact: the matching
     queries see no denoising key and no key padding (padding is on denoising slots only);
-    otherwise the full mask unchanged."""
+    otherwise the full mask unchanged. `matching_free`: whether the matching block is known to
+    mask nothing (None: read it from the mask, one host read)."""
     if allowed is None or dn_size <= 0:
         return allowed
     matching = allowed[:1, :, dn_size:, dn_size:]  # the same for every image: no padding there
-    return SplitMask(dn_size, allowed[:, :, :dn_size], None if bool(matching.all()) else matching)
+    free = bool(matching.all()) if matching_free is None else matching_free
+    return SplitMask(dn_size, allowed[:, :, :dn_size], None if free else matching)
 
 
 def self_attention_mask(
@@ -167,9 +171,11 @@ class Decoder(nn.Module):
         attn_mask: Tensor | None = None,
         query_padding: Tensor | None = None,
         dn_size: int = 0,
+        matching_free: bool | None = None,
     ) -> DecoderOutput:
         """content (B, Q, D); anchors (B, Q, 4) inverse-sigmoid cxcywh; valid_ratios (B, L, 2);
-        dn_size: the leading denoising queries, which no later query may see (0: none)."""
+        dn_size: the leading denoising queries, which no later query may see (0: none);
+        matching_free: the matching queries mask nothing among themselves (None: look)."""
         ratios = torch.cat((valid_ratios, valid_ratios), -1)[:, None]  # (B, 1, L, 4)
         half = content.shape[-1] // 2
         out = content
@@ -178,7 +184,7 @@ class Decoder(nn.Module):
         logits, boxes, refined = [], [], []
         allowed = self_attention_mask(attn_mask, query_padding, content.shape[0], content.shape[1])
         if self.split_self_attention:
-            allowed = split_self_attention_mask(allowed, dn_size)
+            allowed = split_self_attention_mask(allowed, dn_size, matching_free)
         for layer in self.layers:
             ref_input = reference[:, :, None] * ratios  # (B, Q, L, 4)
             query_pos = self.ref_point_head(box_sine_embedding(ref_input[:, :, 0], half))

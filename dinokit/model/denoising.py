@@ -16,6 +16,7 @@ see another (the attention mask), so the matching outputs do not depend on denoi
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -51,9 +52,24 @@ class DenoisingQueries:
         return slice(draw * per_draw, (draw + 1) * per_draw)
 
 
-def pad_targets(targets: list[dict[str, Tensor]], device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
-    """Ground truth padded to the batch's largest count: boxes (B, N, 4), labels (B, N), valid (B, N)."""
+class GroundTruth(NamedTuple):
+    """A batch's ground truth padded to `slots` per image (the first `count` of each row are real):
+    fixed shapes, so that a compiled model and criterion see the same graph for every batch whose
+    counts fall in the same bucket (training/compiled.py)."""
+
+    boxes: Tensor  # (B, G, 4) cxcywh in [0, 1], zero on padding
+    labels: Tensor  # (B, G) int64, 0 on padding
+    valid: Tensor  # (B, G) bool, True on real boxes
+
+    def repeat(self, k: int) -> "GroundTruth":
+        """Every slot repeated k times along G (H-DETR's one-to-many targets, padding included)."""
+        return GroundTruth(self.boxes.repeat(1, k, 1), self.labels.repeat(1, k), self.valid.repeat(1, k))
+
+
+def pad_targets(targets: list[dict[str, Tensor]], device: torch.device, slots: int | None = None) -> GroundTruth:
+    """Ground truth padded to `slots` per image (default: the batch's largest count)."""
     n = max(len(t["labels"]) for t in targets)
+    n = n if slots is None else max(n, slots)
     boxes = torch.zeros(len(targets), n, 4, device=device)
     labels = torch.zeros(len(targets), n, dtype=torch.long, device=device)
     valid = torch.zeros(len(targets), n, dtype=torch.bool, device=device)
@@ -62,7 +78,7 @@ def pad_targets(targets: list[dict[str, Tensor]], device: torch.device) -> tuple
         boxes[b, :k] = t["boxes"].to(device)
         labels[b, :k] = t["labels"].to(device)
         valid[b, :k] = True
-    return boxes, labels, valid
+    return GroundTruth(boxes, labels, valid)
 
 
 def noise_boxes(boxes: Tensor, negative: Tensor, scale: float) -> Tensor:
@@ -97,14 +113,17 @@ class Denoising(nn.Module):
         self.num_classes = cfg.num_classes
         self.label_enc = nn.Embedding(cfg.num_classes + 1, cfg.hidden_dim)
 
-    def forward(self, targets: list[dict[str, Tensor]], num_queries: int) -> DenoisingQueries | None:
-        """Build the groups for a batch; None when the batch has no boxes (zero groups)."""
+    def forward(self, targets: list[dict[str, Tensor]] | GroundTruth, num_queries: int) -> DenoisingQueries | None:
+        """Build the groups for a batch; None when the batch has no boxes (zero groups). Padded
+        ground truth (compiled training) counts its slots, not its boxes: `groups` comes from the
+        shape, so a bucket holds one graph."""
         device = self.label_enc.weight.device
-        gt_boxes, gt_labels, gt_valid = pad_targets(targets, device)
+        gt = targets if isinstance(targets, GroundTruth) else pad_targets(targets, device)
+        gt_boxes, gt_labels, gt_valid = gt
         max_gt = gt_boxes.shape[1]
         if max_gt == 0 or self.budget == 0:
             return None
-        B = len(targets)
+        B = gt_boxes.shape[0]
         groups = max(1, self.budget // max_gt)
         halves = 2 if self.contrastive else 1
         blocks = self.draws * groups * halves

@@ -12,12 +12,13 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch.profiler import record_function
 from torch import Tensor, nn
 
 from dinokit.config import ModelConfig
 from dinokit.model.backbone import Backbone
 from dinokit.model.decoder import Decoder
-from dinokit.model.denoising import Denoising, DenoisingQueries
+from dinokit.model.denoising import Denoising, DenoisingQueries, GroundTruth
 from dinokit.model.encoder import Encoder
 from dinokit.model.groups import QueryLayout, attention_mask
 from dinokit.model.position import SinePositionEmbedding
@@ -73,10 +74,14 @@ class DINO(nn.Module):
         return srcs, level_masks
 
     def forward(
-        self, images: Tensor, masks: Tensor | None = None, targets: list[dict[str, Tensor]] | None = None
+        self, images: Tensor, masks: Tensor | None = None,
+        targets: list[dict[str, Tensor]] | GroundTruth | None = None,
     ) -> dict[str, Any]:
         """images (B, 3, H, W) in [0, 1]; masks (B, H, W) True on padding; targets (training) hold
-        `boxes` (N, 4) cxcywh normalised to each unpadded image and `labels` (N,).
+        `boxes` (N, 4) cxcywh normalised to each unpadded image and `labels` (N,), or come padded
+        as GroundTruth (compiled training: fixed shapes).
+
+        The `dinokit.<part>` scopes name the parts in a torch.profiler trace (free without one).
 
         Returns pred_logits (B, K, C), pred_boxes (B, K, 4) cxcywh in [0, 1] of the unpadded image,
         aux_outputs (one dict per earlier decoder layer), enc_outputs (None for static queries),
@@ -85,36 +90,45 @@ class DINO(nn.Module):
         """
         if masks is None:
             masks = torch.zeros(images.shape[0], *images.shape[-2:], dtype=torch.bool, device=images.device)
-        srcs, level_masks = self.multiscale(images, masks)
-        shapes = [(s.shape[-2], s.shape[-1]) for s in srcs]  # (H_l, W_l), symbolic in an ONNX export
-        shapes = LevelShapes(shapes, level_table(shapes, images.device))  # on the device once per forward
-        src = torch.cat([s.flatten(2).transpose(1, 2) for s in srcs], 1)  # (B, S, D)
-        pos = torch.cat(
-            [(self.position(m).flatten(2).transpose(1, 2) + self.level_embed[lvl]) for lvl, m in enumerate(level_masks)], 1
-        )
-        mask = torch.cat([m.flatten(1) for m in level_masks], 1)  # (B, S)
-        valid_ratios = torch.stack(
-            [torch.stack(((~m[:, 0, :]).sum(1) / m.shape[2], (~m[:, :, 0]).sum(1) / m.shape[1]), -1)
-             for m in level_masks], 1,
-        ).to(src.dtype)  # (B, L, 2) as (w, h)
+        with record_function("dinokit.backbone"):
+            srcs, level_masks = self.multiscale(images, masks)
+            shapes = [(s.shape[-2], s.shape[-1]) for s in srcs]  # (H_l, W_l), symbolic in an ONNX export
+            shapes = LevelShapes(shapes, level_table(shapes, images.device))  # on the device once per forward
+            src = torch.cat([s.flatten(2).transpose(1, 2) for s in srcs], 1)  # (B, S, D)
+            pos = torch.cat(
+                [(self.position(m).flatten(2).transpose(1, 2) + self.level_embed[lvl])
+                 for lvl, m in enumerate(level_masks)], 1
+            )
+            mask = torch.cat([m.flatten(1) for m in level_masks], 1)  # (B, S)
+            valid_ratios = torch.stack(
+                [torch.stack(((~m[:, 0, :]).sum(1) / m.shape[2], (~m[:, :, 0]).sum(1) / m.shape[1]), -1)
+                 for m in level_masks], 1,
+            ).to(src.dtype)  # (B, L, 2) as (w, h)
 
-        memory = self.encoder(src, pos, shapes, valid_ratios, mask)
-        selected = self.queries(memory, mask, shapes)
+        with record_function("dinokit.encoder"):
+            memory = self.encoder(src, pos, shapes, valid_ratios, mask)
+        with record_function("dinokit.query_selection"):
+            selected = self.queries(memory, mask, shapes)
         content, anchors = selected.content, selected.anchors  # (B, T, D), (B, T, 4)
         layout = selected.layout or QueryLayout(content.shape[1])
         T = content.shape[1]
         dn = None
-        if self.training and self.denoising is not None and targets is not None:
-            dn = self.denoising(targets, T)
-        attn_mask = query_padding = None
-        if dn is not None:
-            content = torch.cat((dn.content, content), 1)
-            anchors = torch.cat((dn.anchors, anchors), 1)
-            attn_mask = dn.attn_mask
-            query_padding = torch.cat((dn.padding, torch.zeros_like(dn.padding[:, :1]).expand(-1, T)), 1)
-        P = dn.size if dn is not None else 0
-        attn_mask = attention_mask(layout, attn_mask, P, content.device)
-        dec = self.decoder(content, anchors, memory, pos, shapes, valid_ratios, mask, attn_mask, query_padding, P)
+        with record_function("dinokit.denoising"):
+            if self.training and self.denoising is not None and targets is not None:
+                dn = self.denoising(targets, T)
+            attn_mask = query_padding = None
+            if dn is not None:
+                content = torch.cat((dn.content, content), 1)
+                anchors = torch.cat((dn.anchors, anchors), 1)
+                attn_mask = dn.attn_mask
+                query_padding = torch.cat((dn.padding, torch.zeros_like(dn.padding[:, :1]).expand(-1, T)), 1)
+            P = dn.size if dn is not None else 0
+            attn_mask = attention_mask(layout, attn_mask, P, content.device)
+        with record_function("dinokit.decoder"):
+            # without the aids the matching queries see each other freely: known from the layout,
+            # not read from the mask (a host read, and a graph break under torch.compile)
+            dec = self.decoder(content, anchors, memory, pos, shapes, valid_ratios, mask, attn_mask, query_padding, P,
+                               matching_free=not layout.has_aids)
         logits, boxes = dec.logits[:, :, P:], dec.boxes[:, :, P:]  # (layers, B, T, C | 4)
         if self.training and self.denoising is not None and dn is None:
             # a batch with no boxes: keep the label embedding in the graph (DistributedDataParallel)

@@ -1,5 +1,5 @@
-"""torch.compile for training and inference alike (`--compile`, opt-in: the first calls compile
-for minutes on a CPU)."""
+"""torch.compile of the inference model (`eval` / `predict --compile`, opt-in: the first calls
+compile for minutes on a CPU). The training step compiles in dinokit/training/compiled.py."""
 
 from __future__ import annotations
 

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
+from torch.profiler import record_function
 
 from dinokit.config import LrShape, TrainConfig
 
@@ -22,16 +23,18 @@ def apply_gradients(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler
     """Backward, gradient clipping at `clip` (0: none, the norm is still computed) and the
     optimiser step through `scaler` (a GradScaler, enabled for fp16 on CUDA only). A step whose
     gradient norm is not finite is skipped and its gradients dropped; returns whether it was taken."""
-    optimizer.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
-    scaler.unscale_(optimizer)  # clip the true gradients (no-op unless fp16 on CUDA)
-    params = [p for p in model.parameters() if p.grad is not None]
-    norm = torch.nn.utils.clip_grad_norm_(params, clip if clip > 0 else float("inf"), foreach=True)
-    finite = bool(torch.isfinite(norm))  # the step's one host read of the norm
-    if finite:
-        scaler.step(optimizer)
-    else:
+    with record_function("dinokit.backward"):
         optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+    with record_function("dinokit.optimiser"):
+        scaler.unscale_(optimizer)  # clip the true gradients (no-op unless fp16 on CUDA)
+        params = [p for p in model.parameters() if p.grad is not None]
+        norm = torch.nn.utils.clip_grad_norm_(params, clip if clip > 0 else float("inf"), foreach=True)
+        finite = bool(torch.isfinite(norm))  # the step's one host read of the norm
+        if finite:
+            scaler.step(optimizer)
+        else:
+            optimizer.zero_grad(set_to_none=True)
     return finite
 
 

@@ -17,6 +17,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.profiler import record_function
 
 from dinokit.config import Config, check_budget, save_yaml, total_steps
 from dinokit.training import distributed as dist_utils
@@ -36,7 +37,7 @@ from dinokit.training.signals import StopRequest, StopRun
 from dinokit.runtime.rundir import find_resume_dir, new_run_dir, safe_name
 from dinokit.training.patience import patience_reason
 from dinokit.training.plots import plot_curves, plot_results, write_metrics_csv
-from dinokit.runtime.compile import compile_model
+from dinokit.training.compiled import ShapeBuckets, TrainingStep, resolve_compile
 from dinokit.errors import DataError, DinokitError
 
 OPTIMIZER_FIELDS = ("lr", "lr_backbone", "weight_decay")  # held in the optimiser's state, applied on resume
@@ -91,7 +92,8 @@ class Trainer:
 
         self.cfg, self.device, self.info, self.on_epoch, self.stop = cfg, device, info, on_epoch, stop
         t = cfg.train
-        self.precision, precision_note = resolve_precision(t.precision, device)
+        self.precision, precision_note = resolve_precision(t.precision, device, training=True)
+        self.compiled, compile_note = resolve_compile(t.compile, device, self.precision)
         self.scaler = grad_scaler(self.precision, device)  # enabled for fp16 on CUDA only
         if t.threads > 0:
             torch.set_num_threads(t.threads)
@@ -148,7 +150,7 @@ class Trainer:
         self._evaluated_step = -1  # the step of the last evaluation, on every rank
         self._saved_at = time.monotonic()
         self.console = TrainConsole(info.is_main, progress, self.total_steps or None, self.budget_s)
-        for note in (weights_note, image_note, split_note, precision_note):
+        for note in (weights_note, image_note, split_note, precision_note, compile_note):
             if note:
                 self.console.message(note)
         self.model: nn.Module = self.raw_model
@@ -171,8 +173,8 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             # every DINO switch keeps all parameters in the graph (even for batches without boxes)
             self.model = DistributedDataParallel(self.raw_model, device_ids=ids)
-        if t.compile:
-            self.model = compile_model(self.model)
+        buckets = ShapeBuckets.for_data(self.cfg.data) if self.compiled else None
+        self.step_fn = TrainingStep(self.model, self.criterion, self.compiled, buckets)
         self.t0 = time.monotonic()
         where = f"resuming {self.run_dir} at step {self.step}" if resume else f"training into {self.run_dir}"
         self.console.message(
@@ -271,16 +273,17 @@ class Trainer:
         t = self.cfg.train
         fraction = self.step / self.total_steps if self.total_steps else 0.0
         self.lr = self.schedule.update(self.step, max(fraction, self._time_fraction))
-        images, masks = images.to(self.device), masks.to(self.device)
-        targets = [{k: v.to(self.device) if torch.is_tensor(v) else v for k, v in tg.items()} for tg in targets]
+        with record_function("dinokit.data"):
+            images, masks = images.to(self.device), masks.to(self.device)
+            targets = [{k: v.to(self.device) if torch.is_tensor(v) else v for k, v in tg.items()} for tg in targets]
         self.model.train()
         with autocast(self.precision, self.device):  # the loss turns autocast off itself (fp32)
-            outputs = self.model(images, masks, targets)
-            losses = self.criterion(outputs, targets)
+            _, losses = self.step_fn(images, masks, targets)  # eager, or compiled (training/compiled.py)
         finite = apply_gradients(losses["loss"], self.optimizer, self.scaler, self.raw_model, t.clip_grad)
         if finite:
             if self.ema is not None:
-                self.ema.update_parameters(self.raw_model)
+                with record_function("dinokit.optimiser"):
+                    self.ema.update_parameters(self.raw_model)
             self._bad_steps = 0
         else:  # identical on every rank: gradients are all-reduced before the norm
             self._bad_steps += 1
