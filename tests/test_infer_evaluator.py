@@ -105,7 +105,7 @@ def _render(table) -> str:
 
 def test_one_evaluation_path_and_training_compiles_outside_infer():
     """Benchmarks evaluate through `dinokit.load(...).evaluate()` (the int8 device rule included);
-    the trainer's torch.compile comes from runtime/, not from inference's speed options."""
+    the trainer's torch.compile comes from training/compiled.py, not from inference's speed options."""
     import ast
     from pathlib import Path
 
@@ -114,6 +114,10 @@ def test_one_evaluation_path_and_training_compiles_outside_infer():
     root = Path(__file__).resolve().parents[1]
     assert not hasattr(evaluator, "evaluate_checkpoint")
     assert not [p.name for p in (root / "benchmarks").glob("*.py") if "evaluate_checkpoint" in p.read_text()]
-    tree = ast.parse((root / "dinokit" / "training" / "trainer.py").read_text())
-    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
-    assert "dinokit.infer.speed" not in imported and "dinokit.runtime.compile" in imported
+    def imported(*parts: str) -> set[str]:
+        tree = ast.parse((root / "dinokit" / Path(*parts)).read_text())
+        return {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+
+    assert "dinokit.infer.speed" not in imported("training", "trainer.py")
+    assert "dinokit.training.compiled" in imported("training", "trainer.py")
+    assert "dinokit.infer.speed" not in imported("training", "compiled.py")

@@ -16,10 +16,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from dinokit.errors import DinokitError, run_worker
-from dinokit.studies.launch import Launch
+from dinokit.studies.workers import fail_trial_on_sigterm
+
+if TYPE_CHECKING:  # launch.py calls this module; the type alone comes back (no import cycle)
+    from dinokit.studies.launch import Launch
 
 ACTIVE = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED", "REQUEUE_HOLD",
           "REQUEUE_FED", "RESIZING", "SIGNALING", "STAGE_OUT", "PREEMPTED"}
@@ -52,12 +55,6 @@ def _sbatch(submit: Callable[[], Any]) -> str:
         raise DinokitError(f"sbatch failed: {text[-1] if text else type(exc).__name__}") from None
 
 
-def _cancelled(signum: int, frame: Any) -> None:
-    """scancel outside a training step (building the model, between trials): fail the trial now,
-    rather than be killed after Slurm's KillWait with the trial left running."""
-    raise KeyboardInterrupt("SIGTERM from Slurm (job cancelled)")
-
-
 def _job(work: Callable[[], None], timed: bool) -> None:
     """A worker job's body: say where it runs, then work (errors end as one line).
 
@@ -65,7 +62,7 @@ def _job(work: Callable[[], None], timed: bool) -> None:
     it needs the job's time limit; without --time, USR2 stops the training as SIGTERM does (the
     trial fails as interrupted and is retried by the other jobs or a rerun)."""
     print(f"[slurm job {os.environ.get('SLURM_JOB_ID', '?')} on {os.uname().nodename}]", flush=True)
-    signal.signal(signal.SIGTERM, _cancelled)  # submitit ignores it; the trainer stops at a step on its own
+    fail_trial_on_sigterm()  # scancel: submitit ignores SIGTERM; fail the trial now, not after KillWait
     if not timed:
         signal.signal(signal.SIGUSR2, lambda *_: os.kill(os.getpid(), signal.SIGTERM))
     run_worker(work)

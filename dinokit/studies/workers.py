@@ -4,6 +4,7 @@ threads each gets, and how a trial whose worker died is failed so that its work 
 from __future__ import annotations
 
 import os
+import signal
 import socket
 from pathlib import Path
 
@@ -11,6 +12,17 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from dinokit.studies.launch import job_attrs
+
+
+def _interrupted(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt("SIGTERM (the worker was asked to stop)")
+
+
+def fail_trial_on_sigterm() -> None:
+    """In a worker process: a SIGTERM outside a training step (building the model, loading data,
+    between trials) fails the running trial at once as interrupted, instead of killing the process
+    with its trial left RUNNING. Inside a step the trainer's own handler stops at the next step."""
+    signal.signal(signal.SIGTERM, _interrupted)
 
 HOST = socket.gethostname()
 
