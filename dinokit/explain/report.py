@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from dinokit.explain.explanation import Explanation
 from dinokit.explain.html import render_html
 from dinokit.files import write_json, write_text, write_with
+
+if TYPE_CHECKING:  # Explanation.save() calls this module; only the type comes back
+    from dinokit.explain.explanation import Explanation
 
 DPI = 100
 
