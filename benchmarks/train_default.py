@@ -4,6 +4,8 @@
     python benchmarks/train_default.py --out runs/bench/groups --set model.query_groups=3 \\
         --against runs/bench/default/curve.csv                                       # overlay a curve
     python benchmarks/train_default.py --out runs/bench/cmp --against recipe.yaml   # train both
+    python benchmarks/train_default.py --out runs/bench/compiled --compile true \
+        --against runs/bench/default/curve.csv                                       # compiled vs eager
 
 Trains on the built-in shapes data (unchanged: same generator, split and COCO evaluation) with an
 evaluation every `--eval-every` steps, writes curve.csv (step, seconds, AP, AP50; AP as fractions,
@@ -78,11 +80,13 @@ def plot(curves: dict[str, list[dict[str, float]]], path: Path) -> None:
     plt.close(fig)
 
 
-def recipe(preset: str, config: str | None, overrides: list[str], steps: int, every: int) -> Config:
+def recipe(preset: str, config: str | None, overrides: list[str], steps: int, every: int,
+           compile_: str | None = None) -> Config:
+    """The preset, a YAML on top, the overrides, then the benchmark's budget (and `--compile`)."""
     cfg = load_preset(preset)
     if config:
         cfg = load_yaml(Path(config), cfg)
-    cfg = apply_overrides(cfg, overrides)
+    cfg = apply_overrides(cfg, overrides + ([f"train.compile={compile_}"] if compile_ else []))
     cfg.train.steps, cfg.train.time_budget, cfg.train.eval_every_steps = steps, 0.0, every
     return cfg
 
@@ -97,10 +101,13 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=50, help="evaluate every N steps")
     parser.add_argument("--against", default=None, help="a curve.csv to overlay, or a YAML config to train too")
     parser.add_argument("--label", default="recipe")
+    parser.add_argument("--compile", choices=("auto", "true", "false"), default=None,
+                        help="train.compile for every recipe trained here (seconds include compiling)")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    curves = {args.label: run_curve(recipe(args.preset, args.config, args.overrides, args.steps, args.eval_every))}
+    curves = {args.label: run_curve(recipe(args.preset, args.config, args.overrides, args.steps, args.eval_every,
+                                                   args.compile))}
     write_csv(curves[args.label], out / "curve.csv")
     if args.against:
         against = Path(args.against)
@@ -108,10 +115,11 @@ def main() -> None:
             curves[f"against: {against.parent.name}"] = read_csv(against)
         else:
             curves[f"against: {against.stem}"] = run_curve(recipe(args.preset, str(against), [], args.steps,
-                                                                  args.eval_every))
+                                                                  args.eval_every, args.compile))
             write_csv(curves[f"against: {against.stem}"], out / "curve_against.csv")
     plot(curves, out / "curve.png")
-    report = {"threads": torch.get_num_threads(), "steps": args.steps, "overrides": args.overrides}
+    report = {"threads": torch.get_num_threads(), "steps": args.steps, "overrides": args.overrides,
+              "compile": args.compile}
     for label, curve in curves.items():
         reached = first_reached(curve)
         report[label] = {f"AP50>={th}": (f"step {r[0]:.0f}, {r[1]:.0f} s" if r else "not reached")

@@ -11,7 +11,8 @@ import pytest
 from scipy import stats
 
 from dinokit.ablate.decide import (
-    EQUIVALENT, HELPS, HURTS, UNDECIDED, cs_halfwidth, decide, decide_sequence, needed_arms, verdict_of,
+    EQUIVALENT, HELPS, HURTS, UNDECIDED, cs_halfwidth, decide, decide_sequence, decisions_table, needed_arms,
+    seeds_to_decide, verdict_of,
 )
 from dinokit.ablate.sequential import first_look
 
@@ -64,6 +65,37 @@ def test_first_decisive_look_and_running_interval() -> None:
     assert high - low <= 2 * half + 1e-12
     low, high, verdict, at = decide_sequence([0.01, -0.02, 0.0, 0.02, -0.01, 0.01], 1.0, 0.05)
     assert verdict == EQUIVALENT and -1 < low < high < 1
+
+
+def _exact(n: int, mean: float, sd: float) -> np.ndarray:
+    """n differences whose sample mean and sd are exactly `mean` and `sd`."""
+    z = np.random.default_rng(n).normal(size=n)
+    return mean + sd * (z - z.mean()) / z.std(ddof=1)
+
+
+@pytest.mark.parametrize("mean,sd,margin,verdict", [(0.8, 2.0, 1.0, HURTS), (0.2, 0.6, 1.0, EQUIVALENT),
+                                                    (-5.0, 3.0, 1.0, HURTS), (0.3, 1.0, 0.0, HELPS)])
+def test_seeds_to_decide_is_the_first_look_that_would_give_a_verdict(mean: float, sd: float, margin: float,
+                                                                     verdict: str) -> None:
+    """If the mean and spread hold, the interval at the predicted seeds gives a verdict and one
+    seed earlier it does not (checked with the interval itself, not the prediction's code)."""
+    mean = -mean if verdict == HURTS and mean > 0 else mean
+    n = int(seeds_to_decide(mean, sd, margin, 0.01))
+    for pairs, decided in ((n, True), (n - 1, False)):
+        d = _exact(pairs, mean, sd) if pairs >= 2 else np.array([mean])
+        half = float(cs_halfwidth(pairs, ((d - d.mean()) ** 2).sum(), 0.01))
+        assert verdict_of(mean - half, mean + half, margin) == (verdict if decided else UNDECIDED), pairs
+    assert math.isinf(seeds_to_decide(0.0, 0.5, 0.0, 0.01))  # no difference and no margin: never decided
+    assert math.isinf(seeds_to_decide(0.001, 1.0, 0.0, 0.01, cap=50))  # beyond the cap
+    assert math.isnan(seeds_to_decide(0.5, math.nan, 1.0, 0.01))  # one seed: no spread yet
+
+
+def test_verdict_table_shows_the_spread_and_what_an_undecided_one_would_take() -> None:
+    values = pd.DataFrame({"a": np.zeros(6), "b": _exact(6, 0.004, 0.02)}, index=range(6))
+    table = decisions_table(decide(values, [("b vs a", "b", "a")], margin=0.01), 1.0, 100.0, "AP")
+    row = table.iloc[0]
+    assert row["verdict"] == "undecided" and row["sd of ΔAP"] == "2.00"
+    assert row["this rule would need"] == f"{int(seeds_to_decide(0.004, 0.02, 0.01, 0.05))} seeds"
 
 
 def test_decide_splits_alpha_over_comparisons_and_names_needed_arms() -> None:

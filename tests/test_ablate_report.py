@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 
 from dinokit.ablate.arms import leave_one_out
+from dinokit.ablate.cli import rich_table
 from dinokit.ablate.report import (
-    ReportData, paired_difference, render_markdown, report_data, rich_table, summarize, write_report,
+    ReportData, paired_difference, render_markdown, report_data, summarize, write_report,
 )
 from dinokit.config import load_preset
 

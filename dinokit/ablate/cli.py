@@ -8,7 +8,7 @@ The main CLI mounts `app` with `app.add_typer(ablate_app, name="ablate")`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 from rich.console import Console
@@ -206,8 +206,25 @@ def _pairs(pairs: set[tuple[str, int]]) -> str:
     return ", ".join(names[:6]) + (", ..." if len(names) > 6 else "")
 
 
+def rich_table(data: ReportData, summary: pd.DataFrame) -> Any:
+    """The report's table for the terminal."""
+    from rich.table import Table
+
+    from dinokit.ablate.report import completed, display_table
+
+    df = display_table(summary, data.baseline)
+    done = len(completed(data.trials))
+    table = Table(title=f"ablation {data.name}: {done}/{len(data.arms) * len(data.seeds)} trials "
+                        "(AP in COCO points, mean ± std over seeds)")
+    for i, col in enumerate(df.columns):
+        table.add_column(str(col), justify="left" if i == 0 else "right")
+    for row in df.itertuples(index=False):
+        table.add_row(*(str(v) for v in row))
+    return table
+
+
 def _show(data_: ReportData, summary: pd.DataFrame, out_dir: Path) -> None:
-    from dinokit.ablate.report import completed, rich_table
+    from dinokit.ablate.report import completed
 
     wide = console if console.is_terminal else Console(width=160)  # logs: no 80-column wrapping
     wide.print(rich_table(data_, summary))

@@ -113,6 +113,20 @@ def decide(values: pd.DataFrame, comparisons: list[tuple[str, str, str]], margin
     return out
 
 
+def seeds_to_decide(mean: float, sd: float, margin: float, alpha: float, cap: int = 1000) -> float:
+    """The pairs at which this rule's interval, centred on `mean` with the spread `sd` seen so
+    far, would first give a verdict (inf beyond `cap`, nan without a spread): the half-width must
+    fall below |mean| (helps/hurts) or below margin - |mean| (no effect)."""
+    if not (math.isfinite(mean) and math.isfinite(sd)):
+        return math.nan
+    distance = max(abs(mean), margin - abs(mean))
+    if distance <= 0:
+        return math.inf
+    n = np.arange(2, cap + 1)
+    ok = np.flatnonzero(cs_halfwidth(n, sd * sd * (n - 1), alpha) < distance)
+    return float(n[ok[0]]) if len(ok) else math.inf
+
+
 def needed_arms(decisions: list[Decision]) -> list[str]:
     """The arms an undecided comparison still needs, in first-seen order."""
     return list(dict.fromkeys(a for d in decisions if not d.decided for a in (d.reference, d.arm)))
@@ -123,6 +137,7 @@ def decisions_table(decisions: list[Decision], margin: float, scale: float, unit
     from dinokit.ablate.format import signed
     from dinokit.ablate.stats import seeds_needed
 
+    each = ALPHA / max(1, len(decisions))
     rows: list[dict[str, Any]] = []
     for d in decisions:
         interval = "—" if math.isinf(d.low) or math.isnan(d.low) else \
@@ -132,13 +147,19 @@ def decisions_table(decisions: list[Decision], margin: float, scale: float, unit
         if d.verdict in (HELPS, HURTS) and -margin / scale < d.low and d.high < margin / scale:
             label += f" (by less than {margin:g})"
         fixed = seeds_needed(d.mean, d.sd)
+        rule = seeds_to_decide(d.mean, d.sd, margin / scale, each)
         rows.append({"comparison": d.name, "verdict": label,
                      "seeds": str(d.decided_at) if d.decided else f"{d.n} (not enough)",
                      f"mean Δ{unit}": "—" if math.isnan(d.mean) else signed(d.mean, scale),
                      "interval (always valid)": interval,
-                     "fixed design would need": "—" if d.decided or math.isnan(fixed) else
-                     ("> 1000" if math.isinf(fixed) else f"{int(fixed)} seeds")})
+                     f"sd of Δ{unit}": "—" if math.isnan(d.sd) else f"{scale * d.sd:.2f}",
+                     "this rule would need": _seeds(rule, d.decided),
+                     "fixed design would need": _seeds(fixed, d.decided)})
     return pd.DataFrame(rows)
+
+
+def _seeds(n: float, decided: bool) -> str:
+    return "—" if decided or math.isnan(n) else ("> 1000" if math.isinf(n) else f"{int(n)} seeds")
 
 
 def rule_text(margin: float, measure: str, k: int, alpha: float = ALPHA) -> str:
@@ -147,5 +168,7 @@ def rule_text(margin: float, measure: str, k: int, alpha: float = ALPHA) -> str:
             f"confidence sequence (Lai's t-mixture, rho={RHO:g}) at {100 * alpha:g}% / {k} comparison(s) "
             f"(Bonferroni), so looking after every seed does not inflate the error rates. helps: the "
             f"interval lies above 0; hurts: below 0; no effect: inside ±{margin:g}. 'seeds' is the number "
-            "of paired seeds at the first decisive look. 'fixed design would need' is the paired t test's "
-            "estimate (80% power, 5% two-sided) from the spread seen so far.")
+            "of paired seeds at the first decisive look. 'sd of Δ' is the seeds' spread of the paired "
+            "difference: it sets the cost of a verdict. For an undecided comparison, 'this rule would need' is "
+            "the seeds at which this interval would give a verdict if the mean and the spread seen so far hold; "
+            "'fixed design would need' is the paired t test's estimate (80% power, 5% two-sided).")

@@ -370,21 +370,6 @@ def write_report(data: ReportData, out_dir: Path, gallery: bool = True) -> pd.Da
     return summary
 
 
-def rich_table(data: ReportData, summary: pd.DataFrame) -> Any:
-    """The report's table for the terminal."""
-    from rich.table import Table
-
-    df = display_table(summary, data.baseline)
-    done = len(completed(data.trials))
-    table = Table(title=f"ablation {data.name}: {done}/{len(data.arms) * len(data.seeds)} trials "
-                        "(AP in COCO points, mean ± std over seeds)")
-    for i, col in enumerate(df.columns):
-        table.add_column(str(col), justify="left" if i == 0 else "right")
-    for row in df.itertuples(index=False):
-        table.add_row(*(str(v) for v in row))
-    return table
-
-
 def render(storage_url: str, name: str, out_dir: Path, rule: dict[str, Any] | None = None,
            gallery: bool = True) -> tuple[ReportData, pd.DataFrame]:
     """Rebuild `out_dir`'s report from storage alone; returns the data and the per-arm summary.

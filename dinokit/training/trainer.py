@@ -1,7 +1,7 @@
 """The training loop: budget (epochs, steps or minutes), evaluation, checkpoints and resume.
 
 One `Trainer` object holds the run's state, so that saving `last.pt` and resuming from it are
-two mirror-image functions (`_training_state` / `_restore`). Under `torchrun` the same code runs
+two mirror-image functions (`pack` / `restore` in training/state.py). Under `torchrun` the same code runs
 in every process; only rank 0 writes files and prints, and every decision to stop is agreed on
 by all processes so that none is left waiting in a collective.
 """
@@ -21,7 +21,7 @@ from torch.profiler import record_function
 
 from dinokit.config import Config, check_budget, save_yaml, total_steps
 from dinokit.training import distributed as dist_utils
-from dinokit.checkpoint import check_compatible, make_checkpoint, save_checkpoint
+from dinokit.checkpoint import save_checkpoint
 from dinokit.training.console import TrainConsole
 from dinokit.runtime.device import process_device
 from dinokit.infer.evaluator import run_evaluation, write_run_diagnostics
@@ -29,9 +29,9 @@ from dinokit.infer.precision import autocast, grad_scaler, resolve_precision
 from dinokit.data.coco import preflight_images, same_images_note
 from dinokit.interop.load import detector_checkpoint, load_checkpoint, load_initial_weights
 from dinokit.training.optim import LrSchedule, apply_gradients, build_ema, build_optimizer
-from dinokit.training.rng import capture_rng, nondeterminism_error, restore_rng, seed_everything
+from dinokit.training.rng import capture_rng, nondeterminism_error, seed_everything
 from dinokit.training.board import Board, open_board
-from dinokit.training import losslog
+from dinokit.training import losslog, state as run_state
 from dinokit.training.samples import TrainLoader
 from dinokit.training.signals import StopRequest, StopRun
 from dinokit.runtime.rundir import find_resume_dir, new_run_dir, safe_name
@@ -40,7 +40,6 @@ from dinokit.training.plots import plot_curves, plot_results, write_metrics_csv
 from dinokit.training.compiled import ShapeBuckets, TrainingStep, resolve_compile
 from dinokit.errors import DataError, DinokitError
 
-OPTIMIZER_FIELDS = ("lr", "lr_backbone", "weight_decay")  # held in the optimiser's state, applied on resume
 MAX_BAD_STEPS = 20  # consecutive non-finite gradient steps before giving up
 
 
@@ -360,29 +359,7 @@ class Trainer:
         return stopping
 
     def _checkpoint(self, full: bool, rng: list[Any] | None = None) -> dict[str, Any]:
-        state: dict[str, Any] = {
-            "ema": self.ema.state_dict() if self.ema is not None else None,
-            "epoch": self.epoch, "epoch_step": self.epoch_step, "step": self.step,
-            "history": self.history, "best": self.best,
-        }
-        if not full:  # best.pt: the score predict keeps by default
-            state["score_threshold"] = self.best.get("score_threshold")
-        if full:
-            state.update(
-                optimizer=self.optimizer.state_dict(), scheduler=self.schedule.state_dict(),
-                rng=rng or [capture_rng()], elapsed=self._elapsed(), eval_seconds=self.eval_seconds, loss_curve=self.loss_curve,
-                log_sums=self.log_sums, log_count=self.log_count, loader_generator=self._next_loader_state(),
-                scaler=self.scaler.state_dict(),
-            )
-        return make_checkpoint(
-            self.raw_model.state_dict(), self.cfg, self.classes, self.cat_ids, metrics=self.best, **state
-        )
-
-    def _next_loader_state(self) -> torch.Tensor:
-        """The loader generator's state that the next session's first iterator must start from:
-        inside an epoch, the one this epoch's iterator started from; at its end, the current one."""
-        inside = 0 < self.epoch_step < self.steps_per_epoch
-        return self.batches.epoch_start_state if inside else self.batches.generator.get_state()
+        return run_state.pack(self, full, rng)
 
     def _save_last(self, collective: bool = True) -> None:
         self._read_losses()  # the checkpoint holds the log sums and the loss curve
@@ -395,40 +372,4 @@ class Trainer:
             dist_utils.barrier(self.info)
 
     def _restore(self, ckpt: dict[str, Any]) -> None:
-        """Mirror of `_checkpoint(full=True)`: continue exactly where last.pt left off."""
-        check_compatible(ckpt, self.cfg, self.raw_model)
-        self.raw_model.load_state_dict(ckpt["model"])
-        # the optimiser's saved hyperparameters would win over a `--set train.lr=...` given at
-        # resume; the configuration (what config.yaml says ran) wins instead
-        wanted = [(g["lr"], g["weight_decay"]) for g in self.optimizer.param_groups]
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.schedule.load_state_dict(ckpt["scheduler"])
-        for group, (lr, decay) in zip(self.optimizer.param_groups, wanted):
-            group["weight_decay"] = decay
-        self.schedule.base_lrs = [lr for lr, _ in wanted]
-        saved = ckpt.get("config", {}).get("train", {})
-        changed = [f"train.{k} {saved[k]} -> {getattr(self.cfg.train, k)}" for k in OPTIMIZER_FIELDS
-                   if k in saved and saved[k] != getattr(self.cfg.train, k)]
-        if changed:
-            self.console.message(f"resume: applying {', '.join(changed)}")
-        if ckpt.get("scaler") and self.scaler.is_enabled():  # fp16 on CUDA: continue with the same loss scale
-            self.scaler.load_state_dict(ckpt["scaler"])
-        if self.ema is not None:
-            if ckpt.get("ema"):
-                self.ema.load_state_dict(ckpt["ema"])
-            else:  # EMA switched on at resume: start it from the current weights
-                self.ema = build_ema(self.raw_model, self.cfg.train.ema_decay)
-        self.step, self.epoch, self.epoch_step = int(ckpt["step"]), int(ckpt["epoch"]), int(ckpt["epoch_step"])
-        self.elapsed_before = float(ckpt.get("elapsed", 0.0))
-        self.eval_seconds = float(ckpt.get("eval_seconds", 0.0))
-        self.history, self.best = list(ckpt.get("history", [])), dict(ckpt.get("best", {}))
-        self._evaluated_step = int(self.history[-1]["step"]) if self.history else -1
-        self.loss_curve = [list(p) for p in ckpt.get("loss_curve", [])]
-        self.log_sums, self.log_count = dict(ckpt.get("log_sums", {})), int(ckpt.get("log_count", 0))
-        states = ckpt.get("rng") or []
-        if self.info.rank < len(states):
-            restore_rng(states[self.info.rank])
-        if torch.is_tensor(ckpt.get("loader_generator")):  # worker seeds of the epoch in progress
-            self.batches.generator.set_state(ckpt["loader_generator"].to(device="cpu", dtype=torch.uint8))
-        if self.epoch_step >= self.steps_per_epoch:  # the epoch length changed (e.g. batch size)
-            self.epoch, self.epoch_step = self.epoch + 1, 0
+        run_state.restore(self, ckpt)
