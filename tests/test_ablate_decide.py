@@ -11,7 +11,7 @@ import pytest
 from scipy import stats
 
 from dinokit.ablate.decide import (
-    EQUIVALENT, HELPS, HURTS, UNDECIDED, cs_halfwidth, decide, decide_sequence, decisions_table, needed_arms,
+    EQUIVALENT, HELPS, HURTS, LEGACY_RHO, RHO, UNDECIDED, cs_halfwidth, decide, decide_sequence, decisions_table, needed_arms,
     seeds_to_decide, verdict_of,
 )
 from dinokit.ablate.sequential import first_look
@@ -25,25 +25,38 @@ def _martingale(d: np.ndarray, mu: float, alpha_rho: tuple[float, float] = (0.05
     return math.sqrt(rho / (n + rho)) * (1 - s * s / ((n + rho) * v)) ** (-n / 2)
 
 
-def test_interval_endpoints_solve_the_defining_equation() -> None:
+@pytest.mark.parametrize("rho", [RHO, LEGACY_RHO])
+def test_interval_endpoints_solve_the_defining_equation(rho: float) -> None:
     d = np.array([1.2, 0.4, 2.1, 0.9, 1.5, 1.1, 0.3, 1.8])
     n, m = len(d), d.mean()
     q = ((d - m) ** 2).sum()
     # by hand: c = (alpha^2 rho / (n + rho))^(1/n), k = (1 - c)(n + rho), half = sqrt(k Q / (n (n - k)))
-    c = (0.05 ** 2 / 9) ** (1 / 8)
-    k = (1 - c) * 9
+    c = (0.05 ** 2 * rho / (8 + rho)) ** (1 / 8)
+    k = (1 - c) * (8 + rho)
     half = math.sqrt(k * q / (8 * (8 - k)))
-    assert float(cs_halfwidth(n, q, 0.05)) == pytest.approx(half, rel=1e-12)
-    assert _martingale(d, m - half) == pytest.approx(1 / 0.05, rel=1e-9)  # the boundary: M = 1/alpha
-    assert _martingale(d, m + half) == pytest.approx(1 / 0.05, rel=1e-9)
-    assert _martingale(d, m) < 20 and _martingale(d, m + 1.5 * half) > 20  # inside / outside
+    assert float(cs_halfwidth(n, q, 0.05, rho)) == pytest.approx(half, rel=1e-12)
+    assert _martingale(d, m - half, (0.05, rho)) == pytest.approx(1 / 0.05, rel=1e-9)  # the boundary: M = 1/alpha
+    assert _martingale(d, m + half, (0.05, rho)) == pytest.approx(1 / 0.05, rel=1e-9)
+    assert _martingale(d, m, (0.05, rho)) < 20 and _martingale(d, m + 1.5 * half, (0.05, rho)) > 20
 
 
 def test_interval_is_unbounded_until_enough_pairs() -> None:
-    assert math.isinf(float(cs_halfwidth(2, 1.0, 0.05)))
-    assert math.isinf(float(cs_halfwidth(4, 1.0, 0.05)))  # k = 4.25 > 4 at n = 4
-    assert math.isfinite(float(cs_halfwidth(5, 1.0, 0.05)))  # k = 4.735 < 5
-    assert first_look(0.05) == 5 and first_look(0.01) == 6  # Bonferroni over 5 comparisons costs a seed
+    assert math.isinf(float(cs_halfwidth(2, 1.0, 0.05, LEGACY_RHO)))
+    assert math.isinf(float(cs_halfwidth(4, 1.0, 0.05, LEGACY_RHO)))  # k = 4.25 > 4 at n = 4
+    assert math.isfinite(float(cs_halfwidth(5, 1.0, 0.05, LEGACY_RHO)))  # k = 4.735 < 5
+    assert first_look(0.05, LEGACY_RHO) == 5 and first_look(0.01, LEGACY_RHO) == 6
+    # rho = 1/4: k = 3.65 < 4 at n = 4 (alpha 5%) and 4.81 < 5 at n = 5 (1%, Bonferroni over 5 comparisons)
+    assert math.isinf(float(cs_halfwidth(3, 1.0, 0.05))) and math.isfinite(float(cs_halfwidth(4, 1.0, 0.05)))
+    assert first_look(0.05) == 4 and first_look(0.01) == 5
+
+
+def test_the_default_rho_gives_a_useful_first_look() -> None:
+    """The first finite interval of rho = 1 at 1% (paper_table's 5 comparisons) is +-7.4 sd at 6
+    seeds: no verdict possible. rho = 1/4 is finite at 5 and +-2.9 sd at 6, and within 5% of
+    rho = 1's width from 10 seeds on."""
+    unit = {r: [float(cs_halfwidth(n, n - 1, 0.01, r)) for n in (6, 10, 20)] for r in (RHO, LEGACY_RHO)}
+    assert unit[LEGACY_RHO][0] > 7 and unit[RHO][0] < 3
+    assert all(new < 1.05 * old for new, old in zip(unit[RHO][1:], unit[LEGACY_RHO][1:]))
 
 
 def test_verdicts_of_intervals() -> None:
@@ -57,7 +70,7 @@ def test_verdicts_of_intervals() -> None:
 def test_first_decisive_look_and_running_interval() -> None:
     d = [5.0, 5.2, 4.9, 5.1, 5.0, 4.8, 5.3]
     low, high, verdict, at = decide_sequence(d, 1.0, 0.05)
-    assert verdict == HELPS and at == 5  # the first look with a finite interval already excludes 0
+    assert verdict == HELPS and at == first_look(0.05)  # the first finite interval already excludes 0
     assert 0 < low < 5.0 < high
     # the running interval is the intersection: never wider than the last look's own interval
     last = np.array(d)
@@ -157,7 +170,8 @@ def test_error_rates_hold_under_peeking_after_every_seed(sd: float) -> None:
     shares_pos, _, _ = _simulate(MARGIN / 2, sd, MARGIN, CAP, STUDIES, seed=3)
     shares_neg, _, _ = _simulate(-MARGIN / 2, sd, MARGIN, CAP, STUDIES, seed=4)
     assert shares_pos[HURTS] <= 0.05 and shares_neg[HELPS] <= 0.05
-    assert 5 <= seeds_big <= CAP and 5 <= seeds_null <= CAP  # no verdict before the first finite interval
+    first = first_look(0.05)  # no verdict before the first finite interval
+    assert first <= seeds_big <= CAP and first <= seeds_null <= CAP
 
 
 def test_a_clear_effect_stops_early() -> None:

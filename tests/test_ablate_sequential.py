@@ -14,7 +14,7 @@ import pytest
 
 from dinokit.ablate import study as study_mod
 from dinokit.ablate.arms import leave_one_out
-from dinokit.ablate.decide import HURTS, UNDECIDED
+from dinokit.ablate.decide import HURTS, LEGACY_RHO, RHO, UNDECIDED
 from dinokit.ablate.report import render
 from dinokit.ablate.sequential import SEED_SPACE, Rule, first_look, run_until_decided
 from dinokit.config import load_preset
@@ -91,7 +91,7 @@ def test_rounds_train_only_what_is_undecided_and_resume_with_a_larger_cap(tmp_pa
     # the report carries the verdicts with the study's own rule; no "not finished" for skipped arms
     data, _ = render(spec.storage, spec.name, spec.out_dir, gallery=False)
     text = (spec.out_dir / "report.md").read_text()
-    assert data.rule == {"margin": 1.0, "measure": "AP"}
+    assert data.rule == {"margin": 1.0, "measure": "AP", "rho": RHO}
     assert "## Verdicts" in text and "hurts" in text and "Not finished" not in text
     assert text.index("## Verdicts") < text.index("## Results")
 
@@ -140,3 +140,20 @@ def test_the_time_cap_stops_a_round_between_trials(tmp_path: Path) -> None:
     assert "time cap" in reason
     assert 1 <= sum(trained.values()) < 3 * first  # the first round (3 arms x `first` seeds) was cut
     assert all(d.verdict == UNDECIDED for d in decisions)
+
+
+def test_a_study_keeps_the_rho_it_started_with() -> None:
+    """A new study stores the current rho; one stored before rho was recorded resumes under the
+    rho it ran with (LEGACY_RHO), so its verdicts do not change rule half-way."""
+    import optuna
+
+    from dinokit.ablate.sequential import RULE_ATTR, _keep_rule
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    fresh = optuna.create_study()
+    rule, seconds = _keep_rule(fresh, Rule(1.0, "AP"))
+    assert rule.rho == RHO and seconds == 0.0 and fresh.user_attrs[RULE_ATTR]["rho"] == RHO
+    old = optuna.create_study()
+    old.set_user_attr(RULE_ATTR, {"margin": 1.0, "measure": "AP", "seconds": 120.0})
+    rule, seconds = _keep_rule(old, Rule(1.0, "AP"))
+    assert rule.rho == LEGACY_RHO and seconds == 120.0

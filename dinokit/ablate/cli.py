@@ -192,7 +192,7 @@ def report(
         from dinokit.ablate.sequential import Rule, check_rule
 
         check_rule(Rule(margin, decide_on))
-        rule = {"margin": margin, "measure": decide_on}
+        rule = {"margin": margin, "measure": decide_on, "rho": Rule().rho}
     data_, summary = report_mod.render(storage, name, out_dir, rule)
     _show(data_, summary, out_dir)
 

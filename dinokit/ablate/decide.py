@@ -30,7 +30,9 @@ import numpy as np
 import pandas as pd
 
 ALPHA = 0.05
-RHO = 1.0  # prior precision of the standardised effect: tightest for effects of about one sd
+RHO = 0.25  # prior precision of the standardised effect: the interval is finite from 5 seeds at 1% (4 at 5%)
+LEGACY_RHO = 1.0  # studies stored without a rho ran under this one (finite only from 6 seeds at 1%)
+RULE_ATTR = "dinokit_rule"  # a sequential study's rule in its storage: margin, measure, rho, seconds used
 HELPS, HURTS, EQUIVALENT, UNDECIDED = "helps", "hurts", "no effect", "undecided"
 
 
@@ -77,7 +79,8 @@ class Decision:
         return self.verdict != UNDECIDED
 
 
-def decide_sequence(diffs: list[float] | np.ndarray, margin: float, alpha: float) -> tuple[float, float, str, int]:
+def decide_sequence(diffs: list[float] | np.ndarray, margin: float, alpha: float,
+                    rho: float = RHO) -> tuple[float, float, str, int]:
     """Look after every pair of `diffs` (in seed order): the running interval at the end, the
     first decisive verdict and the number of pairs it took (0: undecided)."""
     d = np.asarray(diffs, dtype=float)
@@ -85,7 +88,7 @@ def decide_sequence(diffs: list[float] | np.ndarray, margin: float, alpha: float
     for n in range(2, len(d) + 1):
         head = d[:n]
         mean = float(head.mean())
-        half = float(cs_halfwidth(n, float(((head - mean) ** 2).sum()), alpha))
+        half = float(cs_halfwidth(n, float(((head - mean) ** 2).sum()), alpha, rho))
         low, high = max(low, mean - half), min(high, mean + half)
         if low > high:  # an empty intersection (chance <= alpha): keep the latest interval
             low, high = mean - half, mean + half
@@ -96,7 +99,7 @@ def decide_sequence(diffs: list[float] | np.ndarray, margin: float, alpha: float
 
 
 def decide(values: pd.DataFrame, comparisons: list[tuple[str, str, str]], margin: float,
-           alpha: float = ALPHA) -> list[Decision]:
+           alpha: float = ALPHA, rho: float = RHO) -> list[Decision]:
     """Verdicts for `comparisons` ([(name, arm, reference)]) from `values` (index seed, one
     column per arm; NaN where a trial is missing). Each gets alpha / len(comparisons)."""
     each = alpha / max(1, len(comparisons))
@@ -106,14 +109,15 @@ def decide(values: pd.DataFrame, comparisons: list[tuple[str, str, str]], margin
             d = (values[arm] - values[ref]).dropna().sort_index().to_numpy(dtype=float)
         else:
             d = np.array([])
-        low, high, verdict, at = decide_sequence(d, margin, each)
+        low, high, verdict, at = decide_sequence(d, margin, each, rho)
         mean = float(d.mean()) if len(d) else math.nan
         sd = float(d.std(ddof=1)) if len(d) > 1 else math.nan
         out.append(Decision(name, arm, ref, len(d), mean, low, high, verdict, at, sd))
     return out
 
 
-def seeds_to_decide(mean: float, sd: float, margin: float, alpha: float, cap: int = 1000) -> float:
+def seeds_to_decide(mean: float, sd: float, margin: float, alpha: float, cap: int = 1000,
+                    rho: float = RHO) -> float:
     """The pairs at which this rule's interval, centred on `mean` with the spread `sd` seen so
     far, would first give a verdict (inf beyond `cap`, nan without a spread): the half-width must
     fall below |mean| (helps/hurts) or below margin - |mean| (no effect)."""
@@ -123,7 +127,7 @@ def seeds_to_decide(mean: float, sd: float, margin: float, alpha: float, cap: in
     if distance <= 0:
         return math.inf
     n = np.arange(2, cap + 1)
-    ok = np.flatnonzero(cs_halfwidth(n, sd * sd * (n - 1), alpha) < distance)
+    ok = np.flatnonzero(cs_halfwidth(n, sd * sd * (n - 1), alpha, rho) < distance)
     return float(n[ok[0]]) if len(ok) else math.inf
 
 
@@ -132,7 +136,8 @@ def needed_arms(decisions: list[Decision]) -> list[str]:
     return list(dict.fromkeys(a for d in decisions if not d.decided for a in (d.reference, d.arm)))
 
 
-def decisions_table(decisions: list[Decision], margin: float, scale: float, unit: str) -> pd.DataFrame:
+def decisions_table(decisions: list[Decision], margin: float, scale: float, unit: str,
+                    rho: float = RHO) -> pd.DataFrame:
     """The report's verdict table: one row per comparison; `scale` turns fractions into points."""
     from dinokit.ablate.format import signed
     from dinokit.ablate.stats import seeds_needed
@@ -147,7 +152,7 @@ def decisions_table(decisions: list[Decision], margin: float, scale: float, unit
         if d.verdict in (HELPS, HURTS) and -margin / scale < d.low and d.high < margin / scale:
             label += f" (by less than {margin:g})"
         fixed = seeds_needed(d.mean, d.sd)
-        rule = seeds_to_decide(d.mean, d.sd, margin / scale, each)
+        rule = seeds_to_decide(d.mean, d.sd, margin / scale, each, rho=rho)
         rows.append({"comparison": d.name, "verdict": label,
                      "seeds": str(d.decided_at) if d.decided else f"{d.n} (not enough)",
                      f"mean Δ{unit}": "—" if math.isnan(d.mean) else signed(d.mean, scale),
@@ -162,10 +167,10 @@ def _seeds(n: float, decided: bool) -> str:
     return "—" if decided or math.isnan(n) else ("> 1000" if math.isinf(n) else f"{int(n)} seeds")
 
 
-def rule_text(margin: float, measure: str, k: int, alpha: float = ALPHA) -> str:
+def rule_text(margin: float, measure: str, k: int, alpha: float = ALPHA, rho: float = RHO) -> str:
     """One paragraph for the report: what the verdicts mean."""
     return (f"Verdicts on {measure} (COCO points), margin ±{margin:g}. Each interval is an always-valid "
-            f"confidence sequence (Lai's t-mixture, rho={RHO:g}) at {100 * alpha:g}% / {k} comparison(s) "
+            f"confidence sequence (Lai's t-mixture, rho={rho:g}) at {100 * alpha:g}% / {k} comparison(s) "
             f"(Bonferroni), so looking after every seed does not inflate the error rates. helps: the "
             f"interval lies above 0; hurts: below 0; no effect: inside ±{margin:g}. 'seeds' is the number "
             "of paired seeds at the first decisive look. 'sd of Δ' is the seeds' spread of the paired "

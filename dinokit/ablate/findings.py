@@ -11,7 +11,7 @@ from typing import Any, Callable
 import pandas as pd
 
 from dinokit.ablate.breakdown import BREAKDOWN_NOTE, analysis_values, breakdown, breakdown_table
-from dinokit.ablate.decide import decisions_table, rule_text
+from dinokit.ablate.decide import RHO, decisions_table, rule_text
 from dinokit.ablate.steps import comparisons
 
 
@@ -24,13 +24,13 @@ class Section:
     left: tuple[str, ...] = ()  # left-aligned columns
 
 
-def verdict_section(data: Any, margin: float, measure: str, reason: str = "") -> Section:
+def verdict_section(data: Any, margin: float, measure: str, reason: str = "", rho: float = RHO) -> Section:
     """The verdict of every comparison under `margin` (COCO points) on `measure`."""
     from dinokit.ablate.sequential import MEASURES, decisions_for
 
-    decisions = decisions_for(data, margin, MEASURES[measure])
-    table = decisions_table(decisions, margin, 100.0, measure)
-    note = rule_text(margin, measure, len(decisions)) + (f" The study stopped because {reason}." if reason else "")
+    decisions = decisions_for(data, margin, MEASURES[measure], rho)
+    table = decisions_table(decisions, margin, 100.0, measure, rho)
+    note = rule_text(margin, measure, len(decisions), rho=rho) + (f" The study stopped because {reason}." if reason else "")
     return Section("Verdicts", table, note, left=("comparison", "verdict"))
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from dinokit.ablate.arms import ArmSet, arm_config, setting
+from dinokit.ablate.decide import LEGACY_RHO
 from dinokit.ablate.format import MIN_SEEDS_FOR_CI, delta_cell, mean_std, params_cell, reached_cell, seeds_cell
 from dinokit.ablate.plots import plot_ap, plot_convergence, plot_forest, plot_heatmap
 from dinokit.ablate.steps import is_cumulative, step_differences
@@ -354,8 +355,10 @@ def write_report(data: ReportData, out_dir: Path, gallery: bool = True) -> pd.Da
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = summarize(data.trials, data.arms, data.baseline)
     done = completed(data.trials)
-    data.sections = ([findings.verdict_section(data, float(data.rule["margin"]), str(data.rule["measure"]),
-                                               str(data.rule.get("reason", "")))] if data.rule else [])
+    rule = data.rule or {}  # a study stored without rho ran under decide.LEGACY_RHO
+    data.sections = ([findings.verdict_section(data, float(rule["margin"]), str(rule["measure"]),
+                                               str(rule.get("reason", "")), float(rule.get("rho", LEGACY_RHO)))]
+                     if data.rule else [])
     data.sections += findings.breakdown_sections(data, done, out_dir, plot_heatmap)
     data.sections += findings.gallery_section(data, done, out_dir) if gallery else []
     trials = data.trials.sort_values("trial") if not data.trials.empty else data.trials

@@ -12,19 +12,20 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 import optuna
 import pandas as pd
 
-from dinokit.ablate.decide import ALPHA, Decision, cs_halfwidth, decide, needed_arms
+from dinokit.ablate.decide import (
+    ALPHA, LEGACY_RHO, RHO, RULE_ATTR, Decision, cs_halfwidth, decide, needed_arms,
+)
 from dinokit.ablate.steps import comparisons
 from dinokit.errors import DinokitError
 
 SEED_SPACE = 500  # the study's seed choices are fixed in storage: seed .. seed + 499
 MEASURES = {"AP": "AP", "AP50": "AP50", "auc": "auc", "AP-tail": "AP_tail", "AP50-tail": "AP50_tail"}
-RULE_ATTR = "dinokit_rule"
 Say = Callable[[str], None]
 
 
@@ -36,6 +37,7 @@ class Rule:
     measure: str = "AP"
     max_seeds: int = 20
     max_hours: float | None = None
+    rho: float = RHO  # the confidence sequence's mixture (decide.py); a study keeps the one it started with
 
     @property
     def column(self) -> str:
@@ -53,10 +55,10 @@ def check_rule(rule: Rule) -> None:
         raise DinokitError(f"--max-hours must be positive, got {rule.max_hours}")
 
 
-def first_look(alpha: float) -> int:
+def first_look(alpha: float, rho: float = RHO) -> int:
     """The fewest pairs for which the confidence sequence at `alpha` can be finite."""
     n = 2
-    while not math.isfinite(float(cs_halfwidth(n, 1.0, alpha))):
+    while not math.isfinite(float(cs_halfwidth(n, 1.0, alpha, rho))):
         n += 1
     return n
 
@@ -68,30 +70,31 @@ def measure_values(done: pd.DataFrame, column: str) -> pd.DataFrame:
     return done.pivot_table(index="seed", columns="arm", values=column, aggfunc="last")
 
 
-def decisions_for(data: Any, margin: float, column: str) -> list[Decision]:
+def decisions_for(data: Any, margin: float, column: str, rho: float = RHO) -> list[Decision]:
     """The verdicts of a report's data (`ReportData`) under a margin in COCO points."""
     from dinokit.ablate.report import completed
 
     comps = comparisons(data.arm_set)
-    return decide(measure_values(completed(data.trials), column), comps, margin / 100.0)
+    return decide(measure_values(completed(data.trials), column), comps, margin / 100.0, rho=rho)
 
 
 def stored_rule(study: optuna.Study) -> dict[str, Any] | None:
     return study.user_attrs.get(RULE_ATTR)
 
 
-def _keep_rule(study: optuna.Study, rule: Rule) -> float:
-    """Record the rule in the study (a resumed study keeps its margin and measure); returns the
-    seconds its rounds have used so far."""
+def _keep_rule(study: optuna.Study, rule: Rule) -> tuple[Rule, float]:
+    """Record the rule in the study (a resumed study keeps its margin, measure and rho); returns
+    the rule to go on with and the seconds its rounds have used so far."""
     stored = stored_rule(study)
     if stored is None:
-        study.set_user_attr(RULE_ATTR, {"margin": rule.margin, "measure": rule.measure, "seconds": 0.0})
-        return 0.0
+        study.set_user_attr(RULE_ATTR, {"margin": rule.margin, "measure": rule.measure, "rho": rule.rho,
+                                        "seconds": 0.0})
+        return rule, 0.0
     for key in ("margin", "measure"):
         if stored[key] != getattr(rule, key):
             raise DinokitError(f"ablation '{study.study_name}' decides with --{key.replace('measure', 'decide-on')} "
                                f"{stored[key]}, not {getattr(rule, key)}: keep it, or use another --name")
-    return float(stored.get("seconds", 0.0))
+    return replace(rule, rho=float(stored.get("rho", LEGACY_RHO))), float(stored.get("seconds", 0.0))
 
 
 def next_round(decisions: list[Decision], done: set[tuple[str, int]], seeds: list[int], opened: int, rule: Rule,
@@ -100,8 +103,8 @@ def next_round(decisions: list[Decision], done: set[tuple[str, int]], seeds: lis
     every opened seed it lacks, plus one new seed (more when `jobs` exceeds the needed arms);
     the first round opens as many seeds as the rule needs for a finite interval."""
     arms = needed_arms(decisions)
-    alpha = ALPHA / max(1, len(decisions))
-    step = first_look(alpha) - opened if opened < first_look(alpha) else max(1, math.ceil(jobs / max(1, len(arms))))
+    first = first_look(ALPHA / max(1, len(decisions)), rule.rho)
+    step = first - opened if opened < first else max(1, math.ceil(jobs / max(1, len(arms))))
     target = min(rule.max_seeds, opened + step)
     return [(a, seeds[i]) for i in range(target) for a in arms if (a, seeds[i]) not in done], target
 
@@ -116,12 +119,12 @@ def run_until_decided(spec: Any, rule: Rule, jobs: int = 1, say: Say = print,
 
     check_rule(rule)
     study = study_mod.prepare(spec)
-    seconds = _keep_rule(study, rule)
+    rule, seconds = _keep_rule(study, rule)
     while True:
         _, records = study_mod.read_trials(spec.storage, spec.name)
         data = report_data(spec.name, spec.arm_set, spec.base, spec.seeds, records, {})
         done_rows = completed(data.trials)
-        decisions = decisions_for(data, rule.margin, rule.column)
+        decisions = decisions_for(data, rule.margin, rule.column, rule.rho)
         if all(d.decided for d in decisions):
             return decisions, "every comparison is decided"
         done = set(zip(done_rows["arm"], done_rows["seed"])) if len(done_rows) else set()
@@ -141,7 +144,8 @@ def run_until_decided(spec: Any, rule: Rule, jobs: int = 1, say: Say = print,
             study_mod.run(spec, jobs=jobs, say=say, launch=launch)
         finally:
             seconds += time.monotonic() - started
-            study.set_user_attr(RULE_ATTR, {"margin": rule.margin, "measure": rule.measure, "seconds": seconds})
+            study.set_user_attr(RULE_ATTR, {"margin": rule.margin, "measure": rule.measure, "rho": rule.rho,
+                                            "seconds": seconds})
             spec.wanted, spec.deadline = None, None
         _, after = study_mod.read_trials(spec.storage, spec.name)
         if rule.max_hours is not None and seconds >= 3600 * rule.max_hours:

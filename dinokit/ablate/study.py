@@ -33,6 +33,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from dinokit.ablate.arms import Arm, ArmSet, arm_config, validate_arms
+from dinokit.ablate.decide import LEGACY_RHO, RULE_ATTR
 from dinokit.ablate.ledger import Ledger, Pair, holder_of, pair_of
 from dinokit.ablate.pairing import SharedInit
 from dinokit.config import Config, check_budget, diff_configs, plain
@@ -350,4 +351,8 @@ def read_trials(storage_url: str, name: str) -> tuple[AblationSpec, list[dict[st
         if pair is not None and t.state != TrialState.WAITING and "skipped" not in t.user_attrs:
             records.append({"trial": t.number, "state": t.state.name, "arm": pair[0], "seed": pair[1],
                             "attrs": t.user_attrs, "started": t.datetime_start, "finished": t.datetime_complete})
-    return AblationSpec.from_identity(name, ident, storage_url, Path(".")), records
+    spec = AblationSpec.from_identity(name, ident, storage_url, Path("."))
+    stored_rule = study.user_attrs.get(RULE_ATTR)
+    if stored_rule is not None and isinstance(spec.meta.get("rule"), dict):  # the rho its rounds decided with
+        spec.meta["rule"] = {**spec.meta["rule"], "rho": float(stored_rule.get("rho", LEGACY_RHO))}
+    return spec, records
