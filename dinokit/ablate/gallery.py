@@ -54,7 +54,7 @@ def _cell(image: Image.Image) -> Image.Image:
 
 
 def make_selection_sheet(checkpoints: dict[str, Path], image: Path, path: Path, device: str = "cpu") -> Path:
-    """Each arm's `dinokit explain` selection figure of `image`, side by side, in `path`."""
+    """Each arm's `dinokit explain` selection figure of `image`, one row per arm, in `path`."""
     import tempfile
 
     from dinokit.explain.report import write_selection
@@ -70,11 +70,13 @@ def make_selection_sheet(checkpoints: dict[str, Path], image: Path, path: Path, 
             titled.paste(panel, (0, HEADER))
             ImageDraw.Draw(titled).text((6, 8), arm[:60], fill="black")
             panels.append(titled)
-    sheet = Image.new("RGB", (sum(p.width for p in panels), max(p.height for p in panels)), "white")
-    x = 0
+    # one row per arm: the figures differ in width (static queries have no per-level maps), and a
+    # strip of six side by side is too wide to read
+    sheet = Image.new("RGB", (max(p.width for p in panels), sum(p.height for p in panels)), "white")
+    y = 0
     for panel in panels:
-        sheet.paste(panel, (x, 0))
-        x += panel.width
+        sheet.paste(panel, (0, y))
+        y += panel.height
     return write_with(path, lambda tmp: sheet.save(tmp, format="PNG"))
 
 

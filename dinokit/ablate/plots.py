@@ -107,8 +107,8 @@ def plot_convergence(name: str, arms: list[str], baseline: str, hist: pd.DataFra
                     ax.plot(g["step"], 100 * g[metric], "-", color=colour[arm], linewidth=0.8, alpha=0.5)
         ax.legend(loc="lower right", fontsize="small")
     ax.set(xlabel="step", ylabel=f"{metric} (COCO points)",
-           title=f"{name}: {metric} vs step (mean over seeds; band = 95% CI, "
-                 f"thin lines = single seeds below {MIN_SEEDS_FOR_BAND})")
+           title=f"{name}: {metric} vs step\n(mean over seeds; band = 95% CI; "
+                 f"thin lines = single seeds below {MIN_SEEDS_FOR_BAND} seeds)")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     save_figure(fig, path)
