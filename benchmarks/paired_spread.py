@@ -22,7 +22,7 @@ MEASURES = ("AP", "AP-tail", "AP50", "auc")
 
 def spread_table(storage: str, name: str, margin: float) -> pd.DataFrame:
     """One row per (comparison, measure): pairs, mean and sd of the difference (COCO points)."""
-    from dinokit.ablate.decide import ALPHA, seeds_to_decide
+    from dinokit.ablate.decide import per_comparison, seeds_to_decide
     from dinokit.ablate.report import report_data
     from dinokit.ablate.sequential import MEASURES as COLUMNS, decisions_for
     from dinokit.ablate.stats import seeds_needed
@@ -34,7 +34,7 @@ def spread_table(storage: str, name: str, margin: float) -> pd.DataFrame:
     rows = []
     for measure in MEASURES:
         decisions = decisions_for(data, margin, COLUMNS[measure])
-        each = ALPHA / max(1, len(decisions))
+        each = per_comparison(len(decisions))
         for d in decisions:
             rows.append({"comparison": d.name, "measure": measure, "pairs": d.n, "mean": 100 * d.mean,
                          "sd": 100 * d.sd, "verdict": d.verdict,

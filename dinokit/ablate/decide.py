@@ -48,6 +48,11 @@ def cs_halfwidth(n: np.ndarray | int, q: np.ndarray | float, alpha: float, rho: 
     return np.where((n >= 2) & (n > k), half, np.inf)
 
 
+def per_comparison(k: int, alpha: float = ALPHA) -> float:
+    """Each of a study's k comparisons' share of alpha (Bonferroni)."""
+    return alpha / max(1, k)
+
+
 def verdict_of(low: float, high: float, margin: float) -> str:
     """The verdict an interval gives: helps / hurts / no effect / undecided."""
     if low > 0:
@@ -102,7 +107,7 @@ def decide(values: pd.DataFrame, comparisons: list[tuple[str, str, str]], margin
            alpha: float = ALPHA, rho: float = RHO) -> list[Decision]:
     """Verdicts for `comparisons` ([(name, arm, reference)]) from `values` (index seed, one
     column per arm; NaN where a trial is missing). Each gets alpha / len(comparisons)."""
-    each = alpha / max(1, len(comparisons))
+    each = per_comparison(len(comparisons), alpha)
     out = []
     for name, arm, ref in comparisons:
         if arm in values and ref in values:
@@ -142,7 +147,7 @@ def decisions_table(decisions: list[Decision], margin: float, scale: float, unit
     from dinokit.ablate.format import signed
     from dinokit.ablate.stats import seeds_needed
 
-    each = ALPHA / max(1, len(decisions))
+    each = per_comparison(len(decisions))
     rows: list[dict[str, Any]] = []
     for d in decisions:
         interval = "—" if math.isinf(d.low) or math.isnan(d.low) else \

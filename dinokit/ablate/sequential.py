@@ -19,7 +19,7 @@ import optuna
 import pandas as pd
 
 from dinokit.ablate.decide import (
-    ALPHA, LEGACY_RHO, RHO, RULE_ATTR, Decision, cs_halfwidth, decide, needed_arms,
+    LEGACY_RHO, RHO, RULE_ATTR, Decision, cs_halfwidth, decide, needed_arms, per_comparison,
 )
 from dinokit.ablate.steps import comparisons
 from dinokit.errors import DinokitError
@@ -103,7 +103,7 @@ def next_round(decisions: list[Decision], done: set[tuple[str, int]], seeds: lis
     every opened seed it lacks, plus one new seed (more when `jobs` exceeds the needed arms);
     the first round opens as many seeds as the rule needs for a finite interval."""
     arms = needed_arms(decisions)
-    first = first_look(ALPHA / max(1, len(decisions)), rule.rho)
+    first = first_look(per_comparison(len(decisions)), rule.rho)
     step = first - opened if opened < first else max(1, math.ceil(jobs / max(1, len(arms))))
     target = min(rule.max_seeds, opened + step)
     return [(a, seeds[i]) for i in range(target) for a in arms if (a, seeds[i]) not in done], target

@@ -3,12 +3,13 @@ canvases, no pyplot state). Every coordinate is already in the image's pixels.""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from dinokit.explain.explanation import Explanation
+# dinokit.explain.explanation.Explanation, by name only: Explanation.figures() calls this module,
+# so importing it back (even for type checking) would make the two modules import each other
+Explanation = Any
 
 PANEL = 3.6  # inches per panel side
 PROPOSALS_DRAWN = 20  # the best proposals drawn in selection.png (all K would hide the image)

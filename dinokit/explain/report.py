@@ -4,13 +4,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from dinokit.explain.html import render_html
 from dinokit.files import write_json, write_text, write_with
 
-if TYPE_CHECKING:  # Explanation.save() calls this module; only the type comes back
-    from dinokit.explain.explanation import Explanation
+# dinokit.explain.explanation.Explanation, by name only: Explanation.save() calls this module, so
+# importing it back (even for type checking) would make the two modules import each other
+Explanation = Any
 
 DPI = 100
 
