@@ -17,11 +17,11 @@ from typing import Any
 
 import pandas as pd
 
-from dinokit.ablate.errors import TYPES, error_counts
+from dinokit.ablate.error_types import DAP, tide_errors
 from dinokit.ablate.stats import PairedDiff, paired_difference
 
 SIZES = ("APs", "APm", "APl")
-ERRORS = (*TYPES, "dupl_rate")
+ERRORS = DAP  # TIDE: the AP50 points fixing each error type gains
 
 
 def analyse_checkpoint(path: str | Path, device: str = "auto") -> dict[str, Any]:
@@ -37,7 +37,7 @@ def analyse_checkpoint(path: str | Path, device: str = "auto") -> dict[str, Any]
     cfg = detector.config
     gt = build_dataset(resolve_source(cfg.data), cfg.data, "val", train=False).coco.dataset
     return {"per_class": {k: float(v) for k, v in metrics.get("per_class", {}).items()},
-            **{s: _number(metrics.get(s)) for s in SIZES}, "errors": error_counts(gt, detections)}
+            **{s: _number(metrics.get(s)) for s in SIZES}, "errors": tide_errors(gt, detections)}
 
 
 def _number(value: Any) -> float | None:
