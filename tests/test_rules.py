@@ -92,13 +92,16 @@ def test_bad_input_is_a_clear_error() -> None:
 
 # --- group-sequential ---------------------------------------------------------------------------------
 
-def test_groupseq_boundaries_have_one_nominal_level() -> None:
-    """Pocock's shape on the t scale: every look n >= FIRST has the same two-sided nominal level."""
+def test_groupseq_boundaries_follow_the_power_family() -> None:
+    """Each look's two-sided nominal level p_n, on the normal scale, is C (n / N)^(DELTA - 1/2):
+    one constant C for all looks n >= FIRST (Pocock: DELTA = 1/2, constant level)."""
     c = groupseq.multipliers(0.05, 20)
-    n = np.arange(1, 21)
+    n = np.arange(groupseq.FIRST, 21)
     assert np.isinf(c[: groupseq.FIRST - 1]).all()
-    level = 2 * special.stdtr(n[groupseq.FIRST - 1:] - 1, -c[groupseq.FIRST - 1:])
-    assert np.allclose(level, level[0], rtol=1e-9) and 0.0025 < level[0] < 0.05 / 2
+    level = 2 * special.stdtr(n - 1, -c[n - 1])
+    const = -special.ndtri(level / 2) / (n / 20) ** (groupseq.DELTA - 0.5)
+    assert np.allclose(const, groupseq.critical(0.05, 20), rtol=1e-9)
+    assert (level < 0.05).all() and level.sum() > 0.05  # each look below alpha; together they would exceed it
 
 
 def test_groupseq_is_deterministic_and_cached() -> None:
@@ -110,24 +113,28 @@ def test_groupseq_is_deterministic_and_cached() -> None:
     assert groupseq.multipliers(0.01, 12) is again  # the second call is a cache hit
 
 
-@pytest.mark.parametrize("cap,alpha", [(8, 0.05), (20, 0.05), (20, 0.01), (40, 0.01)])
+@pytest.mark.parametrize("cap,alpha", [(8, 0.05), (20, 0.05), (20, 0.01), (40, 0.01), (100, 0.05)])
 def test_groupseq_covers_at_every_look_with_1_minus_alpha(cap: int, alpha: float) -> None:
     """Fresh normal sequences (not the calibration's): the share that leaves the interval at some
     look is at most alpha (+3 simulation sd) and not far below it (the calibration is tight)."""
     reps = 20_000
     d = np.random.default_rng(99).normal(0.3, 2.0, (reps, cap))
-    raw = rules.look_intervals("groupseq", d, alpha, cap=cap)
+    raw = groupseq.intervals(d, alpha, cap)  # the design itself, also where the dispatch prefers the t-mixture
     miss = ((raw[..., 0] > 0.3) | (raw[..., 1] < 0.3)).any(axis=1).mean()
     se = math.sqrt(alpha * (1 - alpha) / reps)
     assert 0.75 * alpha < miss <= alpha + 3 * se, miss
 
 
-def test_groupseq_is_narrower_than_the_tmixture_from_its_first_look() -> None:
-    for alpha in (0.05, 0.01):
-        n = np.arange(groupseq.FIRST, 21)
-        gs = groupseq.unit_halfwidth(alpha, 20)[n - 1]
-        tm = tmixture.unit_halfwidth(n, alpha)
-        assert (gs < tm).all()
+def test_groupseq_is_used_only_where_it_is_narrower_than_the_tmixture_at_every_look() -> None:
+    for alpha in (0.05, 0.01, 0.002):
+        for cap in (8, 20, 30):
+            assert rules.effective_kind("groupseq", alpha, cap) == "groupseq", (alpha, cap)
+            n = np.arange(groupseq.FIRST, cap + 1)
+            assert (groupseq.unit_halfwidth(alpha, cap)[n - 1] < tmixture.unit_halfwidth(n, alpha)).all()
+    # at a cap of 100 the 97 looks cost more than the t-mixture's anytime bound at the early ones
+    n = np.arange(groupseq.FIRST, 101)
+    assert (groupseq.unit_halfwidth(0.05, 100)[n - 1] > tmixture.unit_halfwidth(n, 0.05)).any()
+    assert rules.effective_kind("groupseq", 0.05, 100) == "tmixture"
 
 
 def test_groupseq_falls_back_to_the_tmixture_where_uncalibrated() -> None:

@@ -8,8 +8,8 @@ alpha over its comparisons):
   every seed up to the study's cap, fixed before the first seed. Exact for normal differences;
   the narrowest of the three there, so the default.
 - `tmixture` (tmixture.py): Lai's t-mixture confidence sequence; normal differences, any number
-  of seeds (no cap). groupseq falls back to it where no design is calibrated (cap above
-  groupseq.MAX_CAP, alpha outside groupseq's range).
+  of seeds (no cap). groupseq falls back to it where its design would be wider at some look
+  (caps above ~30) or is not calibrated (alpha outside groupseq's range): `effective_kind`.
 - `bounded` (bounded.py): a betting confidence sequence, valid for every distribution of
   differences within +-bound, at the price of width.
 
@@ -22,6 +22,7 @@ decisive look of the running (intersected) interval: above 0 helps, below 0 hurt
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import numpy as np
 
@@ -38,7 +39,7 @@ HELPS, HURTS, EQUIVALENT, UNDECIDED = 1, 2, 3, 0  # verdict codes of the vectori
 
 __all__ = ["KINDS", "DEFAULT", "ASSUMES", "running_intervals", "first_look", "seeds_to_decide",
            "assumption_flags", "effective_kind", "look_intervals", "intersect", "first_verdicts",
-           "simulate_verdicts", "HELPS", "HURTS", "EQUIVALENT", "UNDECIDED"]
+           "simulate_verdicts", "first_decisive", "HELPS", "HURTS", "EQUIVALENT", "UNDECIDED"]
 
 
 def _check_kind(kind: str) -> None:
@@ -46,12 +47,22 @@ def _check_kind(kind: str) -> None:
         raise DinokitError(f"unknown decision rule '{kind}': use one of {', '.join(KINDS)}")
 
 
-def effective_kind(kind: str, alpha: float, cap: int) -> str:
-    """The rule that actually computes: groupseq becomes tmixture where no design is calibrated."""
+def effective_kind(kind: str, alpha: float, cap: int, rho: float = tmixture.RHO) -> str:
+    """The rule that actually computes: groupseq becomes tmixture where its design is not
+    calibrated or not narrower than the t-mixture at every look (caps above ~30; this depends on
+    alpha and the cap only, never on data, so the choice costs no validity)."""
     _check_kind(kind)
-    if kind == "groupseq" and not groupseq.calibrated(alpha, cap):
+    if kind == "groupseq" and not _groupseq_applies(float(alpha), int(cap), float(rho)):
         return "tmixture"
     return kind
+
+
+@lru_cache(maxsize=256)
+def _groupseq_applies(alpha: float, cap: int, rho: float) -> bool:
+    if not groupseq.calibrated(alpha, cap):
+        return False
+    n = np.arange(groupseq.FIRST, cap + 1)
+    return bool(np.all(groupseq.unit_halfwidth(alpha, cap)[n - 1] <= tmixture.unit_halfwidth(n, alpha, rho)))
 
 
 def look_intervals(kind: str, d: np.ndarray, alpha: float, *, cap: int, rho: float = tmixture.RHO,
@@ -59,7 +70,7 @@ def look_intervals(kind: str, d: np.ndarray, alpha: float, *, cap: int, rho: flo
     """Each look's own interval for many sequences of differences d (R, n): (R, n, 2), not
     intersected; +-inf where not finite."""
     d = np.asarray(d, dtype=float)
-    kind = effective_kind(kind, alpha, cap)
+    kind = effective_kind(kind, alpha, cap, rho)
     if kind == "groupseq" and d.shape[1] > cap:
         raise DinokitError(f"{d.shape[1]} pairs exceed the cap of {cap} the group-sequential design was "
                            "calibrated for: keep the cap, or start a new rule")
@@ -105,7 +116,7 @@ def running_intervals(kind: str, diffs: np.ndarray, alpha: float, *, cap: int, r
 
 def first_look(kind: str, alpha: float, *, cap: int, rho: float = tmixture.RHO, bound: float = 1.0) -> int:
     """The fewest pairs at which any verdict is possible (the interval can be finite / decisive)."""
-    kind = effective_kind(kind, alpha, cap)
+    kind = effective_kind(kind, alpha, cap, rho)
     if kind == "groupseq":
         return groupseq.FIRST
     if kind == "bounded":
@@ -120,10 +131,12 @@ def first_verdicts(run: np.ndarray, margin: float) -> tuple[np.ndarray, np.ndarr
     low, high = run[..., 0], run[..., 1]
     helps, hurts = low > 0, high < 0
     same = (-margin < low) & (high < margin) if margin > 0 else np.zeros_like(helps)
-    return _first(helps, hurts, same)
+    return first_decisive(helps, hurts, same)
 
 
-def _first(helps: np.ndarray, hurts: np.ndarray, same: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def first_decisive(helps: np.ndarray, hurts: np.ndarray, same: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Verdict codes (R,) and pairs (R,) of the first look where any of helps / hurts / no effect
+    (each (R, n) booleans) holds, in that order of precedence; 0 pairs where none ever does."""
     decisive = helps | hurts | same  # (R, n)
     any_ = decisive.any(axis=1)
     at = np.where(any_, decisive.argmax(axis=1), 0)
@@ -138,10 +151,10 @@ def simulate_verdicts(kind: str, d: np.ndarray, alpha: float, margin: float, *, 
     through their intervals, the bounded rule by testing only 0 and +-margin (no bisection),
     which gives the same verdicts except where the running intersection would be empty."""
     d = np.asarray(d, dtype=float)
-    if effective_kind(kind, alpha, cap) == "bounded":
+    if effective_kind(kind, alpha, cap, rho) == "bounded":
         below, above = bounded.running_rejections(d, alpha, bound, np.array([0.0, -margin, margin]))
         same = below[..., 1] & above[..., 2] if margin > 0 else np.zeros_like(below[..., 0])
-        return _first(below[..., 0], above[..., 0], same)
+        return first_decisive(below[..., 0], above[..., 0], same)
     return first_verdicts(intersect(look_intervals(kind, d, alpha, cap=cap, rho=rho, bound=bound)), margin)
 
 
@@ -156,7 +169,7 @@ def seeds_to_decide(kind: str, mean: float, sd: float, margin: float, alpha: flo
     distance = max(abs(mean), margin - abs(mean))
     if distance <= 0:
         return math.inf
-    kind = effective_kind(kind, alpha, cap)
+    kind = effective_kind(kind, alpha, cap, rho)
     n = np.arange(1, cap + 1)
     if kind == "bounded":
         d = np.clip(mean + sd * np.where(n % 2 == 1, 1.0, -1.0), -bound, bound)

@@ -62,7 +62,7 @@ def guarded_verdicts(d: np.ndarray, alpha: float, margin: float, cap: int, bound
     helps = np.where(flagged, below[..., 0], low > 0)
     hurts = np.where(flagged, above[..., 0], high < 0)
     same = np.where(flagged, below[..., 1] & above[..., 2], (-margin < low) & (high < margin))
-    return rules._first(helps, hurts, same)
+    return rules.first_decisive(helps, hurts, same)
 
 
 @dataclass(frozen=True)
