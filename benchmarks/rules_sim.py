@@ -37,10 +37,20 @@ def markdown(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def worst_markdown(df: pd.DataFrame, shapes: list[str]) -> str:
+    w = worst(df)
+    lines = ["| rule | " + " | ".join(shapes) + " |", "|---|" + "---|" * len(shapes)]
+    for rule in dict.fromkeys(df["rule"]):
+        cells = " | ".join(f"{w.loc[(rule, s), 'wrong_sign_pct']:.1f} / {w.loc[(rule, s), 'wrong_same_pct']:.1f}"
+                           for s in shapes)
+        lines.append(f"| {rule} | {cells} |")
+    return "\n".join(lines)
+
+
 def target_line(df: pd.DataFrame) -> str:
     t = target(df)
-    return (f"target (normal, effects 1-2 x margin, sd 1-3): mean seeds used groupseq {t['groupseq_seeds']:.2f} vs "
-            f"tmixture {t['tmixture_seeds']:.2f} ({100 * t['fewer_seeds']:.0f}% fewer); correct verdicts by the cap "
+    return (f"target (normal, effects 1-2 x margin, sd 1-3): mean seeds used groupseq {t['groupseq_seeds']:.1f} vs "
+            f"tmixture {t['tmixture_seeds']:.1f} ({100 * t['fewer_seeds']:.0f}% fewer); correct verdicts by the cap "
             f"{100 * t['groupseq_correct']:.0f}% vs {100 * t['tmixture_correct']:.0f}%; seeds spent per correct verdict "
             f"{t['groupseq_per_correct']:.1f} vs {t['tmixture_per_correct']:.1f} ({100 * t['fewer_per_correct']:.0f}% fewer)")
 
@@ -65,8 +75,8 @@ def main() -> None:
     print(f"alpha {args.alpha:g} per comparison, margin {args.margin:g} AP, cap {args.cap}, bound {args.bound:g} AP, "
           f"{args.reps} studies per cell, a look after every seed\n")
     print(markdown(df))
-    print("\nlargest error rates over spreads and effects (%):\n")
-    print(worst(df).round(1).to_string())
+    print("\nlargest wrong helps/hurts % / wrong no-effect % over spreads and effects:\n")
+    print(worst_markdown(df, args.shapes))
     if {"groupseq", "tmixture"} <= set(args.rules) and "normal" in args.shapes:
         print("\n" + target_line(df))
     print(f"\n{len(df)} cells in {time.monotonic() - start:.0f} s; table written to {args.csv}")
