@@ -105,7 +105,8 @@ def running_intervals(kind: str, diffs: np.ndarray, alpha: float, *, cap: int, r
     over looks (an empty intersection keeps the latest interval); +-inf where not yet finite.
     `cap`: the study's seed cap fixed before the first seed (groupseq is calibrated for a look
     after every seed up to it; more pairs than `cap` is an error for groupseq, the others are
-    valid at any n). `bound`: |d| <= bound for the bounded rule (AP in [0, 1] -> 1)."""
+    valid at any n). `bound`: |d| <= bound for the bounded rule (AP in [0, 1] -> 1), whose
+    interval is never wider than [-bound, bound], so finite from the first pair."""
     d = np.asarray(diffs, dtype=float).reshape(1, -1)
     if d.shape[1] == 0:
         return np.empty((0, 2))

@@ -66,6 +66,9 @@ def assumption_flags(diffs: np.ndarray, diverged: np.ndarray | None = None,
     nothing flagged). `diverged`: a boolean per difference, true where either trial diverged;
     `seeds`: the seeds' names for the messages (else 'pair i', 1-based in the given order)."""
     d = np.asarray(diffs, dtype=float).ravel()
+    for name, other in (("diverged", diverged), ("seeds", seeds)):
+        if other is not None and len(other) != len(d):
+            raise ValueError(f"{name} has {len(other)} entries for {len(d)} paired differences")
     names = [f"seed {s}" for s in seeds] if seeds is not None else [f"pair {i + 1}" for i in range(len(d))]
     out: list[str] = []
     if diverged is not None:

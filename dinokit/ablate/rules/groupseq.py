@@ -75,6 +75,7 @@ def _null_maxima(cap: int, first: int, delta: float) -> np.ndarray:
         score = -special.ndtri(tail) / w[cols]
         np.maximum.at(out, start + rows, score)
     out.sort()
+    out.flags.writeable = False  # cached: shared by every caller
     return out
 
 

@@ -84,6 +84,7 @@ class Cell:
 
 def verdicts(rule: str, d: np.ndarray, alpha: float, margin: float, cap: int, bound: float,
              rho: float = 0.25) -> tuple[np.ndarray, np.ndarray]:
+    """Verdict codes (R,) and pairs used (R,) of one rule (RULES) on studies d (R, cap)."""
     if rule == "guarded":
         return guarded_verdicts(d, alpha, margin, cap, bound)
     return rules.simulate_verdicts(rule, d, alpha, margin, cap=cap, rho=rho, bound=bound)
