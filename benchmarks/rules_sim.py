@@ -49,10 +49,11 @@ def worst_markdown(df: pd.DataFrame, shapes: list[str]) -> str:
 
 def target_line(df: pd.DataFrame) -> str:
     t = target(df)
-    return (f"target (normal, effects 1-2 x margin, sd 1-3): mean seeds used groupseq {t['groupseq_seeds']:.1f} vs "
-            f"tmixture {t['tmixture_seeds']:.1f} ({100 * t['fewer_seeds']:.0f}% fewer); correct verdicts by the cap "
-            f"{100 * t['groupseq_correct']:.0f}% vs {100 * t['tmixture_correct']:.0f}%; seeds spent per correct verdict "
-            f"{t['groupseq_per_correct']:.1f} vs {t['tmixture_per_correct']:.1f} ({100 * t['fewer_per_correct']:.0f}% fewer)")
+    return (f"target (normal, effects 1-2 x margin, sd 1-3): mean seeds used groupseq {t['groupseq_seeds']:.1f} "
+            f"vs tmixture {t['tmixture_seeds']:.1f} ({100 * t['fewer_seeds']:.0f}% fewer); correct verdicts by the "
+            f"cap {100 * t['groupseq_correct']:.0f}% vs {100 * t['tmixture_correct']:.0f}%; seeds spent per correct "
+            f"verdict {t['groupseq_per_correct']:.1f} vs {t['tmixture_per_correct']:.1f} "
+            f"({100 * t['fewer_per_correct']:.0f}% fewer)")
 
 
 def main() -> None:

@@ -24,8 +24,6 @@ SHAPES = ("normal", "t3", "lognormal", "diverge")
 EFFECTS = (0.0, 0.5, 1.0, 1.5, 2.0)  # x margin
 SDS = (1.0, 2.0, 3.0, 4.0)  # AP points, against a margin of 1 AP
 RULES = rules.KINDS + ("guarded",)  # guarded: groupseq, except bounded at a look where the check flags the data
-SHAPE_NOTE = {"normal": "normal", "t3": "t, 3 df (scaled to sd 1)", "lognormal": "centred lognormal (sigma 1, scaled to sd 1)",
-              "diverge": "normal sd 1 with 10% of seeds 5-6 sd lower, centred"}
 
 
 def noise(shape: str, rng: np.random.Generator, size: tuple[int, int]) -> np.ndarray:
@@ -49,7 +47,8 @@ def draw(shape: str, effect: float, sd: float, reps: int, cap: int, seed: int, b
     return np.clip(effect + sd * noise(shape, rng, (reps, cap)), -bound, bound)
 
 
-def guarded_verdicts(d: np.ndarray, alpha: float, margin: float, cap: int, bound: float) -> tuple[np.ndarray, np.ndarray]:
+def guarded_verdicts(d: np.ndarray, alpha: float, margin: float, cap: int,
+                     bound: float) -> tuple[np.ndarray, np.ndarray]:
     """groupseq's verdict at each look, except at a look where check.py flags the data seen so far,
     which only the bounded rule may decide: codes (R,) and pairs used (R,)."""
     run = rules.intersect(rules.look_intervals("groupseq", d, alpha, cap=cap))
@@ -76,7 +75,7 @@ class Cell:
     reps: int
     wrong_sign: int  # helps/hurts against the truth (any sign verdict at effect 0)
     wrong_same: int  # 'no effect' where |effect| >= margin
-    correct: int  # the verdict the truth calls for (sign where effect != 0; no effect at 0); 'no effect' inside the margin counts too
+    correct: int  # the verdict the truth calls for: its sign where effect != 0, or 'no effect' where |effect| < margin
     undecided: int  # no verdict by the cap
     seeds: float  # mean pairs used (an undecided study uses the cap)
     seeds_correct: float  # mean pairs among the studies that reached a correct verdict
