@@ -252,3 +252,59 @@ def test_a_folder_reexports_and_fine_tunes_like_its_checkpoint(exported, tmp_pat
                         overrides=["train.tensorboard=false", "train.eval_every_steps=1"], progress=True)
     assert "loaded every tensor of the detector checkpoint" in capsys.readouterr().out
     assert run.detector("cpu").config.model.hidden_dim == 32  # the folder's configuration, no preset given
+
+
+def _study_trainer(cfg, on_epoch=None, **kw):
+    """A stand-in trainer for the study (no training): no-cdn 5 AP points below full, every seed."""
+    from dataclasses import dataclass
+
+    @dataclass
+    class Result:
+        run_dir: Path
+        best: dict
+        history: list
+        params: int = 1000
+        interrupted: bool = False
+        steps: int = 2
+
+    ap = 0.30 + 0.01 * (cfg.train.seed % 3) - (0.05 if cfg.model.denoising == "dn" else 0.0)
+    run_dir = Path(cfg.train.out) / cfg.train.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    rows = [{"step": 1, "AP": ap - 0.1, "AP50": ap}, {"step": 2, "AP": ap, "AP50": ap + 0.2}]
+    for row in rows:
+        if on_epoch is not None:
+            on_epoch(row)
+    return Result(run_dir, {"AP": ap, "AP50": ap + 0.2}, rows)
+
+
+def test_card_of_a_study_trial_shows_the_study_verdicts(exported, tmp_path):
+    """A checkpoint whose labels name an ablation study (as a trial's do) gets the verdicts of
+    that study's rendered report."""
+    from dinokit.ablate import study as study_mod
+    from dinokit.ablate.arms import leave_one_out
+    from dinokit.ablate.report import render
+    from dinokit.config import load_preset
+
+    _, best, _, _ = exported
+    cfg = load_preset("tiny")
+    cfg.train.steps, cfg.train.time_budget = 2, 0.0
+    spec = study_mod.AblationSpec("cdn-study", leave_one_out(["no-cdn"]), [1, 2, 3, 4], cfg, tmp_path / "cdn-study",
+                                  trainer=_study_trainer)
+    study_mod.run(spec, say=lambda m: None)
+    render(spec.storage, spec.name, spec.out_dir, {"margin": 1.0, "measure": "AP"}, gallery=False)
+    report = (spec.out_dir / "report.md").read_text()
+    verdicts = report.split("## Verdicts", 1)[1].split("\n## ", 1)[0]
+    row = next(line for line in verdicts.splitlines() if line.startswith("| no-cdn vs full"))
+    ckpt = read_torch_file(best)
+    ckpt["config"]["train"].update(out=str(spec.out_dir), tags={"preset": "tiny", "study": "cdn-study",
+                                                                "arm": "no-cdn", "seed": "2"})
+    trial = save_checkpoint(ckpt, tmp_path / "trial.pt")
+    dinokit.load(trial, "cpu").export(tmp_path / "trial-folder", format="hf")
+    text = ModelCard.load(tmp_path / "trial-folder" / "README.md").text
+    assert "## Ablation study" in text and "trial `no-cdn` (seed 2) of the ablation study `cdn-study`" in text
+    assert row in text and "![" not in text.split("## Ablation study")[1].split("\n## ")[0]
+    # without verdicts (no margin): the card says how to get them and shows the results table
+    render(spec.storage, spec.name, spec.out_dir, gallery=False)
+    dinokit.load(trial, "cpu").export(tmp_path / "no-verdicts", format="hf")
+    text = (tmp_path / "no-verdicts" / "README.md").read_text()
+    assert "has no verdicts yet" in text and "dinokit ablate report cdn-study --margin 1" in text
