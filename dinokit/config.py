@@ -282,6 +282,9 @@ def apply_dict(cfg: Config, raw: dict[str, Any]) -> Config:
         for name, value in values.items():
             if name not in hints:
                 raise ConfigError(f"unknown option '{section}.{name}'")
+            current = getattr(target, name)
+            if isinstance(value, dict) and isinstance(current, dict):  # a mapping (train.tags) adds to what is there
+                value = {**current, **value}
             setattr(target, name, _coerce(f"{section}.{name}", value, hints[name]))
     validate(cfg)
     return cfg

@@ -141,6 +141,10 @@ def test_missing_package_and_bad_logger_are_one_line(monkeypatch, tmp_path, caps
     with pytest.raises(DinokitError, match=r"pip install 'dinokit\[mlflow\]'"):
         mlflow_log.require_mlflow()
     monkeypatch.chdir(tmp_path)
+    assert run_cli(["train", "--logger", "mlflow", "--steps", "1"]) == 2  # before any data or run folder
+    assert capsys.readouterr().err.strip() == ("error: --logger mlflow needs the mlflow package: "
+                                               "pip install 'dinokit[mlflow]'")
+    assert not (tmp_path / "runs").exists()
     assert run_cli(["train", "--logger", "wandb", "--steps", "1"]) == 2
     assert capsys.readouterr().err.strip() == "error: --logger must be tensorboard or mlflow, got 'wandb'"
 

@@ -68,6 +68,10 @@ def train(
     run (ablations: the weights the arms share come from one reference build)."""
     cfg = copy.deepcopy(cfg)
     check_budget(cfg.train)
+    if cfg.train.mlflow:  # a missing package fails before any data or run folder is made
+        from dinokit.training.mlflow_log import require_mlflow
+
+        require_mlflow()
     device = process_device(cfg.train.device)
     info = dist_utils.init_distributed(device)
     try:
