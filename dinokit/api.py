@@ -114,13 +114,19 @@ class Detector:
         return metrics
 
     def export(self, path: str | Path, format: str = "onnx", opset: int = 17) -> Path:
-        """Write the inference graph (dynamic batch and image size) for onnxruntime; returns the path."""
+        """Write the inference graph (dynamic batch and image size) for onnxruntime, or with
+        format="hf" a model folder for the Hugging Face Hub (config.json, model.safetensors and a
+        README.md model card; interop/hub.py, extra [hub]); returns the path."""
         from dinokit.infer.export import export_onnx
 
-        if format != "onnx":
-            raise ConfigError(f"export format must be onnx, got '{format}'")
+        if format not in ("onnx", "hf"):
+            raise ConfigError(f"export format must be onnx or hf, got '{format}'")
         if self._backend.model is None:
             raise CheckpointError(f"{self.source} is already an ONNX model")
+        if format == "hf":
+            from dinokit.interop.hub_export import export_folder
+
+            return export_folder(self.source, path)
         return export_onnx(self.source, path, opset).path
 
     def explain(self, image: Any, top: int = 3, query: int | None = None, layer: int | str | None = None,
@@ -150,7 +156,8 @@ def load(
     quantize: str = "none",
     compile: bool = False,
 ) -> Detector:
-    """A detector from a dinokit checkpoint, an official IDEA-Research/DINO checkpoint or a .onnx file.
+    """A detector from a dinokit checkpoint, an official IDEA-Research/DINO checkpoint, a .onnx file,
+    a model folder (`export(..., format="hf")`) or a Hub model `hf://owner/name[@revision]`.
 
     `quantize="int8"` runs on the CPU (dynamic int8 has no CUDA kernels): `device="auto"` then
     means the CPU, and an explicit accelerator is refused before anything is loaded.
@@ -163,11 +170,12 @@ def load(
     from dinokit.infer.precision import resolve_precision
     from dinokit.infer.predictor import load_backend
     from dinokit.infer.speed import check_quantize, int8_device
+    from dinokit.interop.hub import resolve_source
     from dinokit.runtime.device import resolve_device
 
     if image_size is not None and image_size <= 0:
         raise ConfigError(f"--image-size must be positive, got {image_size}")
-    path = Path(source)
+    path = resolve_source(source)  # hf://owner/name: fetched into the Hugging Face cache
     backend = backend or ("onnx" if path.suffix.lower() == ".onnx" else "torch")
     if backend not in ("torch", "onnx"):
         raise ConfigError(f"backend must be torch or onnx, got '{backend}'")

@@ -18,7 +18,7 @@ from dinokit.config import Config
 from dinokit.errors import DinokitError, fail
 from dinokit.studies import launch as launch_mod
 from dinokit.studies.names import check_name
-from dinokit.studies.trials import study_config
+from dinokit.studies.trials import study_config, study_logging
 
 if TYPE_CHECKING:  # optuna, pandas and matplotlib load when a command runs: `dinokit --help` stays quick
     import pandas as pd
@@ -99,6 +99,10 @@ def ablate(
                                               "--until-decided starts no new round (the study's total)."),
     decide_on: str = typer.Option("AP", "--decide-on", help="Measure of the verdicts: AP, AP50, auc, AP-tail or "
                                   "AP50-tail (mean over the last third of the evaluations)."),
+    logger: list[str] = typer.Option([], "--logger", help="Also log every trial to mlflow (one experiment named "
+                                     "after the study; extra [mlflow]) or tensorboard; repeatable."),
+    mlflow_uri: Optional[str] = typer.Option(None, "--mlflow-uri", help="MLflow tracking URI (implies --logger "
+                                             "mlflow; default $MLFLOW_TRACKING_URI, else sqlite in OUT/ablate/NAME)."),
     launcher: str = launch_mod.LAUNCHER, partition: Optional[str] = launch_mod.PARTITION,
     time_: Optional[str] = launch_mod.TIME, gpus: int = launch_mod.GPUS_PER_TRIAL,
     cpus: Optional[int] = launch_mod.CPUS_PER_TRIAL, mem: Optional[str] = launch_mod.MEM,
@@ -136,6 +140,7 @@ def ablate(
         sequential_mod.check_rule(rule)
     cfg = base_config(preset, data, sets, steps, time_budget, eval_every)
     set_trial_precision(cfg, precision)  # passed through to every trial's config
+    study_logging(cfg, name, out / "ablate" / name, logger, mlflow_uri)  # MLflow: one experiment, the study's
     meta = {"preset": preset, "data": cfg.data.data, "budget": budget_text(cfg),
             "evaluations": f"every {cfg.train.eval_every_steps} steps"}
     if sets:
@@ -155,12 +160,14 @@ def ablate(
         data_, summary = report_mod.render(spec.storage, name, spec.out_dir,
                                            {"margin": margin, "measure": decide_on, "reason": reason})
         _show(data_, summary, spec.out_dir)
+        _tag_verdicts(cfg, data_)
         return
     ledger = study_mod.run(spec, jobs=jobs, say=_say, launch=launch)
     if ledger is None:  # submitted to Slurm; the jobs train
         return
     data_, summary = report_mod.render(spec.storage, name, spec.out_dir)
     _show(data_, summary, spec.out_dir)
+    _tag_verdicts(cfg, data_)
     if ledger.live:
         _say(f"{len(ledger.live)} trial(s) still running in other processes: {_pairs(ledger.live)}")
     left = set(spec.pairs) - ledger.done - ledger.live
@@ -195,10 +202,24 @@ def report(
         rule = {"margin": margin, "measure": decide_on, "rho": Rule().rho}
     data_, summary = report_mod.render(storage, name, out_dir, rule)
     _show(data_, summary, out_dir)
+    if data_.rule:  # verdicts: onto the trials' MLflow runs, where the study logged to MLflow
+        from dinokit.ablate.study import read_trials
+
+        _tag_verdicts(read_trials(storage, name)[0].base, data_)
 
 
 def _say(message: str) -> None:
     console.print(message, highlight=False, markup=False, soft_wrap=True)
+
+
+def _tag_verdicts(base: Config, data_: ReportData) -> None:
+    """The report's verdicts as tags on the trials' MLflow runs (ablate/mlflow_tags.py)."""
+    from dinokit.ablate.mlflow_tags import tag_verdicts
+
+    tagged = tag_verdicts(base, data_)
+    if tagged:
+        _say(f"mlflow: verdicts tagged on {tagged} run(s) of experiment '{base.train.mlflow_experiment}' "
+             f"at {base.train.mlflow_uri}")
 
 
 def _pairs(pairs: set[tuple[str, int]]) -> str:

@@ -40,11 +40,12 @@ from dinokit.config import Config, check_budget, diff_configs, plain
 from dinokit.errors import DinokitError, run_worker
 from dinokit.studies.launch import Launch, submit_workers
 from dinokit.studies.storage import default_storage, open_storage, safe_url
-from dinokit.studies.trials import DEFAULT_TRAINER, history_row, load_trainer
+from dinokit.studies.trials import DEFAULT_TRAINER, history_row, label_trial, load_trainer
 from dinokit.studies.workers import fail_trial_on_sigterm, reap_dead, sign, threads_per_job
 
-# may differ between the processes and machines that share one study
-_LOCAL = ("train.threads", "train.out", "train.name", "train.seed", "train.device", "data.workers")
+# may differ between the processes and machines that share one study (and runs of it: the loggers)
+_LOCAL = ("train.threads", "train.out", "train.name", "train.seed", "train.device", "data.workers",
+          "train.tensorboard", "train.mlflow", "train.tags")
 Say = Callable[[str], None]
 
 
@@ -160,6 +161,7 @@ class Objective:
         cfg = arm_config(self.spec.base, self.spec.arm_set.get(arm))
         cfg.train.seed, cfg.train.threads = int(seed), cfg.train.threads or self.threads
         cfg.train.out, cfg.train.name = str(self.spec.out_dir), run_name((arm, seed), attempt)
+        label_trial(cfg, self.spec.name, arm=arm, seed=seed, trial=trial.number)  # MLflow tags, the model card
         tag = f"trial {trial.number}: {arm} seed {seed}"
         history: list[dict[str, Any]] = []
 

@@ -30,7 +30,7 @@ from dinokit.data.coco import preflight_images, same_images_note
 from dinokit.interop.load import detector_checkpoint, load_checkpoint, load_initial_weights
 from dinokit.training.optim import LrSchedule, apply_gradients, build_ema, build_optimizer
 from dinokit.training.rng import capture_rng, nondeterminism_error, seed_everything
-from dinokit.training.board import Board, open_board
+from dinokit.training.loggers import Loggers, open_loggers
 from dinokit.training import losslog, state as run_state
 from dinokit.training.samples import TrainLoader
 from dinokit.training.signals import StopRequest, StopRun
@@ -68,6 +68,10 @@ def train(
     run (ablations: the weights the arms share come from one reference build)."""
     cfg = copy.deepcopy(cfg)
     check_budget(cfg.train)
+    if cfg.train.mlflow:  # a missing package fails before any data or run folder is made
+        from dinokit.training.mlflow_log import require_mlflow
+
+        require_mlflow()
     device = process_device(cfg.train.device)
     info = dist_utils.init_distributed(device)
     try:
@@ -153,7 +157,7 @@ class Trainer:
             if note:
                 self.console.message(note)
         self.model: nn.Module = self.raw_model
-        self.board: Board | None = None  # TensorBoard, opened with the run folder
+        self.board: Loggers | None = None  # TensorBoard and/or MLflow (training/loggers.py), opened with the run folder
 
     # ------------------------------------------------------------------ run
 
@@ -167,7 +171,7 @@ class Trainer:
             self._restore(load_checkpoint(self.run_dir / "last.pt"))
         if self.info.is_main:
             save_yaml(self.cfg, self.run_dir / "config.yaml")
-        self.board = open_board(self.run_dir, t.tensorboard) if self.info.is_main else None
+        self.board = open_loggers(self.run_dir, self.cfg, self.console.message) if self.info.is_main else None
         if self.info.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
             # every DINO switch keeps all parameters in the graph (even for batches without boxes)
@@ -188,9 +192,11 @@ class Trainer:
         except StopRun:  # the caller ended the run (a pruned trial): nothing to resume
             (self.run_dir / "last.pt").unlink(missing_ok=True)
             if self.board is not None:
-                self.board.close()
+                self.board.close("stopped")
             raise
         except Exception as exc:  # bad data, divergence, out of memory: keep the steps done so far
+            if self.board is not None:
+                self.board.close("failed")
             saved = ""
             if self.step > 0 and self._saved_step != self.step:
                 self._save_last(collective=False)
@@ -217,7 +223,7 @@ class Trainer:
     def _result(self, interrupted: bool) -> TrainResult:
         self._read_losses()
         if self.board is not None:
-            self.board.close()
+            self.board.close("interrupted" if interrupted else "finished")
         return TrainResult(
             self.run_dir, dict(self.best), list(self.history), self.params, interrupted, self.step, self.info.rank
         )
