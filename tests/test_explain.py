@@ -151,7 +151,7 @@ def test_detections_and_final_boxes_match_predict(mixed_ckpt, image_file):
     exp = detector.explain(image_file, score=0.0)
     det = detector.predict(image_file, score=0.0)[0]
     assert len(det) == 20 and np.allclose(exp.detections.xyxy, det.xyxy, atol=1e-3)
-    assert np.allclose(exp.detections.scores, det.scores) and np.array_equal(exp.detections.labels, det.labels)
+    assert np.allclose(exp.detections.scores, det.scores) and np.array_equal(exp.detections.class_ids, det.class_ids)
     assert exp.arrays["detection_queries"][0] == exp.queries[0]
     final = exp.arrays["boxes"][0, -1].clip(0, [W, H, W, H])  # predict clips to the image
     assert np.allclose(final, det.xyxy[0], atol=1e-2)
