@@ -15,7 +15,7 @@ from PIL import Image
 import dinokit
 from dinokit.checkpoint import make_checkpoint, save_checkpoint
 from dinokit.config import Config
-from dinokit.explain.report import write_selection
+from dinokit.explain.report import OUTPUT_FILES, write_selection
 from dinokit.model.dino import build_model
 from dinokit.model.heads import inverse_sigmoid
 from dinokit.model.sampling import sample_levels_grid
@@ -179,6 +179,7 @@ def test_every_switch_writes_its_figures(tmp_path, image_file, switches):
     written = exp.save(tmp_path / "out")
     expected = {"selection", "sampling", "refinement", "json", "html"} | ({"denoising"} if switches["denoising"] != "none" else set())
     assert set(written) == expected and all(p.is_file() for p in written.values())
+    assert {p.name for p in written.values()} <= set(OUTPUT_FILES)  # what `dinokit explain` announces
     for name in expected - {"json", "html"}:
         assert Image.open(written[name]).size[0] > 300
     record = json.loads(written["json"].read_text())

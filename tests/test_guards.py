@@ -18,10 +18,41 @@ import pytest
 import typer
 from PIL import Image
 
+import dinokit
 from dinokit.cli import app
 from dinokit.errors import DataError
 from tests.cli_helpers import run_cli
-from tests.test_api import detector, run  # noqa: F401  (module fixtures: a 2-step tiny model)
+from tests.test_api import FAST, SHAPES
+
+
+class Run:
+    """A run folder as training leaves it (config.yaml, best.pt, last.pt), with untrained weights:
+    every refusal comes before the weights matter."""
+
+    def __init__(self, root: Path) -> None:
+        from dinokit.checkpoint import make_checkpoint, save_checkpoint
+        from dinokit.config import apply_overrides, load_preset, save_yaml
+        from dinokit.model.dino import build_model
+
+        cfg = apply_overrides(load_preset("tiny"), [*FAST, f"train.out={root / 'runs'}", "train.name=api"])
+        cfg.model.num_classes = len(SHAPES)
+        self.dir = root / "runs" / "train" / "api"
+        self.dir.mkdir(parents=True)
+        state = build_model(cfg.model, load_weights=False).state_dict()
+        ckpt = make_checkpoint(state, cfg, sorted(SHAPES), list(range(1, len(SHAPES) + 1)))
+        save_checkpoint(ckpt, self.dir / "best.pt")
+        shutil.copy(self.dir / "best.pt", self.dir / "last.pt")  # never read: the refusal comes first
+        save_yaml(cfg, self.dir / "config.yaml")
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Run:
+    return Run(tmp_path_factory.mktemp("guards"))
+
+
+@pytest.fixture(scope="module")
+def detector(run: Run):
+    return dinokit.load(run.dir / "best.pt", "cpu")
 
 
 @pytest.fixture(autouse=True)
@@ -65,7 +96,7 @@ def coco_folder(root: Path) -> Path:
 # --------------------------------------------------------------------------- the model's commands
 
 
-def test_eval_never_writes_over_its_checkpoint_or_data(run, tmp_path, capsys):  # noqa: F811
+def test_eval_never_writes_over_its_checkpoint_or_data(run, tmp_path, capsys):
     ckpt = run.dir / "best.pt"
     refused(capsys, ["eval", ckpt, "--json", ckpt, "--device", "cpu"], ckpt, words="--json")
     refused(capsys, ["eval", ckpt, "--detections", run.dir / "." / "best.pt", "--device", "cpu"], ckpt,
@@ -78,7 +109,7 @@ def test_eval_never_writes_over_its_checkpoint_or_data(run, tmp_path, capsys):  
     refused(capsys, ["eval", ckpt, "--data", ann, "--detections", image, "--device", "cpu"], image, ann)
 
 
-def test_detector_evaluate_never_writes_detections_over_its_inputs(detector, run, tmp_path):  # noqa: F811
+def test_detector_evaluate_never_writes_detections_over_its_inputs(detector, run, tmp_path):
     ckpt = run.dir / "best.pt"
     before = digest(ckpt)
     with pytest.raises(DataError, match="would overwrite the input .*best.pt"):
@@ -90,7 +121,7 @@ def test_detector_evaluate_never_writes_detections_over_its_inputs(detector, run
     assert digest(ckpt) == before and json.loads(ann.read_text())["images"][0]["file_name"] == "1.png"
 
 
-def test_export_never_writes_over_its_checkpoint(run, detector, tmp_path, capsys):  # noqa: F811
+def test_export_never_writes_over_its_checkpoint(run, detector, tmp_path, capsys):
     ckpt = run.dir / "best.pt"
     refused(capsys, ["export", ckpt, "--out", ckpt], ckpt, words="--out")
     (tmp_path / "model.onnx").symlink_to(ckpt)  # the checkpoint under another name
@@ -108,7 +139,7 @@ def test_convert_official_never_writes_over_its_source(tmp_path, capsys):
     refused(capsys, ["convert", "official", source, "--out", tmp_path / "hard.pt"], source)
 
 
-def test_resumed_training_never_rewrites_a_file_it_started_from(run, tmp_path, capsys):  # noqa: F811
+def test_resumed_training_never_rewrites_a_file_it_started_from(run, tmp_path, capsys):
     """A resumed run rewrites its config.yaml, best.pt and last.pt: when the user names one of them
     as --config or --weights, the run is refused before its first step."""
     runs = tmp_path / "runs"
@@ -121,7 +152,7 @@ def test_resumed_training_never_rewrites_a_file_it_started_from(run, tmp_path, c
             words="--resume (best.pt)")
 
 
-def test_explain_never_writes_over_its_image_or_boxes(run, tmp_path, capsys):  # noqa: F811
+def test_explain_never_writes_over_its_image_or_boxes(run, tmp_path, capsys):
     ckpt = run.dir / "best.pt"
     photos = tmp_path / "photos"
     photos.mkdir()

@@ -14,6 +14,9 @@ from dinokit.files import reading, write_json, write_text, write_with
 Explanation = Any
 
 DPI = 100
+# every file write_explanation can write (denoising.png only with ground truth): announced by
+# `dinokit explain` before the model loads, so one that is an input is refused up front
+OUTPUT_FILES = ("selection.png", "sampling.png", "refinement.png", "denoising.png", "explain.json", "explain.html")
 
 
 def save_figure(fig: Any, path: Path) -> Path:
