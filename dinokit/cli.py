@@ -40,9 +40,12 @@ def _print_version(value: bool) -> None:
 
 
 @app.callback()
-def _options(version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+def _options(ctx: typer.Context,
+             version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
                                           help="Print dinokit's version and exit.")) -> None:
-    pass
+    from dinokit.files import command_scope
+
+    ctx.with_resource(command_scope())  # every command declares its inputs; the writer refuses them
 
 
 app.add_typer(data_app, name="data", help="Check, convert and generate datasets.")
@@ -118,6 +121,7 @@ def train(
 ) -> None:
     """Train a DINO detector (default: the tiny preset on the built-in shapes data)."""
     launch = launch_mod.Launch(launcher, partition, time_, gpus_per_node, cpus, mem, slurm_args, wait, nodes)
+    _inputs(config, weights)  # the run (a resumed one too) may replace neither
     if launch.on_slurm:  # this same command (these flags) as one job of DDP processes
         flags = {k: v for k, v in locals().items() if k != "launch"}
         logs = Path(out or "runs") / "train" / "slurm"
@@ -182,6 +186,7 @@ def evaluate(
     _check_precision(precision, device)
     checkpoint = _one_checkpoint(checkpoint, weights, "CHECKPOINT")
     path = checkpoint if checkpoint is not None else latest_run_checkpoint(runs)
+    _inputs(path, outputs={"--json": json_file, "--detections": detections})  # the data joins as it is read
     detector = load(path, device, precision, image_size=image_size, quantize=quantize, compile=compile_)
     if detector.precision_note:
         _say(detector.precision_note)
@@ -211,6 +216,14 @@ def _one_checkpoint(checkpoint: Path | None, weights: Path | None, name: str) ->
     if checkpoint is not None and weights is not None:
         raise ConfigError(f"{name} and --weights both name the weights; give one")
     return checkpoint if checkpoint is not None else weights
+
+
+def _inputs(*paths: Any, outputs: dict[str, Any] | None = None) -> None:
+    """The command's inputs, declared once (what is not a file, such as `--weights imagenet`, is
+    skipped): the atomic writer refuses to replace any of them (dinokit/files.py)."""
+    from dinokit.files import command_inputs
+
+    command_inputs(*paths, outputs=outputs)
 
 
 def _write_json(path: Path, payload: Any) -> None:
@@ -245,8 +258,7 @@ def predict(
     from dinokit.api import load
     from dinokit.checkpoint import latest_run_checkpoint, require_checkpoint_file
     from dinokit.infer.predictor import check_predict_options, gather_inputs, input_shapes
-    from dinokit.files import refuse_overwriting
-    from dinokit.infer.outputs import output_names, planned_outputs
+    from dinokit.infer.outputs import output_paths, planned_outputs
     from dinokit.infer.video import is_video
     from dinokit.interop.hub import resolve_source
     from dinokit.runtime.rundir import new_run_dir
@@ -264,24 +276,24 @@ def predict(
     require_checkpoint_file(path)
     input_shapes(inputs)  # a file that is not an image fails before the model loads
     names = [name for name, _ in inputs]
-    refuse_overwriting(planned_outputs(out, json_file, videos, names),
-                       [path, *videos, *(p for _, p in inputs if isinstance(p, Path))])
+    _inputs(path, *videos, *(p for _, p in inputs if isinstance(p, Path)),
+            outputs=planned_outputs(out, json_file, videos, names))
     detector = load(path, device, precision, backend=backend, image_size=image_size, quantize=quantize, compile=compile_)
     if detector.precision_note:
         _say(detector.precision_note)
     score, score_source = detector.default_score(score)
     out_dir = out if out is not None else new_run_dir(runs, "exp", command="predict")
-    for video in videos:  # an annotated copy and one JSON line per frame
-        stem = Path(video).stem
-        frames = detector.predict_video(video, out_dir / f"{stem}.mp4", out_dir / f"{stem}.jsonl", score, batch_size)
-        console.print(f"{video}: {frames} frame(s): video {out_dir / f'{stem}.mp4'}, JSON lines "
-                      f"{out_dir / f'{stem}.jsonl'}", highlight=False, soft_wrap=True)
+    video_targets, image_targets = output_paths(videos, names, out_dir)  # one naming rule for both
+    for video, (video_out, lines_out) in zip(videos, video_targets):  # an annotated copy, a JSON line per frame
+        frames = detector.predict_video(video, video_out, lines_out, score, batch_size)
+        console.print(f"{video}: {frames} frame(s): video {video_out}, JSON lines {lines_out}",
+                      highlight=False, soft_wrap=True)
     if not images:
         return
     results = detector.predict(images, score, batch_size)
     json_path = json_file if json_file is not None else out_dir / "detections.json"
     records = []
-    for det, target in zip(results, output_names([det.source for det in results], out_dir)):
+    for det, target in zip(results, image_targets):
         det.save(target)
         records.append({**det.to_dict(), "output": str(target)})
     _write_json(json_path, records)
@@ -313,6 +325,7 @@ def export(
     if fmt not in ("onnx", "hf"):
         raise ConfigError(f"--format must be onnx or hf, got '{fmt}'")
     path = checkpoint if checkpoint is not None else latest_run_checkpoint(runs)
+    _inputs(path, outputs={"--out": out})
     written = load(path, "cpu").export(out, fmt, opset)
     if fmt == "hf":
         console.print(f"wrote {written}/: config.json, model.safetensors, README.md (the model card); load it with "

@@ -16,6 +16,8 @@ from rich.console import Console
 from dinokit.ablate import arms as arms_mod
 from dinokit.config import Config
 from dinokit.errors import DinokitError, fail
+from dinokit.files import command_inputs
+from dinokit.studies.shipped import find
 from dinokit.studies import launch as launch_mod
 from dinokit.studies.names import check_name
 from dinokit.studies.trials import study_config, study_logging
@@ -38,6 +40,9 @@ def ablation_name(removals: list[str], grid: bool, study: Optional[Path]) -> str
     return f"grid-{body}" if grid else ("leave-one-out" if not removals else body)
 
 
+# what a report writes into OUT/ablate/NAME (announced before training: none may be an input)
+REPORT_FILES = ("trials.csv", "summary.csv", "report.md", "report.html", "ap.png", "convergence.png",
+                "forest.png", "heatmap.png", "gallery.png", "selection.png")
 STUDY_SHAPES_VAL = 300  # studies validate on 300 built-in images (the first 100 are the default split)
 
 
@@ -150,6 +155,8 @@ def ablate(
     n_seeds = sequential_mod.SEED_SPACE if until_decided else seeds
     spec = study_mod.AblationSpec(name, arm_set, [cfg.train.seed + i for i in range(n_seeds)], cfg,
                                   out / "ablate" / name, storage or "", meta)
+    command_inputs(None if study is None else find(study, "ablate"), data,
+                   outputs={f"--out ({n})": spec.out_dir / n for n in REPORT_FILES})
     launch = launch_mod.Launch(launcher, partition, time_, gpus, cpus, mem, slurm_args, wait).check_storage(spec.storage)
     if until_decided:
         if launch.on_slurm and not launch.wait:
@@ -189,6 +196,7 @@ def report(
     from dinokit.ablate import report as report_mod
     from dinokit.studies.storage import default_storage
 
+    command_inputs()  # reads the study's storage, which no report file can be
     out_dir = out / "ablate" / name
     if storage is None:
         if not (out_dir / "study.db").is_file():

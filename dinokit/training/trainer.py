@@ -22,6 +22,7 @@ from torch.profiler import record_function
 from dinokit.config import Config, check_budget, save_yaml, total_steps
 from dinokit.training import distributed as dist_utils
 from dinokit.checkpoint import save_checkpoint
+from dinokit.files import declare_inputs
 from dinokit.training.console import TrainConsole
 from dinokit.runtime.device import process_device
 from dinokit.infer.evaluator import run_evaluation, write_run_diagnostics
@@ -34,7 +35,7 @@ from dinokit.training.loggers import Loggers, open_loggers
 from dinokit.training import losslog, state as run_state
 from dinokit.training.samples import TrainLoader
 from dinokit.training.signals import StopRequest, StopRun
-from dinokit.runtime.rundir import find_resume_dir, new_run_dir, safe_name
+from dinokit.runtime.rundir import RUN_FILES, find_resume_dir, new_run_dir, safe_name
 from dinokit.training.patience import patience_reason
 from dinokit.training.plots import plot_curves, plot_results, write_metrics_csv
 from dinokit.training.compiled import ShapeBuckets, TrainingStep, resolve_compile
@@ -167,7 +168,8 @@ class Trainer:
         if self.info.is_main:
             run_dir = find_resume_dir(t.out, t.name) if resume else new_run_dir(t.out, safe_name(t.name))
         self.run_dir = Path(dist_utils.broadcast_object(str(run_dir), self.info))
-        if resume:
+        if resume:  # the run's files are rewritten: none may be a file the run started from (--config)
+            declare_inputs(outputs={f"--resume ({name})": self.run_dir / name for name in RUN_FILES})
             self._restore(load_checkpoint(self.run_dir / "last.pt"))
         if self.info.is_main:
             save_yaml(self.cfg, self.run_dir / "config.yaml")

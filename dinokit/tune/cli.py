@@ -44,7 +44,8 @@ def tune(
     slurm_args: list[str] = launch_mod.SLURM_ARGS, wait: bool = launch_mod.WAIT,
 ) -> None:
     """Search hyperparameters with Optuna TPE and pruning; each trial is a training run."""
-    from dinokit.studies.shipped import listing
+    from dinokit.files import command_inputs
+    from dinokit.studies.shipped import find, listing
 
     if list_spaces:
         print(listing("tune"))
@@ -61,6 +62,7 @@ def tune(
     cfg = set_trial_precision(study_config(preset, data, sets, steps, time_budget), precision)
     study_logging(cfg, name, out / "tune" / name, logger, mlflow_uri)  # MLflow: one experiment, the study's
     spec = search.TuneSpec(name, search_space, cfg, out / "tune" / name, trials, storage or "", seed)
+    command_inputs(find(space, "tune"), data, outputs={f"--out ({n})": spec.out_dir / n for n in report_mod.FILES})
     launch = launch_mod.Launch(launcher, partition, time_, gpus, cpus, mem, slurm_args, wait).check_storage(spec.storage)
     study = search.run(spec, jobs=jobs, say=lambda m: console.print(m, highlight=False, markup=False, soft_wrap=True),
                        launch=launch)
