@@ -350,6 +350,7 @@ def push(
     """Upload a model folder to the Hugging Face Hub (extra [hub]; needs the network and a token)."""
     from dinokit.interop.hub import push_folder
 
+    _inputs(folder / "config.json", folder / "model.safetensors")  # only the card is rewritten (the repo's name)
     url = push_folder(folder, repo, private=private, token=token, message=message)
     console.print(f"pushed {folder} to {repo} ({url}); load it with: dinokit.load('hf://{repo}')",
                   highlight=False, soft_wrap=True)

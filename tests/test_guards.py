@@ -242,6 +242,7 @@ NO_INPUT_TO_GUARD = {
     "info": "writes no file (prints)",
     "data shapes": "reads nothing; --out must be missing or empty",
     "ablate report": "reads the study's storage, which no report file can be",
+    "push": "names no output: it rewrites only the model card that export wrote (weights and config declared)",
 }
 
 
