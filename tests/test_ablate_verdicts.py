@@ -47,9 +47,9 @@ def _stand_in(cfg: Any, on_epoch: Any = None, **kw: Any) -> _Result:
 
 
 def _stop_line(output: str) -> dict[str, tuple[str, str]]:
-    """{comparison: (verdict, seeds)} from 'stopped: <why>: name: verdict (n seeds); ...'."""
+    """{comparison: (verdict, seeds)} from 'stopped: <why>. Verdicts: name: verdict (n seeds); ...'."""
     line = next(x for x in output.splitlines() if x.startswith("stopped: "))
-    tail = line.split("has its verdict: ", 1)[1]
+    tail = line.split(". Verdicts: ", 1)[1]
     out = {}
     for item in tail.split("; "):
         name, rest = item.split(": ", 1)
@@ -59,10 +59,14 @@ def _stop_line(output: str) -> dict[str, tuple[str, str]]:
 
 
 def _terminal(output: str) -> dict[str, tuple[str, str]]:
+    """{comparison: (verdict, seeds)} from the rows under the terminal's 'Verdicts:' line."""
     lines = output.splitlines()
-    start = lines.index("Verdicts:") + 1
-    rows = [x.strip().split(" | ") for x in lines[start:] if x.startswith("  ")]
-    return {r[0]: (r[1], r[2]) for r in rows[:1]}
+    rows = []
+    for line in lines[lines.index("Verdicts:") + 1:]:
+        if not line.startswith("  "):
+            break
+        rows.append(line.strip().split(" | "))
+    return {r[0]: (r[1], r[2]) for r in rows}
 
 
 def _markdown(text: str, title: str = "## Verdicts") -> dict[str, tuple[str, str]]:

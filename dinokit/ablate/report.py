@@ -150,6 +150,9 @@ def failures(trials: pd.DataFrame) -> pd.DataFrame:
     bad = trials[trials["state"] == "FAIL"].sort_values("trial")
     errors = bad["error"] if "error" in bad else pd.Series("", index=bad.index)
     errors = errors.fillna("").astype(str).replace("", "interrupted (worker stopped without reporting)")
+    if "deterministic" in bad:
+        errors = errors.where(~bad["deterministic"].fillna(False).astype(bool),
+                              errors + " (deterministic: not retried; fix it, then --retry-failed)")
     return pd.DataFrame({"trial": bad["trial"], "arm": bad["arm"], "seed": bad["seed"], "error": errors})
 
 

@@ -323,13 +323,14 @@ def run(spec: AblationSpec, jobs: int = 1, progress: bool = True, say: Say = pri
     study = prepare(spec)
     run_id = uuid.uuid4().hex[:12]
     ledger = Ledger.read(study, run_id)
-    todo = ledger.pending(spec.pairs, spec.retry_failed)
+    # and the trials storage's retry callback queued (a stale heartbeat): live, yet they need a worker
+    todo = len(ledger.pending(spec.pairs, spec.retry_failed)) + ledger.waiting
     grid = (f"{len(spec.arm_set.arms)} arms x {len(spec.seeds)} seeds = {len(spec.pairs)} trials"
             if spec.wanted is None else f"this round {len(spec.pairs)} trials")
-    say(f"ablation {spec.name}: {grid}, {len(ledger.done)} done, {len(todo)} to run ({safe_url(spec.storage)})")
+    say(f"ablation {spec.name}: {grid}, {len(ledger.done)} done, {todo} to run ({safe_url(spec.storage)})")
     threads = threads_per_job(jobs)
     if todo and launch is not None and launch.on_slurm:
-        workers = [partial(_job_worker, spec, launch.threads) for _ in range(min(jobs, len(todo)))]
+        workers = [partial(_job_worker, spec, launch.threads) for _ in range(min(jobs, todo))]
         report = (f"dinokit ablate report {spec.name} --storage '{safe_url(spec.storage)}' "
                   f"--out {spec.out_dir.parent.parent}")
         if not submit_workers(launch, workers, spec.out_dir / "slurm", report, say, f"dinokit-ablate-{spec.name}"):
@@ -337,7 +338,7 @@ def run(spec: AblationSpec, jobs: int = 1, progress: bool = True, say: Say = pri
     elif todo and jobs == 1:
         work(spec, run_id, threads, progress, say)
     elif todo:
-        _spawn(spec, run_id, threads, min(jobs, len(todo)), say)
+        _spawn(spec, run_id, threads, min(jobs, todo), say)
     return Ledger.read(study, run_id)
 
 

@@ -136,7 +136,7 @@ def stop_reason(decisions: list[Decision], rule: Rule) -> str:
         head = "no comparison can be decided: the arms did not learn at this budget"
     else:
         head = "every comparison has its verdict"
-    return f"{head}: {verdict_line(decisions, rule)}"
+    return f"{head}. Verdicts: {verdict_line(decisions, rule)}"
 
 
 def decisions_table(decisions: list[Decision], rule: Rule) -> pd.DataFrame:
