@@ -11,7 +11,7 @@ import pytest
 from scipy import stats
 
 from dinokit.ablate.decide import (
-    EQUIVALENT, HELPS, HURTS, LEGACY_RHO, RHO, UNDECIDED, Rule, cs_halfwidth, decide, decide_sequence, first_look,
+    EQUIVALENT, HELPS, HURTS, LEGACY_RHO, NOT_LEARNED, RHO, UNDECIDED, Rule, cs_halfwidth, decide, decide_sequence, first_look,
     needed_arms, seeds_to_decide, verdict_of,
 )
 from dinokit.ablate.verdicts import decisions_table
@@ -187,3 +187,46 @@ def test_error_rates_hold_under_peeking_after_every_seed(sd: float) -> None:
 def test_a_clear_effect_stops_early() -> None:
     shares, seeds_used, _ = _simulate(5.0, 2.0, MARGIN, CAP, STUDIES, seed=5)
     assert shares[HELPS] > 0.99 and seeds_used < 8
+
+
+def test_a_verdict_on_a_diverged_seed_says_what_it_rests_on() -> None:
+    """Diverged trials score 0: they are counted, per arm, and a decided verdict that rests on
+    one says so (the normal model does not expect a 0 among AP 30s)."""
+    seeds = range(16)
+    base = 0.30 + 0.01 * np.sin(np.arange(16))
+    arm = base - 0.05 + 0.002 * np.cos(np.arange(16))
+    arm[1] = 0.0  # diverged: the -5 points that 4 seeds would decide now take 15
+    values = pd.DataFrame({"a": base, "b": arm}, index=list(seeds))
+    diverged = pd.DataFrame({"a": False, "b": [s == 1 for s in seeds]}, index=list(seeds))
+    rule = Rule(1.0, "AP", (("b vs a", "b", "a"),))
+    (d,) = decide(values, rule, diverged)
+    assert (d.verdict, d.decided_at) == (HURTS, 15) and d.arm_diverged == (1, 16) and d.reference_diverged == (0, 16)
+    assert d.flags == ("1 diverged seed scored 0",)
+    table = decisions_table([d], rule)
+    assert table.loc[0, "verdict"] == "hurts [rests on its assumption: 1 diverged seed scored 0]"
+    assert table.loc[0, "diverged [95% CI]"] == "b 1/16 [0–30%]; a 0/16 [0–21%]"
+    # the same divergence after the decisive look: the verdict does not rest on it
+    late = values.copy()
+    late["b"] = base - 0.05 + 0.002 * np.cos(np.arange(16))
+    late.loc[15, "b"] = 0.0
+    (d,) = decide(late, rule, diverged.assign(b=[s == 15 for s in seeds]))
+    assert d.verdict == HURTS and d.decided_at == 4 and d.flags == () and d.arm_diverged == (1, 16)
+
+
+def test_no_verdict_only_when_neither_arm_learned() -> None:
+    values = pd.DataFrame({"a": [0.001, 0.002, 0.001, 0.002, 0.001], "b": [0.001, 0.001, 0.002, 0.002, 0.001],
+                           "c": [0.30, 0.31, 0.29, 0.30, 0.31]})
+    rule = Rule(1.0, "AP", (("b vs a", "b", "a"), ("c vs a", "c", "a")))
+    plain = decide(values, rule)
+    assert [d.verdict for d in plain] == [EQUIVALENT, HELPS]  # true of the numbers
+    judged = decide(values, rule, learned={"a": False, "b": False, "c": True})
+    assert [d.verdict for d in judged] == [NOT_LEARNED, HELPS] and judged[0].final and not judged[0].decided
+    assert needed_arms(judged) == []
+
+
+def test_a_rule_round_trips_through_storage_and_old_ones_keep_their_values() -> None:
+    rule = Rule(0.5, "AP-tail", (("b vs a", "b", "a"),), 12, alpha=0.01, rho=0.5)
+    assert Rule.from_dict(rule.to_dict(), [], 99) == rule
+    old = Rule.from_dict({"margin": 1.0, "measure": "AP", "seconds": 3.0}, [("x vs a", "x", "a")], 20)
+    assert (old.kind, old.alpha, old.rho, old.comparisons, old.max_seeds) == \
+        ("tmixture", 0.05, LEGACY_RHO, (("x vs a", "x", "a"),), 20)

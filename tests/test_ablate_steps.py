@@ -11,6 +11,8 @@ import pytest
 from dinokit.ablate.arms import STEPS, Arm, ArmSet, grid, leave_one_out, load_study_file
 from dinokit.ablate.report import ReportData, render_markdown, steps_table, summarize
 from dinokit.ablate.steps import changes, comparisons, legacy_steps, step_differences
+from dinokit.ablate.decide import Rule
+from dinokit.ablate.verdicts import decisions_for, verdict_label
 from dinokit.config import ConfigError
 
 T_2DOF = 4.302652729911275  # t(0.975; 2 dof), from printed tables
@@ -94,6 +96,13 @@ def test_report_shows_steps_only_for_a_cumulative_study() -> None:
     assert steps_table(data2).loc[0, resolved] == "no"
     md = render_markdown(data, summarize(done, CHAIN.names, "c"))
     assert "## Steps" in md and "queries: static → pure" in md
+    # with a rule, the step's one verdict is the rule's, and no interval is called resolved
+    data.rule = Rule(1.0, "AP50", tuple(comparisons(CHAIN)), 3)
+    data.decisions = decisions_for(data, data.rule)
+    table = steps_table(data)
+    assert "CI excludes 0 (descriptive)" not in table and "resolved" not in " ".join(table.columns)
+    assert list(table["verdict (the rule's)"]) == [verdict_label(d, data.rule) for d in data.decisions]
+    assert list(table["verdict (the rule's)"]) == ["undecided", "undecided"]  # 3 seeds: before the first look
     flat = ArmSet((Arm("c", {}), Arm("x", {"lft": False}), Arm("y", {"queries": "static", "dn_draws": 2})), "c")
     data = ReportData("flat", flat.names, "c", done, pd.DataFrame(), [0, 1, 2], {}, arm_set=flat)
     assert steps_table(data) is None

@@ -107,6 +107,19 @@ def test_stop_line_terminal_and_reports_agree_verdict_by_verdict(tmp_path: Path,
     same = CliRunner().invoke(app, ["report", "e2e", "--out", str(out), "--margin", "1.0"])
     assert same.exit_code == 0 and "Exploratory" not in (folder / "report.md").read_text()
 
+    # a study stored before its rule was complete keeps what it ran with: rho 1, undecided at 4 seeds
+    import optuna
+
+    from dinokit.ablate.decide import RULE_ATTR
+    from dinokit.studies.storage import open_storage
+
+    study = optuna.load_study(study_name="e2e", storage=open_storage(f"sqlite:///{folder / 'study.db'}"))
+    study.set_user_attr(RULE_ATTR, {"margin": 1.0, "measure": "AP", "seconds": 12.0})
+    legacy = CliRunner().invoke(app, ["report", "e2e", "--out", str(out)])
+    assert legacy.exit_code == 0, legacy.output
+    md = (folder / "report.md").read_text()
+    assert _markdown(md) == {"no-cdn vs full": ("undecided", "4 (not enough)")} and "rho=1)" in md
+
 
 def test_a_cap_that_can_decide_nothing_is_refused_before_training(tmp_path: Path, monkeypatch) -> None:
     def never(*args: Any, **kw: Any) -> Any:

@@ -227,8 +227,10 @@ def decide(values: pd.DataFrame, rule: Rule, diverged: pd.DataFrame | None = Non
         if learned is not None and not learned.get(arm, True) and not learned.get(ref, True):
             verdict, at = NOT_LEARNED, 0
         div = _diverged(diverged, both.index, arm, ref)
+        rests = at or len(d)  # a verdict rests on the pairs up to its decisive look
         out.append(Decision(name, arm, ref, len(d), float(d.mean()) if len(d) else math.nan, low, high, verdict, at,
-                            float(d.std(ddof=1)) if len(d) > 1 else math.nan, tuple(check_assumptions(d, div)),
+                            float(d.std(ddof=1)) if len(d) > 1 else math.nan,
+                            tuple(check_assumptions(d[:rests], div[:rests])),
                             _count(values, diverged, arm), _count(values, diverged, ref)))
     return out
 
