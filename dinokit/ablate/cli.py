@@ -95,8 +95,8 @@ def ablate(
                                        "is decided (helps, hurts, or no effect beyond --margin); --seeds is ignored."),
     margin: float = typer.Option(1.0, "--margin", help="Equivalence margin in the measure's COCO points."),
     max_seeds: int = typer.Option(20, "--max-seeds", help="Seed cap of --until-decided."),
-    max_hours: Optional[float] = typer.Option(None, "--max-hours", help="Hours of training rounds after which "
-                                              "--until-decided starts no new round (the study's total)."),
+    max_hours: Optional[float] = typer.Option(None, "--max-hours", help="Hours of training, summed over the "
+                                              "study's trials, after which --until-decided starts no trial."),
     decide_on: str = typer.Option("AP", "--decide-on", help="Measure of the verdicts: AP, AP50, auc, AP-tail or "
                                   "AP50-tail (mean over the last third of the evaluations)."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Retry trials that failed deterministically "

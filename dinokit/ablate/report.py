@@ -25,7 +25,7 @@ from dinokit.ablate.arms import STEPS
 from dinokit.ablate.decide import Rule
 from dinokit.ablate.format import MIN_SEEDS_FOR_CI, delta_cell, mean_std, params_cell, reached_cell, seeds_cell
 from dinokit.ablate.plots import plot_ap, plot_convergence, plot_forest, plot_heatmap
-from dinokit.ablate.records import ALL_METRICS, SWITCHES, ReportData, completed, report_data  # noqa: F401 (re-exported)
+from dinokit.ablate.records import ReportData, completed, report_data  # noqa: F401 (report_data: re-exported)
 from dinokit.ablate.steps import comparisons, step_differences
 from dinokit.ablate.stats import THRESHOLDS, PairedDiff, paired_difference, seeds_needed, threshold_column
 from dinokit.ablate.verdicts import decisions_for, verdict_label

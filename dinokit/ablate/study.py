@@ -37,13 +37,14 @@ from optuna.trial import FrozenTrial, TrialState
 
 from dinokit.ablate.arms import BASELINE, STEPS, Arm, ArmSet, arm_config, validate_arms
 from dinokit.ablate.ledger import Ledger, Pair, holder_of, pair_of
+from dinokit.ablate.outcomes import diverged_at, forget_copied, record_divergence, study_seconds
 from dinokit.ablate.pairing import SharedInit
 from dinokit.ablate.steps import legacy_steps
 from dinokit.config import Config, check_budget, diff_configs, plain
 from dinokit.errors import DinokitError, run_worker
 from dinokit.studies.launch import Launch, submit_workers
 from dinokit.studies.storage import default_storage, open_storage, safe_url
-from dinokit.studies.trials import DEFAULT_TRAINER, SECONDS, history_row, load_trainer, seconds_attr, trial_seconds
+from dinokit.studies.trials import DEFAULT_TRAINER, SECONDS, history_row, load_trainer, seconds_attr
 from dinokit.studies.workers import fail_trial_on_sigterm, reap_dead, sign, threads_per_job
 
 # may differ between the processes and machines that share one study
@@ -148,12 +149,6 @@ def run_name(pair: Pair, attempt: int) -> str:
     return f"trial-{pair[0]}-s{pair[1]}" + (f"-retry{attempt}" if attempt else "")
 
 
-# what a trial records about its outcome: a trial that storage's retry callback copied from a stale
-# one (optuna's RetryFailedTrialCallback copies user attrs) starts by forgetting them
-OUTCOME = ("error", "traceback", "deterministic", "diverged", "history", "run_dir", "metrics", "params",
-           "train_time", "wall_time", "analysis", "analysis_error", SECONDS)
-
-
 class Objective:
     """Trains the trial's (arm, seed) with the real trainer and records everything in the trial."""
 
@@ -162,8 +157,7 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> float:
         sign(trial, run_id=self.run_id)
-        for key in [k for k in OUTCOME if trial.user_attrs.get(k) is not None]:
-            trial.set_user_attr(key, None)
+        forget_copied(trial)
         arm = trial.suggest_categorical("arm", self.spec.arm_set.names)
         seed = trial.suggest_categorical("seed", list(self.spec.seeds))
         if self.spec.wanted is not None and (arm, seed) not in self.spec.wanted:  # not this round's
@@ -195,9 +189,9 @@ class Objective:
             result = load_trainer(self.spec.trainer)(cfg, progress=self.progress, on_epoch=on_epoch, init_model=init)
         except BaseException as exc:  # KeyboardInterrupt too: the trial is failed, then we stop
             trial.set_user_attr(SECONDS, seconds_attr(trial.number, time.perf_counter() - start))
-            step = _diverged_at(exc)
+            step = diverged_at(exc)
             if step is not None:  # an outcome of the arm, not a missing pair: counted (ablate/records.py)
-                return _record_divergence(trial, step, getattr(exc, "run_dir", None), history, tag, self.say)
+                return record_divergence(trial, step, getattr(exc, "run_dir", None), history, tag, self.say)
             text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             reason = "interrupted (KeyboardInterrupt)" if isinstance(exc, KeyboardInterrupt) else \
                 f"{type(exc).__name__}: {text}"
@@ -227,29 +221,6 @@ class Objective:
         trial.set_user_attr(SECONDS, seconds_attr(trial.number, time.perf_counter() - start))
         self.say(f"{tag} AP {100 * best.get('AP', 0.0):.1f} ({elapsed:.0f} s)")
         return best.get("AP", 0.0)
-
-
-def _diverged_at(exc: BaseException) -> int | None:
-    """The step at which training diverged, when `exc` says it did (training/trainer.py)."""
-    from dinokit.training.trainer import Diverged
-
-    return exc.step if isinstance(exc, Diverged) else None
-
-
-def _record_divergence(trial: optuna.Trial, step: int, run_dir: Path | None, history: list[dict[str, Any]],
-                       tag: str, say: Say) -> float:
-    """A diverged trial is COMPLETE with `diverged` = the step and its evaluations before it; it is
-    not retried (its seed would diverge again) and scores 0."""
-    trial.set_user_attr("diverged", int(step))
-    trial.set_user_attr("history", history)
-    if run_dir is not None:
-        trial.set_user_attr("run_dir", str(run_dir))
-        (Path(run_dir) / "last.pt").unlink(missing_ok=True)
-    last = history[-1] if history else {}
-    if isinstance(last.get("train_seconds"), (int, float)):
-        trial.set_user_attr("train_time", float(last["train_seconds"]))
-    say(f"{tag} diverged at step {step}: an outcome of the arm, scored 0")
-    return 0.0
 
 
 def _analyse(trial: optuna.Trial, best: Path, device: str, say: Say) -> None:
@@ -290,11 +261,6 @@ def work(spec: AblationSpec, run_id: str, threads: int, progress: bool = True, s
                 study.enqueue_trial({"arm": arm, "seed": seed})
         study.optimize(objective, n_trials=1, catch=(Exception,))
     raise DinokitError(f"ablation '{spec.name}': a worker made no progress")
-
-
-def study_seconds(study: optuna.Study) -> float:
-    """The seconds the study's trials have spent, each from its own record (a time cap's tally)."""
-    return sum(trial_seconds(t.user_attrs, t.number) for t in study.get_trials(deepcopy=False))
 
 
 def _worker_main(spec: AblationSpec, run_id: str, threads: int) -> None:
