@@ -78,7 +78,9 @@ def test_rounds_train_only_what_is_undecided_and_resume_with_a_larger_cap(tmp_pa
     decisions, reason = run_until_decided(spec, _rule(spec, first + 2), say=lambda m: None)
     verdicts = {d.arm: d for d in decisions}
     assert verdicts["no-cdn"].verdict == HURTS and verdicts["no-cdn"].decided_at == first
-    assert verdicts["no-lft"].verdict == UNDECIDED and "seed cap" in reason
+    assert verdicts["no-lft"].verdict == UNDECIDED and reason == (
+        f"the seed cap (--max-seeds {first + 2}) is reached. Verdicts: no-cdn vs full: hurts ({first} seeds); "
+        f"no-lft vs full: undecided ({first + 2} seeds)")
     trained = _trained(spec)
     assert all(n == 1 for n in trained.values())
     seeds = lambda arm: sorted(s for a, s in trained if a == arm)  # noqa: E731

@@ -145,13 +145,14 @@ def run_until_decided(spec: Any, rule: Rule, jobs: int = 1, say: Say = print, la
         stuck = [r for r in broken.itertuples() if (r.arm, r.seed) in set(wanted)]
         if stuck:
             r = stuck[0]
-            return decisions, (f"trial {r.trial} ({r.arm} seed {r.seed}) failed deterministically ({r.error}); "
-                               "fix its cause and rerun with --retry-failed")
+            return decisions, stop_reason(decisions, rule, f"trial {r.trial} ({r.arm} seed {r.seed}) failed "
+                                          f"deterministically ({r.error}); fix its cause and rerun with --retry-failed")
         if not wanted:
-            return decisions, f"the seed cap (--max-seeds {cap}) is reached"
+            return decisions, stop_reason(decisions, rule, f"the seed cap (--max-seeds {cap}) is reached")
         used = used_seconds(records)
         if budget is not None and used >= budget:
-            return decisions, f"the time cap (--max-hours {max_hours:g}) is reached ({used / 3600:.2f} h of trials)"
+            return decisions, stop_reason(decisions, rule, f"the time cap (--max-hours {max_hours:g}) is reached "
+                                          f"({used / 3600:.2f} h of trials)")
         open_ = sum(not d.final for d in decisions)
         say(f"round: {open_} undecided comparison(s); training {len(wanted)} trial(s), seeds up to {target}")
         spec.wanted, spec.max_seconds = wanted, budget
@@ -163,4 +164,5 @@ def run_until_decided(spec: Any, rule: Rule, jobs: int = 1, say: Say = print, la
         if budget is not None and used_seconds(after) >= budget:
             continue  # the loop's top reports the time cap with the verdicts of what finished
         if sum(r["state"] == "COMPLETE" for r in after) == sum(r["state"] == "COMPLETE" for r in records):
-            return decisions, "a round finished no trial (see the failed trials); rerun to retry"
+            return decisions, stop_reason(decisions, rule, "a round finished no trial (see the failed trials); "
+                                          "rerun to retry")

@@ -130,9 +130,11 @@ def verdict_line(decisions: list[Decision], rule: Rule) -> str:
                      for d in decisions)
 
 
-def stop_reason(decisions: list[Decision], rule: Rule) -> str:
-    """Why the rounds stop when no comparison needs more seeds, with each verdict."""
-    if all(d.verdict == NOT_LEARNED for d in decisions):
+def stop_reason(decisions: list[Decision], rule: Rule, why: str = "") -> str:
+    """Why the rounds stop (`why`; by default: no comparison needs more seeds), with each verdict."""
+    if why:
+        head = why
+    elif all(d.verdict == NOT_LEARNED for d in decisions):
         head = "no comparison can be decided: the arms did not learn at this budget"
     else:
         head = "every comparison has its verdict"
