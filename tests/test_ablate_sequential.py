@@ -105,7 +105,8 @@ def test_rounds_train_only_what_is_undecided_and_resume_with_a_larger_cap(tmp_pa
 
 def test_a_resumed_study_keeps_its_margin(tmp_path: Path) -> None:
     spec = _spec(tmp_path)
-    run_until_decided(spec, _rule(spec, 5), say=lambda m: None)
+    decisions, _ = run_until_decided(spec, Rule(1.0, "AP", max_seeds=4), say=lambda m: None)  # comparisons: the arms'
+    assert [d.name for d in decisions] == ["no-cdn vs full", "no-lft vs full"]
     with pytest.raises(DinokitError, match="margin"):
         run_until_decided(_spec(tmp_path), _rule(spec, 8, margin=0.5), say=lambda m: None)
 

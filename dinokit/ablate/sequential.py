@@ -121,6 +121,8 @@ def run_until_decided(spec: Any, rule: Rule, jobs: int = 1, say: Say = print, la
     that waits, or local)."""
     from dinokit.ablate import study as study_mod
 
+    if not rule.comparisons:  # the questions of the study's arm set
+        rule = replace(rule, comparisons=tuple(comparisons(spec.arm_set)))
     check_rule(rule)
     check_hours(max_hours)
     study = study_mod.prepare(spec)
