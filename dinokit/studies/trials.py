@@ -87,3 +87,24 @@ def history_row(row: dict[str, Any]) -> dict[str, Any]:
     """An evaluation row as plain JSON numbers and strings (storage user attributes are JSON)."""
     return {k: float(v) if isinstance(v, float) else v for k, v in row.items()
             if v is None or isinstance(v, (bool, int, float, str))}
+
+
+SECONDS = "seconds"  # a trial's own wall time so far, {"trial": its number, "s": seconds}, kept as it runs
+
+
+def seconds_attr(number: int, seconds: float) -> dict[str, float]:
+    """The value of a trial's `SECONDS` attribute, tagged with its own number: a trial that
+    storage's retry callback copies from a stale one inherits the attribute, not the time."""
+    return {"trial": number, "s": round(float(seconds), 2)}
+
+
+def trial_seconds(attrs: dict[str, Any], number: int) -> float:
+    """The seconds trial `number` spent (0 when unknown), from its own attributes: what a time cap
+    adds up, so the tally lives in storage trial by trial (a killed round keeps what its trials
+    recorded, and machines sharing one storage add, never overwrite). Trials from before the
+    attribute count their recorded `wall_time`."""
+    own = attrs.get(SECONDS)
+    if isinstance(own, dict) and own.get("trial") == number and isinstance(own.get("s"), (int, float)):
+        return float(own["s"])
+    wall = attrs.get("wall_time")
+    return float(wall) if isinstance(wall, (int, float)) and not isinstance(own, dict) else 0.0

@@ -44,6 +44,16 @@ from dinokit.errors import DataError, DinokitError
 MAX_BAD_STEPS = 20  # consecutive non-finite gradient steps before giving up
 
 
+class Diverged(DinokitError):
+    """Training diverged: MAX_BAD_STEPS steps in a row with non-finite gradients from `step` on
+    (1-based). A study records it as an outcome of its arm, not as a failed run (ablate/study.py)."""
+
+    def __init__(self, step: int, message: str) -> None:
+        super().__init__(message)
+        self.step = step
+        self.run_dir: Path | None = None  # set by the trainer: the run folder of the diverged run
+
+
 @dataclass
 class TrainResult:
     run_dir: Path
@@ -204,6 +214,8 @@ class Trainer:
                 self._save_last(collective=False)
                 saved = (f" (saved {self.run_dir / 'last.pt'} at step {self.step}: continue with "
                          f"dinokit train --resume --out {t.out} --name {self.run_dir.name})")
+            if isinstance(exc, Diverged):
+                exc.run_dir = self.run_dir
             refused = nondeterminism_error(exc, self.device) if t.deterministic else None
             if refused is not None:  # an op without a deterministic kernel: one line, not a traceback
                 raise type(refused)(f"{refused}{saved}") from exc
@@ -295,9 +307,9 @@ class Trainer:
         else:  # identical on every rank: gradients are all-reduced before the norm
             self._bad_steps += 1
             if self._bad_steps >= MAX_BAD_STEPS:
-                raise DinokitError(
-                    f"training diverged: {MAX_BAD_STEPS} steps in a row with non-finite gradients (lower train.lr?)"
-                )
+                start = self.step + 2 - MAX_BAD_STEPS  # self.step counts the steps before this one
+                raise Diverged(start, f"training diverged at step {start}: {MAX_BAD_STEPS} steps in a row with "
+                                      "non-finite gradients (lower train.lr?)")
         self.scaler.update()  # fp16: a smaller scale after an overflow, a larger one after enough clean steps
         self.step += 1
         self.epoch_step += 1
