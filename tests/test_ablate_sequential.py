@@ -63,7 +63,8 @@ def _spec(tmp_path: Path) -> study_mod.AblationSpec:
 
 
 def _rule(spec: study_mod.AblationSpec, max_seeds: int = 20, margin: float = 1.0, **kw: Any) -> Rule:
-    return Rule(margin, "AP", tuple(comparisons(spec.arm_set)), max_seeds, **kw)
+    """An anytime (t-mixture) rule: these tests continue studies with a larger cap."""
+    return Rule(margin, "AP", tuple(comparisons(spec.arm_set)), max_seeds, **{"kind": "tmixture", **kw})
 
 
 def _trained(spec: study_mod.AblationSpec) -> Counter:
@@ -160,8 +161,8 @@ def test_a_study_keeps_the_rule_it_started_with() -> None:
     fresh = optuna.create_study()
     rule = keep_rule(fresh, Rule(1.0, "AP", comps, 12))
     assert rule.rho == RHO and fresh.user_attrs[RULE_ATTR] == {
-        "margin": 1.0, "measure": "AP", "comparisons": [list(comps[0])], "max_seeds": 12, "kind": "tmixture",
-        "alpha": 0.05, "rho": RHO, "first_look": 4}
+        "margin": 1.0, "measure": "AP", "comparisons": [list(comps[0])], "max_seeds": 12, "kind": "groupseq",
+        "alpha": 0.05, "rho": RHO, "first_look": 4}  # a new study: the group-sequential default
     assert keep_rule(fresh, Rule(1.0, "AP", (), 12, rho=LEGACY_RHO, alpha=0.01)) == rule  # stored wins
     old = optuna.create_study()
     old.set_user_attr(RULE_ATTR, {"margin": 1.0, "measure": "AP", "seconds": 120.0})

@@ -127,32 +127,27 @@ def test_a_cap_that_can_decide_nothing_is_refused_before_training(tmp_path: Path
 
     monkeypatch.setattr("dinokit.training.trainer.train", never)
     # five comparisons (every component left out) at 1% each: the first verdict needs 5 seeds
-    result = CliRunner().invoke(app, ["--until-decided", "--max-seeds", "4", "--steps", "2",
+    result = CliRunner().invoke(app, ["--until-decided", "--max-seeds", "3", "--steps", "2",
                                       "--out", str(tmp_path / "runs")])
     assert isinstance(result.exception, DinokitError)
-    assert str(result.exception) == ("--max-seeds 4 can decide nothing: with 5 comparison(s) the rule's first "
-                                     "possible verdict comes at 5 seeds; use --max-seeds 5 or more")
+    assert str(result.exception) == ("--max-seeds 3 can decide nothing: with 5 comparison(s) the rule's first "
+                                     "possible verdict comes at 4 seeds; use --max-seeds 4 or more")
     assert not (tmp_path / "runs").exists()
 
 
-@pytest.mark.parametrize("kind_anytime, message", [(True, None), (False, "a larger cap would void it")])
-def test_a_larger_cap_continues_an_anytime_rule_and_is_refused_for_a_fixed_cap_one(
-        kind_anytime: bool, message: str | None, monkeypatch) -> None:
-    """The cap is part of the stored rule: a kind calibrated for its cap (the group-sequential
-    rule the lead plugs in) refuses a larger one; an anytime-valid one raises the stored cap."""
+@pytest.mark.parametrize("kind, message", [("tmixture", None), ("groupseq", "a larger cap would void it")])
+def test_a_larger_cap_continues_an_anytime_rule_and_is_refused_for_a_fixed_cap_one(kind: str, message: str | None) -> None:
+    """The cap is part of the stored rule: the group-sequential rule, calibrated for its cap,
+    refuses a larger one; the anytime-valid t-mixture raises the stored cap."""
     import optuna
 
     from dinokit.ablate import decide
     from dinokit.ablate.sequential import keep_rule
 
-    kinds = {**decide.KINDS, "capped": decide.Kind(decide.KINDS["tmixture"].interval, kind_anytime,
-                                                   lambda r: "test", "test")}
-    monkeypatch.setattr(decide, "KINDS", kinds)
-    monkeypatch.setattr("dinokit.ablate.sequential.KINDS", kinds)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     study = optuna.create_study()
     comps = (("b vs a", "b", "a"),)
-    keep_rule(study, decide.Rule(1.0, "AP", comps, 8, kind="capped"))
+    keep_rule(study, decide.Rule(1.0, "AP", comps, 8, kind=kind))
     assert keep_rule(study, decide.Rule(1.0, "AP", comps, 6)).max_seeds == 8  # smaller: stops sooner, stored kept
     if message is None:
         assert keep_rule(study, decide.Rule(1.0, "AP", comps, 12)).max_seeds == 12
@@ -160,3 +155,6 @@ def test_a_larger_cap_continues_an_anytime_rule_and_is_refused_for_a_fixed_cap_o
     else:
         with pytest.raises(DinokitError, match=message):
             keep_rule(study, decide.Rule(1.0, "AP", comps, 12))
+    other = "groupseq" if kind == "tmixture" else "tmixture"  # --rule asked for explicitly: never silently swapped
+    with pytest.raises(DinokitError, match=f"decides with --rule {kind}, not {other}"):
+        keep_rule(study, decide.Rule(1.0, "AP", comps, 8, kind=other), kind_given=True)

@@ -102,6 +102,9 @@ def ablate(
     max_seeds: int = typer.Option(20, "--max-seeds", help="Seed cap of --until-decided."),
     max_hours: Optional[float] = typer.Option(None, "--max-hours", help="Hours of training, summed over the "
                                               "study's trials, after which --until-decided starts no trial."),
+    rule_kind: Optional[str] = typer.Option(None, "--rule", help="Decision rule of --until-decided: groupseq "
+                                            "(default: group-sequential for the seed cap), tmixture (any number of "
+                                            "seeds) or bounded (distribution-free, wide). A study keeps its rule."),
     decide_on: str = typer.Option("AP", "--decide-on", help="Measure of the verdicts: AP, AP50, auc, AP-tail or "
                                   "AP50-tail (mean over the last third of the evaluations)."),
     logger: list[str] = typer.Option([], "--logger", help="Also log every trial to mlflow (one experiment named "
@@ -144,7 +147,8 @@ def ablate(
     else:
         arm_set = arms_mod.grid(removals) if grid else arms_mod.leave_one_out(removals)
     name = check_name(name or ablation_name(removals, grid, study))
-    rule = Rule(margin, decide_on, tuple(comparisons(arm_set)), max_seeds)
+    rule = Rule(margin, decide_on, tuple(comparisons(arm_set)), max_seeds,
+                **({} if rule_kind is None else {"kind": rule_kind}))
     if until_decided:
         sequential_mod.check_rule(rule)
         sequential_mod.check_hours(max_hours)
@@ -168,7 +172,7 @@ def ablate(
             raise DinokitError("--until-decided with --launcher slurm needs --wait: each round's verdicts "
                                "decide what the next round trains")
         _, reason = sequential_mod.run_until_decided(spec, rule, jobs=jobs, say=_say, launch=launch,
-                                                     max_hours=max_hours)
+                                                     max_hours=max_hours, kind_given=rule_kind is not None)
         _say(f"stopped: {reason}")
         data_, summary = report_mod.render(spec.storage, name, spec.out_dir, reason=reason)  # the stored rule
         _show(data_, summary, spec.out_dir)

@@ -7,22 +7,19 @@ under that stored rule: the rounds, the stop line, the terminal, report.md/html,
 difference is computed at each look (`KINDS`: adding a kind is one entry there); what is built on
 it is shared: the running intersection over looks, the first decisive look, the verdict.
 
-Kind 'tmixture': an always-valid confidence sequence for the mean of the paired differences
-(arm − reference, same seed), so a study may look after every seed and stop when it likes without
-inflating its error rates. It is Lai's (1976) t-mixture sequence for normal differences with
-unknown spread; with differences d_1..d_n, mean m, Q = sum (d_i − m)^2:
+The kinds (dinokit/ablate/rules/, one module each, with their simulations in tests/):
+'groupseq' (the default) is a group-sequential design for the study's seed cap: repeated t
+intervals with boundaries calibrated, before the first seed, for a look after every seed up to the
+cap (exact for independent normal paired differences; where no such design is narrower than the
+t-mixture at every look it computes as the t-mixture). 'tmixture' is Lai's t-mixture confidence
+sequence (normal differences, valid at any number of seeds, so its cap may be raised later).
+'bounded' is a betting confidence sequence valid for any distribution of differences within
++-100 points, wide at the spreads of a few AP points. The study's K comparisons each get alpha / K
+(Bonferroni): every interval covers its true difference at every look with probability
+>= 1 − alpha together, whatever the dependence between comparisons that share an arm.
 
-    M_n(mu) = sqrt(rho / (n + rho)) * (1 − S^2 / ((n + rho) V))^(−n/2),
-    S = sum (d_i − mu),  V = sum (d_i − mu)^2
-
-is a nonnegative martingale under the hypothesis "mean = mu" whatever the spread (the scale
-is integrated out with the invariant measure, the standardised effect over N(0, 1/rho)), so by
-Ville's inequality P(exists n: M_n(mu) >= 1/alpha) <= alpha. The set {mu: M_n(mu) < 1/alpha}
-is the interval m +- sqrt(k Q / (n (n − k))) with c = (alpha^2 rho / (n + rho))^(1/n) and
-k = (1 − c)(n + rho) (all of R while n <= k). It assumes independent, normally distributed
-paired differences. The study's K comparisons each get alpha / K (Bonferroni): every interval
-covers its true difference at every look with probability >= 1 − alpha together, whatever the
-dependence between comparisons that share an arm.
+Where a comparison's data speaks against normality (skew, an outlying or a diverged seed:
+rules/check.py), its verdict says so and shows the distribution-free (bounded) interval beside it.
 
 A comparison's verdict is its first decisive look, in seed order: the interval above 0
 ("helps"), below 0 ("hurts"), or inside (−margin, +margin) ("no effect beyond +-margin"); when
@@ -39,7 +36,12 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+from dinokit.ablate import rules
+from dinokit.ablate.rules import groupseq
+from dinokit.ablate.rules.tmixture import cs_halfwidth
+
 ALPHA = 0.05
+BOUND = 1.0  # measures are fractions in [0, 1]: a paired difference lies within +-1 (the bounded rule)
 RHO = 0.25  # prior precision of the standardised effect: the interval is finite from 5 seeds at 1% (4 at 5%)
 LEGACY_RHO = 1.0  # studies stored without a rho ran under this one (finite only from 6 seeds at 1%)
 RULE_ATTR = "dinokit_rule"  # a sequential study's stored rule (Rule.to_dict) in its storage
@@ -48,18 +50,6 @@ MEASURES = {"AP": "AP", "AP50": "AP50", "auc": "auc", "AP-tail": "AP_tail", "AP5
 HELPS, HURTS, EQUIVALENT, UNDECIDED = "helps", "hurts", "no effect", "undecided"
 NOT_LEARNED = "no verdict"  # neither arm learned at this budget: the numbers answer no question
 Comparison = tuple[str, str, str]  # (name, arm, reference)
-
-
-def cs_halfwidth(n: np.ndarray | int, q: np.ndarray | float, alpha: float, rho: float = RHO) -> np.ndarray:
-    """Half-width of the t-mixture sequence after n pairs whose differences have sum of squared
-    deviations `q` (inf while it is unbounded, e.g. n < 2). Broadcasts over arrays."""
-    n = np.asarray(n, dtype=float)
-    q = np.asarray(q, dtype=float)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        c = np.exp(np.log(alpha * alpha * rho / (n + rho)) / n)
-        k = (1.0 - c) * (n + rho)
-        half = np.sqrt(k * q / (n * (n - k)))
-    return np.where((n >= 2) & (n > k), half, np.inf)
 
 
 def per_comparison(k: int, alpha: float = ALPHA) -> float:
@@ -92,7 +82,7 @@ class Rule:
     measure: str = "AP"
     comparisons: tuple[Comparison, ...] = ()
     max_seeds: int = 20
-    kind: str = "tmixture"
+    kind: str = rules.DEFAULT
     alpha: float = ALPHA
     rho: float = RHO  # tmixture's mixture precision; a study keeps the one it started with
 
@@ -126,38 +116,42 @@ class Rule:
                    float(raw.get("alpha", ALPHA)), float(raw.get("rho", LEGACY_RHO)))
 
 
-Interval = Callable[[np.ndarray, float, Rule], tuple[float, float]]
-
-
 @dataclass(frozen=True)
 class Kind:
-    """How one kind of rule computes the interval of a look, and what it rests on."""
+    """What one kind of rule is (its intervals are computed in dinokit/ablate/rules/)."""
 
-    interval: Interval  # (differences so far in seed order, this comparison's alpha, rule) -> (low, high)
     anytime: bool  # valid at any number of seeds: a larger --max-seeds may continue a stored study
     describe: Callable[[Rule], str]  # for the report: what the interval is
     assumption: str  # what its error rates rest on
 
 
-def _tmixture(d: np.ndarray, alpha: float, rule: Rule) -> tuple[float, float]:
-    if len(d) < 2:
-        return -math.inf, math.inf
-    mean = float(d.mean())
-    half = float(cs_halfwidth(len(d), float(((d - mean) ** 2).sum()), alpha, rule.rho))
-    return mean - half, mean + half
+def _describe_groupseq(rule: Rule) -> str:
+    if rules.effective_kind("groupseq", rule.each, rule.max_seeds, rule.rho) != "groupseq":
+        return (f"Lai's t-mixture confidence sequence (rho={rule.rho:g}; no group-sequential design for cap "
+                f"{rule.max_seeds} at this alpha is narrower at every look)")
+    return (f"a group-sequential repeated t interval (Pocock boundary calibrated for a look after every seed "
+            f"from {groupseq.FIRST} up to the cap of {rule.max_seeds})")
 
 
 KINDS: dict[str, Kind] = {
-    "tmixture": Kind(_tmixture, True, lambda r: f"an always-valid confidence sequence (Lai's t-mixture, "
-                     f"rho={r.rho:g})", "independent, normally distributed paired differences"),
+    "groupseq": Kind(False, _describe_groupseq, rules.ASSUMES["groupseq"]),
+    "tmixture": Kind(True, lambda r: f"an always-valid confidence sequence (Lai's t-mixture, rho={r.rho:g})",
+                     rules.ASSUMES["tmixture"]),
+    "bounded": Kind(True, lambda r: "a distribution-free betting confidence sequence (Waudby-Smith & Ramdas "
+                    "2023) for differences within ±100 points", "independent paired differences (any distribution)"),
 }
 
 
-def check_assumptions(diffs: np.ndarray, diverged: np.ndarray) -> list[str]:
-    """What in a comparison's data its rule's assumption may not cover. A diverged seed scores 0
-    (ablate/verdicts.py): an outlier no normal model expects."""
-    k = int(np.count_nonzero(diverged))
-    return [f"{k} diverged seed{'s' if k != 1 else ''} scored 0"] if k else []
+def _cap(rule: Rule, n: int) -> int:
+    """The cap the intervals are computed for: the rule's (an anytime rule's may be exceeded)."""
+    return rule.max_seeds if not KINDS[rule.kind].anytime else max(rule.max_seeds, n, 2)
+
+
+def check_assumptions(diffs: np.ndarray, diverged: np.ndarray, seeds: list[Any] | None = None) -> list[str]:
+    """What in a comparison's data its rule's normality may not cover (rules/check.py): skew, an
+    outlying seed, a diverged seed (it scores 0: an outlier no normal model expects). The
+    bounded rule assumes no shape, so nothing is flagged for it."""
+    return rules.assumption_flags(diffs, diverged, seeds)
 
 
 # --------------------------------------------------------------------------- verdicts
@@ -180,6 +174,7 @@ class Decision:
     flags: tuple[str, ...] = ()  # where the data may break the rule's assumption
     arm_diverged: tuple[int, int] = (0, 0)  # (diverged trials, finished trials) of the arm
     reference_diverged: tuple[int, int] = (0, 0)
+    free: tuple[float, float] | None = None  # the bounded rule's interval, shown where `flags` are raised
 
     @property
     def decided(self) -> bool:
@@ -192,23 +187,23 @@ class Decision:
         return self.verdict != UNDECIDED
 
 
+_CODES = {rules.HELPS: HELPS, rules.HURTS: HURTS, rules.EQUIVALENT: EQUIVALENT, rules.UNDECIDED: UNDECIDED}
+
+
 def decide_sequence(diffs: list[float] | np.ndarray, margin: float, alpha: float,
-                    rule: Rule | None = None) -> tuple[float, float, str, int]:
-    """Look after every pair of `diffs` (in seed order) with `rule`'s kind at `alpha`: the
-    running interval at the end, the first decisive verdict and the pairs it took (0: undecided)."""
+                    rule: Rule | None = None, kind: str | None = None) -> tuple[float, float, str, int]:
+    """Look after every pair of `diffs` (in seed order) with `rule`'s kind (or `kind`) at
+    `alpha`: the running interval at the end, the first decisive verdict and the pairs it took
+    (0: undecided)."""
     rule = rule or Rule()
-    interval = KINDS[rule.kind].interval
+    kind = kind or rule.kind
     d = np.asarray(diffs, dtype=float)
-    low, high, verdict, at = -math.inf, math.inf, UNDECIDED, 0
-    for n in range(1, len(d) + 1):
-        lo, hi = interval(d[:n], alpha, rule)
-        low, high = max(low, lo), min(high, hi)
-        if low > high:  # an empty intersection (chance <= alpha): keep the latest interval
-            low, high = lo, hi
-        if verdict == UNDECIDED:
-            verdict = verdict_of(low, high, margin)
-            at = n if verdict != UNDECIDED else 0
-    return low, high, verdict, at
+    if not len(d):
+        return -math.inf, math.inf, UNDECIDED, 0
+    cap = _cap(rule, len(d)) if kind == rule.kind else max(rule.max_seeds, len(d), 2)
+    run = rules.running_intervals(kind, d, alpha, cap=cap, rho=rule.rho, bound=BOUND)  # (n, 2)
+    code, at = rules.first_verdicts(run[None], margin)
+    return float(run[-1, 0]), float(run[-1, 1]), _CODES[int(code[0])], int(at[0])
 
 
 def decide(values: pd.DataFrame, rule: Rule, diverged: pd.DataFrame | None = None,
@@ -228,10 +223,12 @@ def decide(values: pd.DataFrame, rule: Rule, diverged: pd.DataFrame | None = Non
             verdict, at = NOT_LEARNED, 0
         div = _diverged(diverged, both.index, arm, ref)
         rests = at or len(d)  # a verdict rests on the pairs up to its decisive look
+        flags = tuple(check_assumptions(d[:rests], div[:rests], list(both.index[:rests]))) \
+            if rule.kind != "bounded" else ()
+        free = decide_sequence(d[:rests], margin, rule.each, rule, kind="bounded")[:2] if flags else None
         out.append(Decision(name, arm, ref, len(d), float(d.mean()) if len(d) else math.nan, low, high, verdict, at,
-                            float(d.std(ddof=1)) if len(d) > 1 else math.nan,
-                            tuple(check_assumptions(d[:rests], div[:rests])),
-                            _count(values, diverged, arm), _count(values, diverged, ref)))
+                            float(d.std(ddof=1)) if len(d) > 1 else math.nan, flags,
+                            _count(values, diverged, arm), _count(values, diverged, ref), free))
     return out
 
 
@@ -257,35 +254,14 @@ def needed_arms(decisions: list[Decision]) -> list[str]:
 def first_look(rule: Rule) -> int:
     """The fewest pairs at which `rule` can give a verdict on one of its comparisons (with pairs
     that all agree): no cap below it can decide anything."""
-    interval = KINDS[rule.kind].interval
-    wobble = np.resize([1e-6, -1e-6], 1000)
-    for n in range(1, 1001):
-        if verdict_of(*interval(0.5 + wobble[:n], rule.each, rule), 0.0) != UNDECIDED:
-            return n
-    return 1001
+    return rules.first_look(rule.kind, rule.each, cap=rule.max_seeds, rho=rule.rho, bound=BOUND)
 
 
 def seeds_to_decide(mean: float, sd: float, margin: float, alpha: float, cap: int = 1000,
                     rule: Rule | None = None) -> float:
     """The pairs at which `rule`'s interval at `alpha`, for differences with the mean `mean` and
-    the spread `sd` seen so far, would first give a verdict (inf beyond `cap`, nan without a
-    spread): checked with the kind's own interval on such differences."""
-    if not (math.isfinite(mean) and math.isfinite(sd)):
-        return math.nan
-    if max(abs(mean), margin - abs(mean)) <= 0:
-        return math.inf
+    the spread `sd` seen so far, would first give a verdict (inf beyond `cap`, or beyond the
+    rule's own cap where it is set for one; nan without a spread)."""
     rule = rule or Rule()
-    interval = KINDS[rule.kind].interval
-    for n in range(2, cap + 1):
-        if verdict_of(*interval(_spread(n, mean, sd), alpha, rule), margin) != UNDECIDED:
-            return float(n)
-    return math.inf
-
-
-def _spread(n: int, mean: float, sd: float) -> np.ndarray:
-    """n differences whose sample mean and sd are exactly `mean` and `sd` (alternating signs)."""
-    z = np.resize([1.0, -1.0], n)
-    if n % 2:
-        z[-1] = 0.0
-    z = z - z.mean()
-    return mean + sd * z / z.std(ddof=1)
+    cap = min(cap, rule.max_seeds) if not KINDS[rule.kind].anytime else cap
+    return rules.seeds_to_decide(rule.kind, mean, sd, margin, alpha, cap=cap, rho=rule.rho, bound=BOUND)

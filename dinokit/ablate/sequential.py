@@ -72,12 +72,14 @@ def stored_rule(storage_url: str, name: str, arm_set: Any) -> Rule | None:
     return rule_of(study.user_attrs, arm_set)
 
 
-def keep_rule(study: optuna.Study, rule: Rule, legacy: list[Comparison] | None = None) -> Rule:
+def keep_rule(study: optuna.Study, rule: Rule, legacy: list[Comparison] | None = None,
+              kind_given: bool = False) -> Rule:
     """Store `rule` in a new study, or return the one the study started with: its margin and
     measure must match; its kind, alpha, rho and comparisons win (`legacy`: the comparisons of a
     study whose stored rule predates them; default the rule's). A larger seed cap continues an
     anytime-valid rule (the stored cap is raised) and is refused for a rule set for its cap; a
-    smaller one stops this command sooner."""
+    smaller one stops this command sooner. `kind_given`: the kind was asked for (--rule), so a
+    stored study under another kind is refused rather than silently kept."""
     raw = study.user_attrs.get(RULE_ATTR)
     if not isinstance(raw, dict):
         study.set_user_attr(RULE_ATTR, rule.to_dict())
@@ -87,6 +89,9 @@ def keep_rule(study: optuna.Study, rule: Rule, legacy: list[Comparison] | None =
         if getattr(stored, key) != getattr(rule, key):
             raise DinokitError(f"ablation '{study.study_name}' decides with {flag} {getattr(stored, key)}, not "
                                f"{getattr(rule, key)}: keep it, or use another --name")
+    if kind_given and stored.kind != rule.kind:
+        raise DinokitError(f"ablation '{study.study_name}' decides with --rule {stored.kind}, not {rule.kind}: "
+                           "a study keeps the rule it started with; use another --name")
     if rule.max_seeds > stored.max_seeds and not KINDS[stored.kind].anytime:
         raise DinokitError(f"ablation '{study.study_name}' has a {stored.kind} rule set for --max-seeds "
                            f"{stored.max_seeds}; a larger cap would void it: use another --name")
@@ -114,7 +119,7 @@ def used_seconds(records: list[dict[str, Any]]) -> float:
 
 
 def run_until_decided(spec: Any, rule: Rule, jobs: int = 1, say: Say = print, launch: Any = None,
-                      max_hours: float | None = None) -> tuple[list[Decision], str]:
+                      max_hours: float | None = None, kind_given: bool = False) -> tuple[list[Decision], str]:
     """Rounds until every comparison has its verdict or a cap is hit; returns the last decisions
     (under the study's stored rule) and why the study stopped. `spec`: an AblationSpec whose seeds
     are the SEED_SPACE choices; `launch`: where each round's workers run (a `studies.launch.Launch`
@@ -129,7 +134,7 @@ def run_until_decided(spec: Any, rule: Rule, jobs: int = 1, say: Say = print, la
     cap = rule.max_seeds
     stored_arms = study_mod.AblationSpec.from_identity(spec.name, study.user_attrs["dinokit"], spec.storage,
                                                        spec.out_dir).arm_set  # the question it was stored with
-    rule = keep_rule(study, rule, comparisons(stored_arms))
+    rule = keep_rule(study, rule, comparisons(stored_arms), kind_given)
     cap = min(cap, rule.max_seeds)
     budget = None if max_hours is None else 3600.0 * max_hours
     while True:

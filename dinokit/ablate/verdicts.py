@@ -120,7 +120,12 @@ def verdict_label(d: Decision, rule: Rule) -> str:
     if d.verdict in (HELPS, HURTS) and -margin < d.low and d.high < margin:
         label += f" (by less than {rule.margin:g})"
     if d.flags and d.decided:
-        label += f" [rests on its assumption: {'; '.join(d.flags)}]"
+        label += f" [rests on its assumption: {'; '.join(d.flags)}"
+        if d.free is not None:
+            low, high = d.free
+            free = "unbounded" if math.isinf(low) else f"[{signed(low, POINTS)}, {signed(high, POINTS)}]"
+            label += f"; distribution-free interval {free}"
+        label += "]"
     return label
 
 
@@ -157,7 +162,7 @@ def decisions_table(decisions: list[Decision], rule: Rule) -> pd.DataFrame:
                      f"sd of Δ{unit}": "—" if math.isnan(d.sd) else f"{POINTS * d.sd:.2f}",
                      "diverged [95% CI]": f"{d.arm} {divergence_cell(*d.arm_diverged)}; "
                                           f"{d.reference} {divergence_cell(*d.reference_diverged)}",
-                     "this rule would need": _seeds(needs, d.final),
+                     "this rule would need": _seeds(needs, d.final, rule),
                      "fixed design would need": _seeds(fixed, d.final)})
     return pd.DataFrame(rows)
 
@@ -170,8 +175,10 @@ def divergence_cell(k: int, n: int) -> str:
     return f"{k}/{n} [{100 * ci.low:.0f}–{100 * ci.high:.0f}%]"
 
 
-def _seeds(n: float, final: bool) -> str:
-    return "—" if final or math.isnan(n) else ("> 1000" if math.isinf(n) else f"{int(n)} seeds")
+def _seeds(n: float, final: bool, rule: Rule | None = None) -> str:
+    capped = rule is not None and not KINDS[rule.kind].anytime
+    beyond = f"> {rule.max_seeds} (the cap)" if capped and rule is not None else "> 1000"
+    return "—" if final or math.isnan(n) else (beyond if math.isinf(n) else f"{int(n)} seeds")
 
 
 def rule_text(rule: Rule, k: int | None = None) -> str:
