@@ -54,6 +54,8 @@ QUANTIZE_HELP = "none or int8 (dynamic int8 linear layers, CPU only; changes out
 IMAGE_SIZE_HELP = "Resize the longest side to this (default: the checkpoint's own test-time resize)."
 COMPILE_HELP = "torch.compile the model (the first batch compiles, for minutes on a CPU)."
 PRECISION_HELP = "fp32, bf16, fp16 (CUDA only) or auto (bf16 where the device does it natively)."
+SLICE_HELP = "Sliced inference for small objects: tiles of this side in pixels, merged (extra \\[slice])."
+OVERLAP_HELP = "With --slice: the fraction of a tile shared with its neighbour."
 
 
 # --------------------------------------------------------------------------- train
@@ -161,6 +163,8 @@ def evaluate(
     precision: Optional[str] = typer.Option(None, "--precision", help=PRECISION_HELP + " Default: the checkpoint's."),
     split: str = typer.Option("val", "--split", help="train, val or test (when the dataset has one)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Folder for the diagnostics (default runs/eval/expN)."),
+    slice_: Optional[int] = typer.Option(None, "--slice", help=SLICE_HELP),
+    overlap: float = typer.Option(0.2, "--overlap", help=OVERLAP_HELP),
 ) -> None:
     """COCO AP, P/R/F1 at the F1-optimal score, PR/F1 curves and confusion matrix of a checkpoint."""
     from dinokit.api import load
@@ -173,14 +177,17 @@ def evaluate(
     if split not in ("train", "val", "test"):
         raise ConfigError(f"--split must be train, val or test, got '{split}'")
     _check_precision(precision, device)
+    _check_slice(slice_, overlap)
     checkpoint = _one_checkpoint(checkpoint, weights, "CHECKPOINT")
     path = checkpoint if checkpoint is not None else latest_run_checkpoint(runs)
     detector = load(path, device, precision, image_size=image_size, quantize=quantize, compile=compile_)
     if detector.precision_note:
         _say(detector.precision_note)
     out = out if out is not None else new_run_dir(runs, "exp", command="eval")
-    metrics = detector.evaluate(data, batch_size, detections=detections, split=split, out=out)
-    console.print(f"checkpoint {path}, {split} split; diagnostics in {out}", highlight=False)
+    metrics = detector.evaluate(data, batch_size, detections=detections, split=split, out=out, slice=slice_,
+                                overlap=overlap)
+    sliced = f", sliced into {slice_} px tiles (overlap {overlap:g})" if slice_ is not None else ""
+    console.print(f"checkpoint {path}, {split} split{sliced}; diagnostics in {out}", highlight=False)
     console.print(metrics_table(metrics))
     console.print(per_class_table(metrics))
     if json_file is not None:
@@ -194,6 +201,15 @@ def _check_precision(precision: str | None, device: str) -> None:
         from dinokit.runtime.device import resolve_device
 
         resolve_precision(precision, resolve_device(device))
+
+
+def _check_slice(tile: int | None, overlap: float) -> None:
+    """A bad --slice / --overlap, or a missing [slice] extra, fails before the model loads."""
+    if tile is not None:
+        from dinokit.infer.slice import check_slicing, require_supervision
+
+        check_slicing(tile, overlap, flags=True)
+        require_supervision()
 
 
 def _say(message: str) -> None:
@@ -217,7 +233,7 @@ def _write_json(path: Path, payload: Any) -> None:
 
 @app.command()
 def predict(
-    sources: list[str] = typer.Argument(..., help="Image files, folders, globs or videos (.mp4, ...: extra [video])."),
+    sources: list[str] = typer.Argument(..., help="Image files, folders, globs or videos (.mp4, ...: extra \\[video])."),
     checkpoint: Optional[Path] = typer.Option(None, help="A .pt checkpoint (default: latest run's best.pt)."),
     score: Optional[float] = typer.Option(
         None, help="Keep detections scoring at least this (default: the checkpoint's F1-optimal threshold, else 0.3)."),
@@ -232,6 +248,9 @@ def predict(
     quantize: str = typer.Option("none", help=QUANTIZE_HELP),
     compile_: bool = typer.Option(False, "--compile", help=COMPILE_HELP),
     precision: Optional[str] = typer.Option(None, "--precision", help=PRECISION_HELP + " Default: the checkpoint's."),
+    slice_: Optional[int] = typer.Option(None, "--slice", help=SLICE_HELP),
+    overlap: float = typer.Option(0.2, "--overlap", help=OVERLAP_HELP),
+    track: bool = typer.Option(False, "--track", help="Videos: ByteTrack ids in the JSON lines and the drawing (extra \\[track])."),
 ) -> None:
     """Detect objects in images; write annotated copies and a JSON of detections."""
     from dinokit.api import load
@@ -246,8 +265,15 @@ def predict(
     if backend not in (None, "torch", "onnx"):
         raise ConfigError(f"--backend must be torch or onnx, got '{backend}'")
     _check_precision(precision, device)
+    _check_slice(slice_, overlap)
     videos = [s for s in sources if is_video(s)]
     images = [s for s in sources if s not in videos]
+    if track:
+        from dinokit.infer.track import require_trackers
+
+        if not videos:
+            raise ConfigError("--track follows objects through a video: give a video file (.mp4, ...)")
+        require_trackers()
     inputs = gather_inputs(images) if images else []  # a missing file is reported before anything is created
     checkpoint = _one_checkpoint(checkpoint, weights, "--checkpoint")
     path = checkpoint if checkpoint is not None else latest_run_checkpoint(runs)
@@ -263,12 +289,13 @@ def predict(
     out_dir = out if out is not None else new_run_dir(runs, "exp", command="predict")
     for video in videos:  # an annotated copy and one JSON line per frame
         stem = Path(video).stem
-        frames = detector.predict_video(video, out_dir / f"{stem}.mp4", out_dir / f"{stem}.jsonl", score, batch_size)
+        frames = detector.predict_video(video, out_dir / f"{stem}.mp4", out_dir / f"{stem}.jsonl", score, batch_size,
+                                        slice=slice_, overlap=overlap, track=track)
         console.print(f"{video}: {frames} frame(s): video {out_dir / f'{stem}.mp4'}, JSON lines "
                       f"{out_dir / f'{stem}.jsonl'}", highlight=False, soft_wrap=True)
     if not images:
         return
-    results = detector.predict(images, score, batch_size)
+    results = detector.predict(images, score, batch_size, slice=slice_, overlap=overlap)
     json_path = json_file if json_file is not None else out_dir / "detections.json"
     records = []
     for det, target in zip(results, output_names([det.source for det in results], out_dir)):
