@@ -57,6 +57,24 @@ dinokit train --steps 3 "${SMALL[@]}"
 python -c 'from PIL import Image; Image.new("RGB", (64, 48), (200, 120, 40)).save("photo.png")'
 dinokit predict photo.png --score 0 --out pred --json pred.json
 test -s pred.json && test -n "$(ls pred)"
+# The [slice] and [track] extras' import paths from the installed wheel: sliced prediction, tracking on a clip.
+dinokit predict photo.png --slice 32 --overlap 0.25 --score 0 --out pred_sliced --json pred_sliced.json
+test -s pred_sliced.json
+python - <<'PY'
+import av
+from PIL import Image
+
+with av.open("clip.mp4", mode="w") as container:
+    stream = container.add_stream("mpeg4", rate=10)
+    stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+    for k in range(3):
+        for packet in stream.encode(av.VideoFrame.from_image(Image.new("RGB", (64, 48), (40 * k, 120, 200)))):
+            container.mux(packet)
+    for packet in stream.encode():
+        container.mux(packet)
+PY
+dinokit predict clip.mp4 --track --score 0 --out tracked
+grep -q '"track_id"' tracked/clip.jsonl
 dinokit ablate --list-studies | grep -q '^paper_table '
 dinokit tune --list-spaces | grep -q '^tune_tiny '
 dinokit ablate --study paper_table --steps 2 --seeds 1 "${SMALL[@]}"

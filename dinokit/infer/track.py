@@ -9,6 +9,11 @@ the output when it is on a track or scores at least the user's threshold, which 
 tracks. A track lost for `LOST_SECONDS` ends. An object's first frame carries no id yet
 (track id -1): ByteTrack confirms a track on its second matched frame.
 
+A DETR-style detector can return a few near-identical boxes for one object (a briefly trained one
+often does: four per shape on the demo clip of the README), and each would start a track of its
+own. So a frame's boxes first go through class-agnostic NMS at IoU `DUPLICATE_IOU` (ByteTrack's
+own pipeline runs YOLOX's NMS at 0.7); the tracker is class-agnostic too.
+
 Ids are renumbered 1, 2, ... in order of appearance, per video.
 """
 
@@ -25,6 +30,7 @@ from dinokit.infer.detections import Detections
 
 LOW_SCORE = 0.1  # the predictor's floor while tracking: ByteTrack's second association uses these
 LOST_SECONDS = 1.0  # a track without a matching box for this long is ended
+DUPLICATE_IOU = 0.7  # boxes of one frame overlapping more than this are one object: the best is kept
 PredictAt = Callable[[list[Image.Image], float], list[Detections]]  # (frames, score floor) -> one each
 
 
@@ -33,10 +39,11 @@ class ByteTracker:
     with `track_ids` set ((N,) int64, -1 for a box not on a confirmed track)."""
 
     def __init__(self, score: float, frame_rate: float, low_score: float = LOW_SCORE,
-                 lost_seconds: float = LOST_SECONDS) -> None:
+                 lost_seconds: float = LOST_SECONDS, duplicate_iou: float = DUPLICATE_IOU) -> None:
         trackers = require_trackers()
         self.score = score
         self.low_score = min(low_score, score)
+        self.duplicate_iou = duplicate_iou
         self._tracker = trackers.ByteTrackTracker(
             lost_track_buffer=max(1, round(30 * lost_seconds)),  # counted in frames at 30 fps, then scaled
             frame_rate=frame_rate,
@@ -48,14 +55,21 @@ class ByteTracker:
     def update(self, det: Detections) -> Detections:
         """This frame's boxes that are on a track or score >= `score`, in their input order."""
         import supervision as sv
+        import torch
+        from torchvision.ops import nms
 
+        xyxy = det.xyxy.reshape(-1, 4)  # (N, 4) xyxy pixels
+        single = nms(torch.from_numpy(xyxy).float(), torch.from_numpy(det.scores).float(), self.duplicate_iou)
+        single = np.sort(single.numpy())  # (M,) rows kept, near-duplicates of a better box dropped
         boxes = sv.Detections(
-            xyxy=det.xyxy.astype(np.float64).reshape(-1, 4), confidence=det.scores.astype(np.float64),
-            class_id=det.labels.astype(int), data={"row": np.arange(len(det))},
+            xyxy=xyxy[single].astype(np.float64), confidence=det.scores[single].astype(np.float64),
+            class_id=det.labels[single].astype(int), data={"row": single},
         )
-        tracked = self._tracker.update(boxes)
-        rows = np.asarray(tracked.data.get("row", np.zeros(0)), dtype=np.int64) if len(tracked) else np.zeros(0, np.int64)
-        ids = np.asarray(tracked.tracker_id if len(tracked) else np.zeros(0), dtype=np.int64)
+        tracked = self._tracker.update(boxes)  # a subset of `boxes`, reordered, with tracker_id
+        rows, ids = np.zeros(0, np.int64), np.zeros(0, np.int64)
+        if len(tracked):
+            rows = np.asarray(tracked.data["row"], dtype=np.int64)
+            ids = np.asarray(tracked.tracker_id, dtype=np.int64)
         keep = (ids >= 0) | (det.scores[rows] >= self.score)
         rows, ids = rows[keep], ids[keep]
         order = np.argsort(rows, kind="stable")
