@@ -250,7 +250,8 @@ def predict(
     precision: Optional[str] = typer.Option(None, "--precision", help=PRECISION_HELP + " Default: the checkpoint's."),
     slice_: Optional[int] = typer.Option(None, "--slice", help=SLICE_HELP),
     overlap: float = typer.Option(0.2, "--overlap", help=OVERLAP_HELP),
-    track: bool = typer.Option(False, "--track", help="Videos: ByteTrack ids in the JSON lines and the drawing (extra \\[track])."),
+    track: bool = typer.Option(
+        False, "--track", help="Videos: ByteTrack ids in the JSON lines and the drawing (extra \\[track])."),
 ) -> None:
     """Detect objects in images; write annotated copies and a JSON of detections."""
     from dinokit.api import load

@@ -228,6 +228,10 @@ def test_detector_track_yields_frames_with_ids(detector, tmp_path):  # noqa: F81
     assert all(f.track_ids is not None and len(f.track_ids) == len(f) for f in frames)
     assert (frames[0].track_ids == -1).all() and (frames[1].track_ids >= 1).any()  # confirmed on the 2nd frame
     assert frames[2].plot().size == (512, 341)  # drawn, upscaled for legibility
+    sliced = list(detector.track(clip, score=0.0, batch_size=4, slice=32))  # 4 x 3 tiles of 32 px per frame
+    assert len(sliced) == 6 and all(f.track_ids is not None for f in sliced)
+    boxes = np.concatenate([f.xyxy for f in sliced])  # (N, 4) xyxy in the 96 x 64 frame's pixels
+    assert len(boxes) and (boxes >= 0).all() and (boxes[:, [0, 2]] <= 96).all() and (boxes[:, [1, 3]] <= 64).all()
 
 
 def test_track_without_a_video_is_a_one_line_error(run, tmp_path, capsys):  # noqa: F811

@@ -29,7 +29,7 @@ class Detections:
     image_size: tuple[int, int]  # (height, width)
     source: str
     category_ids: list[int] = field(default_factory=list, repr=False)  # COCO category id per class index
-    track_ids: np.ndarray | None = field(default=None, repr=False)  # (N,) int64 on video with tracking; -1: no track yet
+    track_ids: np.ndarray | None = field(default=None, repr=False)  # (N,) int64 when tracking; -1: no track yet
     image: Image.Image | None = field(default=None, repr=False, compare=False)  # in-memory inputs only
 
     def __len__(self) -> int:
