@@ -31,6 +31,7 @@ def _slicing(slice: Any, overlap: float) -> Any:
 
     return as_slicing(slice, overlap)
 
+
 class Detector:
     """A loaded detector (torch or onnxruntime) with what it was trained on; create it with `load`."""
 

@@ -146,7 +146,9 @@ def test_a_low_score_box_keeps_its_track_but_does_not_start_one():
     dipped = tracker.update(frame([[12, 10, 32, 30]], [0.2]))  # below the threshold, but on the track
     assert dipped.track_ids.tolist() == [1] and dipped.scores.tolist() == [pytest.approx(0.2)]
     record = dipped.to_dict()["detections"][0]
-    assert record["track_id"] == 1
+    assert record["track_id"] == 1 and dipped.to_pandas()["track_id"].tolist() == [1]
+    assert dipped.to_supervision().tracker_id.tolist() == [1]
+    assert first.to_dict()["detections"][0]["track_id"] is None  # JSON null: not on a track yet
 
 
 def test_near_duplicate_boxes_of_one_object_make_one_track():

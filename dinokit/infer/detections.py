@@ -59,13 +59,14 @@ class Detections:
         return {"file": self.source, "width": width, "height": height, "detections": detections}
 
     def to_pandas(self) -> Any:
-        """A DataFrame, one row per box: source, x0, y0, x1, y1, score, label, name."""
+        """A DataFrame, one row per box: source, x0, y0, x1, y1, score, label, name (and track_id
+        when tracking)."""
         import pandas as pd
 
         return pd.DataFrame({
             "source": [self.source] * len(self), "x0": self.xyxy[:, 0], "y0": self.xyxy[:, 1],
             "x1": self.xyxy[:, 2], "y1": self.xyxy[:, 3], "score": self.scores, "label": self.labels,
-            "name": list(self.names),
+            "name": list(self.names), **({"track_id": self.track_ids} if self.track_ids is not None else {}),
         })
 
     def to_supervision(self) -> Any:

@@ -110,7 +110,6 @@ class _Writer:
             self.container.close()
 
 
-
 def frame_rate(path: str | Path) -> float:
     """The video's average frame rate (25 when the file does not say), or DataError."""
     av = _av()
