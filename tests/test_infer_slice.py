@@ -136,6 +136,10 @@ def test_an_image_smaller_than_a_tile_is_one_tile():
     detector = toy_detector()
     whole, sliced = detector.predict(image, score=0.5)[0], detector.predict(image, score=0.5, slice=256)[0]
     np.testing.assert_allclose(sliced.xyxy, whole.xyxy, atol=1e-4)
+    one_by_one = detector.predict(canvas(300, 200, [(10, 10, 30, 250)]), score=0.5, slice=128, batch_size=1)[0]
+    np.testing.assert_allclose(one_by_one.xyxy, [[10, 10, 40, 40]], atol=0.5)  # the slicer's one-tile callback
+    nothing = detector.predict(canvas(300, 200, []), score=0.5, slice=128)[0]
+    assert len(nothing) == 0 and nothing.xyxy.shape == (0, 4) and nothing.names == []
 
 
 @pytest.mark.parametrize("tile,overlap,message", [
