@@ -75,8 +75,8 @@ with av.open("clip.mp4", mode="w") as container:
 PY
 dinokit predict clip.mp4 --track --score 0 --out tracked
 grep -q '"track_id"' tracked/clip.jsonl
-dinokit ablate --list-studies | grep -q '^paper_table '
-dinokit tune --list-spaces | grep -q '^tune_tiny '
+dinokit ablate --list-studies | grep '^paper_table ' >/dev/null  # not grep -q: its early exit breaks the pipe (pipefail)
+dinokit tune --list-spaces | grep '^tune_tiny ' >/dev/null
 dinokit ablate --study paper_table --steps 2 --seeds 1 "${SMALL[@]}"
 test -s runs/ablate/paper_table/report.md
 dinokit tune --space tune_tiny --trials 1 --steps 2 "${SMALL[@]}"
