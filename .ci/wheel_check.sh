@@ -70,8 +70,26 @@ dinokit export --format hf --out model-folder          # the [hub] extra's path:
 test -s model-folder/config.json && test -s model-folder/model.safetensors && grep -q '^library_name: dinokit' model-folder/README.md
 dinokit predict photo.png --checkpoint model-folder --score 0 --out pred-folder --json pred-folder.json
 python -c 'import json, sys; a, b = (json.load(open(f)) for f in sys.argv[1:]); assert [r["detections"] for r in a] == [r["detections"] for r in b]' pred.json pred-folder.json
-dinokit ablate --list-studies | grep -q '^paper_table '
-dinokit tune --list-spaces | grep -q '^tune_tiny '
+# The [slice] and [track] extras' import paths from the installed wheel: sliced prediction, tracking on a clip.
+dinokit predict photo.png --slice 32 --overlap 0.25 --score 0 --out pred_sliced --json pred_sliced.json
+test -s pred_sliced.json
+python - <<'PY'
+import av
+from PIL import Image
+
+with av.open("clip.mp4", mode="w") as container:
+    stream = container.add_stream("mpeg4", rate=10)
+    stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+    for k in range(3):
+        for packet in stream.encode(av.VideoFrame.from_image(Image.new("RGB", (64, 48), (40 * k, 120, 200)))):
+            container.mux(packet)
+    for packet in stream.encode():
+        container.mux(packet)
+PY
+dinokit predict clip.mp4 --track --score 0 --out tracked
+grep -q '"track_id"' tracked/clip.jsonl
+dinokit ablate --list-studies | grep '^paper_table ' >/dev/null  # not grep -q: its early exit breaks the pipe (pipefail)
+dinokit tune --list-spaces | grep '^tune_tiny ' >/dev/null
 dinokit ablate --study paper_table --steps 2 --seeds 1 "${SMALL[@]}"
 test -s runs/ablate/paper_table/report.md
 dinokit tune --space tune_tiny --trials 1 --steps 2 "${SMALL[@]}"

@@ -21,6 +21,17 @@ from dinokit.errors import CheckpointError
 
 DEFAULT_SCORE = 0.3  # predict's score threshold when none is given and the checkpoint stores none
 
+
+def _slicing(slice: Any, overlap: float) -> Any:
+    """None, or the `dinokit.infer.slice.Slicing` that a `slice=` argument stands for (checked
+    before any image is read)."""
+    if slice is None:
+        return None
+    from dinokit.infer.slice import as_slicing
+
+    return as_slicing(slice, overlap)
+
+
 class Detector:
     """A loaded detector (torch or onnxruntime) with what it was trained on; create it with `load`."""
 
@@ -59,60 +70,108 @@ class Detector:
         kind = "onnx" if self._backend.model is None else "torch"
         return f"Detector({str(self.source)!r}, {kind}, {len(self.class_names)} classes, device={self.device})"
 
-    def predict(self, source: Any, score: float | None = None, batch_size: int = 8) -> list[Any]:
+    def predict(self, source: Any, score: float | None = None, batch_size: int = 8, slice: Any = None,
+                overlap: float = 0.2) -> list[Any]:
         """One `Detections` per image of `source`: a path, glob or folder, a PIL image, a NumPy
         (H, W, 3) uint8 array, a torch (3, H, W) float tensor in [0, 1], or a list of these.
-        `score` None: the checkpoint's F1-optimal threshold (`score_threshold`), else 0.3."""
+        `score` None: the checkpoint's F1-optimal threshold (`score_threshold`), else 0.3.
+        `slice`: a tile side in pixels (tiles overlapping by `overlap`) or a
+        `dinokit.infer.slice.Slicing`: sliced inference for small objects (extra [slice])."""
         from dinokit.data.transforms import eval_transforms
         from dinokit.infer.predictor import detect_images, gather_inputs
 
+        slicing = _slicing(slice, overlap)
         inputs = gather_inputs(source)
         score = self.default_score(score)[0]
+        transform = eval_transforms(self.config.data)
         with self._autocast():
-            return detect_images(
-                self._backend, inputs, eval_transforms(self.config.data), self.device, batch_size, score
-            )
+            if slicing is not None:
+                from dinokit.infer.slice import detect_sliced
+
+                return detect_sliced(self._backend, inputs, transform, self.device, batch_size, score, slicing)
+            return detect_images(self._backend, inputs, transform, self.device, batch_size, score)
 
     def predict_video(
         self, source: str | Path, out: str | Path, json_lines: str | Path | None = None, score: float | None = None,
-        batch_size: int = 8,
+        batch_size: int = 8, slice: Any = None, overlap: float = 0.2, track: bool = False,
     ) -> int:
         """Detect on every frame of a video (PyAV, extra [video]); write the annotated video to
         `out` and one JSON line per frame to `json_lines` (default: `out` with .jsonl). Returns
-        the number of frames."""
+        the number of frames. `track`: ByteTrack ids (extra [track]) in the JSON lines
+        ("track_id") and boxes coloured by track; `slice`: as in `predict`."""
+        from dinokit.files import reading
         from dinokit.infer.predictor import check_predict_options
         from dinokit.infer.video import predict_video
 
-        from dinokit.files import reading
-
         score = self.default_score(score)[0]
         check_predict_options(score, batch_size)  # before the output video is opened
+        slicing = _slicing(slice, overlap)
         out = Path(out)
         lines = Path(json_lines) if json_lines is not None else out.with_suffix(".jsonl")
+        predict_at = self._frame_predictor(batch_size, slicing)
+        if track:
+            from dinokit.infer.track import ByteTracker, tracked
+            from dinokit.infer.video import frame_rate
+
+            run = tracked(predict_at, ByteTracker(score, frame_rate(source)))
+        else:
+            run = lambda frames: predict_at(frames, score)  # noqa: E731
         with reading(self.source, source, outputs={"video output": out, "JSON lines": lines}):
-            return predict_video(source, lambda frames: self.predict(frames, score, batch_size), out, lines, batch_size)
+            return predict_video(source, run, out, lines, batch_size)
+
+    def track(self, source: str | Path, score: float | None = None, batch_size: int = 8, slice: Any = None,
+              overlap: float = 0.2) -> Any:
+        """An iterator over the frames of a video (PyAV, extra [video]): each frame's `Detections`
+        with ByteTrack ids in `track_ids` ((N,) int64, 1, 2, ... in order of appearance; -1 on a
+        box not on a track yet; extra [track]). Frames are decoded `batch_size` at a time."""
+        from dinokit.infer.predictor import check_predict_options
+        from dinokit.infer.track import ByteTracker, track_frames
+        from dinokit.infer.video import frame_rate, video_frames
+
+        score = self.default_score(score)[0]
+        check_predict_options(score, batch_size)
+        tracker = ByteTracker(score, frame_rate(source))  # a missing extra or a bad video fails here, not later
+        predict_at = self._frame_predictor(batch_size, _slicing(slice, overlap))
+        return track_frames(video_frames(source, batch_size), predict_at, tracker, str(source))
+
+    def _frame_predictor(self, batch_size: int, slicing: Any) -> Any:
+        """(frames, score floor) -> one Detections per frame."""
+        return lambda frames, floor: self.predict(frames, floor, batch_size, slicing)
 
     def evaluate(
         self, data: str | None = None, batch_size: int | None = None, detections: str | Path | None = None,
-        split: str = "val", out: str | Path | None = None,
+        split: str = "val", out: str | Path | None = None, slice: Any = None, overlap: float = 0.2,
     ) -> dict[str, Any]:
         """COCO metrics (AP, AP50, ..., AR100, per_class AP) and, at the F1-optimal score threshold
         (`score_threshold`), macro P / R / F1 and `per_class_prf`, on the `split` (train, val, test)
         of `data` (default: the detector's own data); `detections` also writes the COCO results
         JSON there; `out` writes the diagnostic files (pr_curve.png, f1_curve.png,
-        confusion_matrix.png / .csv, per_class.csv) into that folder. No output may replace the
-        checkpoint or a file of the data (refused before the evaluation runs)."""
+        confusion_matrix.png / .csv, per_class.csv) into that folder. `slice` (a tile side, with
+        `overlap`, or a Slicing) evaluates sliced prediction, as `predict(slice=...)` makes it. No
+        output may replace the checkpoint or a file of the data (refused before the evaluation runs)."""
         from dinokit.files import reading, write_json
         from dinokit.infer.evaluator import evaluate_model
 
-        if self._backend.model is None:
-            raise CheckpointError("evaluate needs a torch checkpoint (.pt / .pth), not an ONNX model")
+        slicing = _slicing(slice, overlap)
+        if slicing is None and self._backend.model is None:
+            raise CheckpointError("evaluate needs a torch checkpoint (.pt / .pth), not an ONNX model "
+                                  "(or evaluate sliced prediction with slice=...)")
         with reading(self.source, outputs={"detections": detections}):  # the data joins as it is read
-            with self._autocast():
-                metrics, dets = evaluate_model(
-                    self._backend.model, self.config, self.class_names, self.device, data, batch_size,
-                    split=split, out=out,
-                )
+            if slicing is not None:
+                from dinokit.data.transforms import eval_transforms
+                from dinokit.infer.slice import evaluate_sliced
+
+                with self._autocast():
+                    metrics, dets = evaluate_sliced(
+                        self._backend, eval_transforms(self.config.data), self.device,
+                        batch_size or self.config.train.batch_size, slicing, data, split, out,
+                    )
+            else:
+                with self._autocast():
+                    metrics, dets = evaluate_model(
+                        self._backend.model, self.config, self.class_names, self.device, data, batch_size,
+                        split=split, out=out,
+                    )
             if detections is not None:
                 write_json(detections, dets)
         return metrics

@@ -60,6 +60,8 @@ PRECISION_HELP = "fp32, bf16, fp16 (CUDA only) or auto (bf16 where the device do
 LOGGER_HELP = "Also log to mlflow (extra [mlflow]) or tensorboard; repeatable."
 MLFLOW_URI_HELP = ("MLflow tracking URI (implies --logger mlflow; default $MLFLOW_TRACKING_URI, else a sqlite "
                    "store in the run folder).")
+SLICE_HELP = "Sliced inference for small objects: tiles of this side in pixels, merged (extra \\[slice])."
+OVERLAP_HELP = "With --slice: the fraction of a tile shared with its neighbour."
 
 
 # --------------------------------------------------------------------------- train
@@ -172,6 +174,8 @@ def evaluate(
     precision: Optional[str] = typer.Option(None, "--precision", help=PRECISION_HELP + " Default: the checkpoint's."),
     split: str = typer.Option("val", "--split", help="train, val or test (when the dataset has one)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Folder for the diagnostics (default runs/eval/expN)."),
+    slice_: Optional[int] = typer.Option(None, "--slice", help=SLICE_HELP),
+    overlap: float = typer.Option(0.2, "--overlap", help=OVERLAP_HELP),
 ) -> None:
     """COCO AP, P/R/F1 at the F1-optimal score, PR/F1 curves and confusion matrix of a checkpoint."""
     from dinokit.api import load
@@ -184,6 +188,7 @@ def evaluate(
     if split not in ("train", "val", "test"):
         raise ConfigError(f"--split must be train, val or test, got '{split}'")
     _check_precision(precision, device)
+    _check_slice(slice_, overlap)
     checkpoint = _one_checkpoint(checkpoint, weights, "CHECKPOINT")
     path = checkpoint if checkpoint is not None else latest_run_checkpoint(runs)
     _inputs(path, outputs={"--json": json_file, "--detections": detections})  # the data joins as it is read
@@ -191,8 +196,10 @@ def evaluate(
     if detector.precision_note:
         _say(detector.precision_note)
     out = out if out is not None else new_run_dir(runs, "exp", command="eval")
-    metrics = detector.evaluate(data, batch_size, detections=detections, split=split, out=out)
-    console.print(f"checkpoint {path}, {split} split; diagnostics in {out}", highlight=False)
+    metrics = detector.evaluate(data, batch_size, detections=detections, split=split, out=out, slice=slice_,
+                                overlap=overlap)
+    sliced = f", sliced into {slice_} px tiles (overlap {overlap:g})" if slice_ is not None else ""
+    console.print(f"checkpoint {path}, {split} split{sliced}; diagnostics in {out}", highlight=False)
     console.print(metrics_table(metrics))
     console.print(per_class_table(metrics))
     if json_file is not None:
@@ -206,6 +213,15 @@ def _check_precision(precision: str | None, device: str) -> None:
         from dinokit.runtime.device import resolve_device
 
         resolve_precision(precision, resolve_device(device))
+
+
+def _check_slice(tile: int | None, overlap: float) -> None:
+    """A bad --slice / --overlap, or a missing [slice] extra, fails before the model loads."""
+    if tile is not None:
+        from dinokit.infer.slice import check_slicing, require_supervision
+
+        check_slicing(tile, overlap, flags=True)
+        require_supervision()
 
 
 def _say(message: str) -> None:
@@ -237,7 +253,7 @@ def _write_json(path: Path, payload: Any) -> None:
 
 @app.command()
 def predict(
-    sources: list[str] = typer.Argument(..., help="Image files, folders, globs or videos (.mp4, ...: extra [video])."),
+    sources: list[str] = typer.Argument(..., help="Image files, folders, globs or videos (.mp4, ...: extra \\[video])."),
     checkpoint: Optional[Path] = typer.Option(
         None, help="A .pt checkpoint, a model folder or hf://owner/name (default: latest run's best.pt)."),
     score: Optional[float] = typer.Option(
@@ -253,6 +269,10 @@ def predict(
     quantize: str = typer.Option("none", help=QUANTIZE_HELP),
     compile_: bool = typer.Option(False, "--compile", help=COMPILE_HELP),
     precision: Optional[str] = typer.Option(None, "--precision", help=PRECISION_HELP + " Default: the checkpoint's."),
+    slice_: Optional[int] = typer.Option(None, "--slice", help=SLICE_HELP),
+    overlap: float = typer.Option(0.2, "--overlap", help=OVERLAP_HELP),
+    track: bool = typer.Option(
+        False, "--track", help="Videos: ByteTrack ids in the JSON lines and the drawing (extra \\[track])."),
 ) -> None:
     """Detect objects in images; write annotated copies and a JSON of detections."""
     from dinokit.api import load
@@ -267,8 +287,15 @@ def predict(
     if backend not in (None, "torch", "onnx"):
         raise ConfigError(f"--backend must be torch or onnx, got '{backend}'")
     _check_precision(precision, device)
+    _check_slice(slice_, overlap)
     videos = [s for s in sources if is_video(s)]
     images = [s for s in sources if s not in videos]
+    if track:
+        from dinokit.infer.track import require_trackers
+
+        if not videos:
+            raise ConfigError("--track follows objects through a video: give a video file (.mp4, ...)")
+        require_trackers()
     inputs = gather_inputs(images) if images else []  # a missing file is reported before anything is created
     checkpoint = _one_checkpoint(checkpoint, weights, "--checkpoint")
     path = checkpoint if checkpoint is not None else latest_run_checkpoint(runs)
@@ -285,12 +312,13 @@ def predict(
     out_dir = out if out is not None else new_run_dir(runs, "exp", command="predict")
     video_targets, image_targets = output_paths(videos, names, out_dir)  # one naming rule for both
     for video, (video_out, lines_out) in zip(videos, video_targets):  # an annotated copy, a JSON line per frame
-        frames = detector.predict_video(video, video_out, lines_out, score, batch_size)
+        frames = detector.predict_video(video, video_out, lines_out, score, batch_size,
+                                        slice=slice_, overlap=overlap, track=track)
         console.print(f"{video}: {frames} frame(s): video {video_out}, JSON lines {lines_out}",
                       highlight=False, soft_wrap=True)
     if not images:
         return
-    results = detector.predict(images, score, batch_size)
+    results = detector.predict(images, score, batch_size, slice=slice_, overlap=overlap)
     json_path = json_file if json_file is not None else out_dir / "detections.json"
     records = []
     for det, target in zip(results, image_targets):

@@ -34,6 +34,7 @@ class Detections:
     image_size: tuple[int, int]  # (height, width)
     source: str
     category_ids: list[int] = field(default_factory=list, repr=False)  # COCO category id per class index
+    track_ids: np.ndarray | None = field(default=None, repr=False)  # (N,) int64 when tracking; -1: no track yet
     image: Image.Image | None = field(default=None, repr=False, compare=False)  # in-memory inputs only
 
     def __len__(self) -> int:
@@ -65,17 +66,20 @@ class Detections:
              **({"category_id": int(ids[k])} if 0 <= k < len(ids) else {})}
             for name, s, box, k in zip(self.names, self.scores.tolist(), self.xyxy.tolist(), self.class_ids.tolist())
         ]
+        if self.track_ids is not None:  # tracking on video: the id, null for a box not on a track yet
+            for record, track in zip(detections, self.track_ids.tolist()):
+                record["track_id"] = int(track) if track >= 0 else None
         return {"file": self.source, "width": width, "height": height, "detections": detections}
 
     def to_pandas(self) -> Any:
-        """A DataFrame, one row per box: source, x0, y0, x1, y1, score, class_id, name (the column
-        `label` of dinokit 0.x held the class index: it is `class_id` now)."""
+        """A DataFrame, one row per box: source, x0, y0, x1, y1, score, class_id, name (and track_id
+        when tracking; the column `label` of dinokit 0.x held the class index: it is `class_id` now)."""
         import pandas as pd
 
         return pd.DataFrame({
             "source": [self.source] * len(self), "x0": self.xyxy[:, 0], "y0": self.xyxy[:, 1],
             "x1": self.xyxy[:, 2], "y1": self.xyxy[:, 3], "score": self.scores, "class_id": self.class_ids,
-            "name": list(self.names),
+            "name": list(self.names), **({"track_id": self.track_ids} if self.track_ids is not None else {}),
         })
 
     def to_supervision(self) -> Any:
@@ -88,15 +92,21 @@ class Detections:
         return sv.Detections(
             xyxy=self.xyxy.astype(np.float32).reshape(-1, 4), confidence=self.scores.astype(np.float32),
             class_id=self.class_ids.astype(int), data={"class_name": np.array(self.names, dtype=str).reshape(-1)},
+            tracker_id=None if self.track_ids is None else self.track_ids.astype(int),
         )
 
     def plot(self) -> Image.Image:
-        """The image with the boxes drawn (see dinokit.infer.draw); small images come back upscaled."""
-        from dinokit.infer.draw import draw_detections
+        """The image with the boxes drawn (see dinokit.infer.draw); small images come back upscaled.
+        Tracked detections are coloured by track, captioned "#id class score" (grey: no track yet)."""
+        from dinokit.infer.draw import draw_detections, track_color
 
         image = self.image if self.image is not None else read_image(Path(self.source))
         texts = [f"{name} {score:.2f}" for name, score in zip(self.names, self.scores.tolist())]
-        return draw_detections(image, torch.from_numpy(self.xyxy), self.class_ids.tolist(), texts)
+        colors = None
+        if self.track_ids is not None:
+            texts = [f"#{t} {text}" if t >= 0 else text for t, text in zip(self.track_ids.tolist(), texts)]
+            colors = [track_color(t) for t in self.track_ids.tolist()]
+        return draw_detections(image, torch.from_numpy(self.xyxy), self.class_ids.tolist(), texts, colors)
 
     def save(self, path: str | Path) -> Path:
         """Write plot() to `path` atomically (format from the suffix); returns the path. Never over

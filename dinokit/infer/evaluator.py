@@ -151,6 +151,19 @@ def evaluate_model(
     names works. `cfg` is not changed; `precision` a resolved one (or fp32 inside a caller's
     autocast); `out`: a folder for the diagnostic files (PR / F1 curves, confusion matrix; see
     diagnostic_files). The one evaluation path: `Detector.evaluate` (dinokit.load) calls it."""
+    dataset, mapping = evaluation_dataset(cfg, classes, data, split)
+    metrics, detections = run_evaluation(
+        model, dataset, device, batch_size or cfg.train.batch_size, cfg.model.num_select, mapping, cfg.data.workers,
+        precision,
+    )
+    if out is not None:
+        write_run_diagnostics(dataset.coco, detections, metrics, out)
+    return metrics, detections
+
+
+def evaluation_dataset(cfg: Any, classes: list[str], data: str | None, split: str) -> tuple[Any, list[int]]:
+    """(the `split` of the detector's data or of `data`, the COCO category id of each of the
+    detector's `classes`: -1 where the dataset lacks the name); `cfg` is not changed."""
     import copy
 
     from dinokit.data.coco import build_dataset, resolve_source
@@ -166,13 +179,7 @@ def evaluate_model(
             f"none of the checkpoint's classes ({', '.join(classes[:5])}...) are in the dataset "
             f"({', '.join(dataset.class_names[:5])}...)"
         )
-    metrics, detections = run_evaluation(
-        model, dataset, device, batch_size or cfg.train.batch_size, cfg.model.num_select, mapping, cfg.data.workers,
-        precision,
-    )
-    if out is not None:
-        write_run_diagnostics(dataset.coco, detections, metrics, out)
-    return metrics, detections
+    return dataset, mapping
 
 
 def write_run_diagnostics(coco_gt: Any, detections: list[dict[str, Any]], metrics: dict[str, Any],

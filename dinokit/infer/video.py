@@ -109,3 +109,30 @@ class _Writer:
         finally:
             self.container.close()
 
+
+def frame_rate(path: str | Path) -> float:
+    """The video's average frame rate (25 when the file does not say), or DataError."""
+    av = _av()
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise DataError(f"{path} has no video stream")
+            return float(container.streams.video[0].average_rate or 25)
+    except DinokitError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - PyAV raises its own error types
+        raise DataError(f"cannot read video {path}: {str(exc).splitlines()[0][:120]}") from None
+
+
+def video_frames(path: str | Path, batch_size: int = 8) -> Iterator[list[Image.Image]]:
+    """The video's frames as RGB images, `batch_size` at a time (decoded as they are needed)."""
+    av = _av()
+    try:
+        container = av.open(str(path))
+    except Exception as exc:  # noqa: BLE001
+        raise DataError(f"cannot read video {path}: {str(exc).splitlines()[0][:120]}") from None
+    with container:
+        if not container.streams.video:
+            raise DataError(f"{path} has no video stream")
+        for frames in _batches(container, container.streams.video[0], batch_size):
+            yield [frame.to_image().convert("RGB") for frame in frames]
