@@ -1,7 +1,8 @@
 """One stored rule behind every verdict, through the CLI: the stop line, the terminal table,
 report.md and report.html agree verdict by verdict; `ablate report --margin` adds an exploratory
 view and never replaces a sequential study's verdicts; a cap that can decide nothing is refused.
-Stand-in trainers (no training): the numbers are chosen so that the rule's rho decides."""
+Stand-in trainers (no training): the numbers are chosen so that the stored rule decides at its
+first look, where a legacy (rho 1) t-mixture is still unbounded."""
 
 from __future__ import annotations
 
@@ -89,10 +90,10 @@ def test_stop_line_terminal_and_reports_agree_verdict_by_verdict(tmp_path: Path,
     assert result.exit_code == 0, result.output
     folder = out / "ablate" / "e2e"
     stop = _stop_line(result.output)
-    assert stop == {"no-cdn vs full": ("hurts", "4")}, result.output  # decided at rho 1/4's first look
+    assert stop == {"no-cdn vs full": ("hurts", "4")}, result.output  # decided at groupseq's first look
     assert _terminal(result.output) == stop
     md = (folder / "report.md").read_text()
-    assert _markdown(md) == stop and "rho=0.25" in md and "rho=1" not in md
+    assert _markdown(md) == stop and "group-sequential" in md and "rho=" not in md  # the stored kind's text
     assert _html((folder / "report.html").read_text()) == stop
     assert "every comparison has its verdict" in md  # the stop reason, in the report's own words
 
