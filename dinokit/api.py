@@ -1,7 +1,7 @@
 """The Python API, and the one code path under the CLI's train / eval / predict / export.
 
     import dinokit
-    detector = dinokit.load("runs/train/exp/best.pt")      # or an official DINO .pth, or a .onnx
+    detector = dinokit.load("runs/train/exp/best.pt")      # or an official DINO .pth, a .onnx, a model.xml
     for det in detector.predict("photos/"):                  # path, glob, folder, PIL, NumPy, tensor
         print(det.to_pandas())
     run = dinokit.train(data="shapes", preset="tiny", steps=50)
@@ -20,9 +20,11 @@ from dinokit.config import Config, ConfigError, apply_dict, budget_flags, load_p
 from dinokit.errors import CheckpointError
 
 DEFAULT_SCORE = 0.3  # predict's score threshold when none is given and the checkpoint stores none
+EXPORT_FORMATS = ("onnx", "openvino")
+BACKENDS = {".onnx": "onnx", ".xml": "openvino"}  # the file suffix -> the backend that runs it (else torch)
 
 class Detector:
-    """A loaded detector (torch or onnxruntime) with what it was trained on; create it with `load`."""
+    """A loaded detector (torch, onnxruntime or OpenVINO) with what it was trained on; create it with `load`."""
 
     def __init__(self, backend: Any, device: Any, source: Path, precision: str = "fp32", precision_note: str = "") -> None:
         self._backend = backend  # dinokit.infer.predictor.Backend
@@ -56,8 +58,7 @@ class Detector:
         return DEFAULT_SCORE, "the default; the checkpoint stores no F1-optimal threshold"
 
     def __repr__(self) -> str:
-        kind = "onnx" if self._backend.model is None else "torch"
-        return f"Detector({str(self.source)!r}, {kind}, {len(self.class_names)} classes, device={self.device})"
+        return f"Detector({str(self.source)!r}, {self._backend.kind}, {len(self.class_names)} classes, device={self.device})"
 
     def predict(self, source: Any, score: float | None = None, batch_size: int = 8) -> list[Any]:
         """One `Detections` per image of `source`: a path, glob or folder, a PIL image, a NumPy
@@ -100,11 +101,12 @@ class Detector:
         confusion_matrix.png / .csv, per_class.csv) into that folder."""
         from dinokit.infer.evaluator import evaluate_model
 
-        if self._backend.model is None:
-            raise CheckpointError("evaluate needs a torch checkpoint (.pt / .pth), not an ONNX model")
+        model = self._backend.model if self._backend.model is not None else self._backend.graph
+        if model is None:
+            raise CheckpointError(f"evaluate cannot run a {self._backend.kind} model")
         with self._autocast():
             metrics, dets = evaluate_model(
-                self._backend.model, self.config, self.class_names, self.device, data, batch_size,
+                model, self.config, self.class_names, self.device, data, batch_size,
                 split=split, out=out,
             )
         if detections is not None:
@@ -113,14 +115,24 @@ class Detector:
             write_json(detections, dets)
         return metrics
 
-    def export(self, path: str | Path, format: str = "onnx", opset: int = 17) -> Path:
-        """Write the inference graph (dynamic batch and image size) for onnxruntime; returns the path."""
+    def export(self, path: str | Path, format: str = "onnx", opset: int = 17, int8: int = 0,
+               data: str | None = None) -> Path:
+        """Write the inference graph (dynamic batch and image size) for onnxruntime (`format="onnx"`)
+        or OpenVINO (`"openvino"`: `path` a .xml or a folder; the .bin goes beside the .xml);
+        returns the written .onnx / .xml. OpenVINO only: `int8` > 0 quantises the IR with NNCF,
+        calibrated on that many training images of the detector's data (or of `data`)."""
         from dinokit.infer.export import export_onnx
 
-        if format != "onnx":
-            raise ConfigError(f"export format must be onnx, got '{format}'")
+        if format not in EXPORT_FORMATS:
+            raise ConfigError(f"export format must be {' or '.join(EXPORT_FORMATS)}, got '{format}'")
         if self._backend.model is None:
-            raise CheckpointError(f"{self.source} is already an ONNX model")
+            raise CheckpointError(f"{self.source} is already an exported ({self._backend.kind}) model")
+        if format == "openvino":
+            from dinokit.infer.openvino_ir import export_openvino
+
+            return export_openvino(self.source, path, opset, int8, data).xml
+        if int8:
+            raise ConfigError("int8 quantisation is for the OpenVINO export (--format openvino)")
         return export_onnx(self.source, path, opset).path
 
     def explain(self, image: Any, top: int = 3, query: int | None = None, layer: int | str | None = None,
@@ -137,7 +149,8 @@ class Detector:
     def _autocast(self) -> Any:
         from dinokit.infer.precision import autocast
 
-        return autocast(self.precision, self.device)
+        # an exported model runs at its runtime's own precision (OpenVINO's hint), not torch's
+        return autocast(self.precision if self._backend.model is not None else "fp32", self.device)
 
 
 def load(
@@ -150,7 +163,8 @@ def load(
     quantize: str = "none",
     compile: bool = False,
 ) -> Detector:
-    """A detector from a dinokit checkpoint, an official IDEA-Research/DINO checkpoint or a .onnx file.
+    """A detector from a dinokit checkpoint, an official IDEA-Research/DINO checkpoint, a .onnx file
+    (onnxruntime) or an OpenVINO IR's .xml (OpenVINO's CPU plugin; the .bin beside it).
 
     `quantize="int8"` runs on the CPU (dynamic int8 has no CUDA kernels): `device="auto"` then
     means the CPU, and an explicit accelerator is refused before anything is loaded.
@@ -158,6 +172,8 @@ def load(
     model under autocast (see dinokit.infer.precision; fp16 needs CUDA). `image_size`
     replaces the test-time resize by "longest side to image_size" (an official checkpoint otherwise
     resizes as the official code: shorter side 800, longer side at most 1333).
+    An OpenVINO model runs in fp32 unless `precision` is bf16 (or auto: bf16 where the CPU has it),
+    as OpenVINO's INFERENCE_PRECISION_HINT; an ONNX model runs in fp32.
     """
     from dinokit.checkpoint import require_checkpoint_file
     from dinokit.infer.precision import resolve_precision
@@ -168,21 +184,33 @@ def load(
     if image_size is not None and image_size <= 0:
         raise ConfigError(f"--image-size must be positive, got {image_size}")
     path = Path(source)
-    backend = backend or ("onnx" if path.suffix.lower() == ".onnx" else "torch")
-    if backend not in ("torch", "onnx"):
-        raise ConfigError(f"backend must be torch or onnx, got '{backend}'")
+    backend = backend or BACKENDS.get(path.suffix.lower(), "torch")
+    if backend not in ("torch", *BACKENDS.values()):
+        raise ConfigError(f"backend must be torch, onnx or openvino, got '{backend}'")
     quantize = check_quantize(quantize)
     if backend == "onnx" and (quantize != "none" or compile or precision not in (None, "fp32")):
         raise ConfigError("--quantize, --compile and precision apply to the torch backend, not to an ONNX model")
+    if backend == "openvino" and (quantize != "none" or compile):
+        raise ConfigError("--quantize and --compile apply to the torch backend; an OpenVINO model takes "
+                          "--precision fp32 or bf16")
     if backend == "torch":
         require_checkpoint_file(path)
-    dev = int8_device(device) if quantize == "int8" else resolve_device(device)
+    if backend == "openvino":
+        from dinokit.infer.openvino_ir import openvino_device
+
+        dev = openvino_device(device)
+    else:
+        dev = int8_device(device) if quantize == "int8" else resolve_device(device)
     if precision is not None:
         resolve_precision(precision, dev)  # a bad name or fp16 on a CPU fails before loading
-    loaded = load_backend(path, backend, dev, quantize, compile)
+    ov_precision = resolve_precision(precision or "fp32", dev) if backend == "openvino" else ("fp32", "")
+    loaded = load_backend(path, backend, dev, quantize, compile, ov_precision[0])
     if image_size is not None:
         apply_dict(loaded.cfg, {"data": {"image_size": image_size, "eval_resize": "longest"}})
-    chosen, note = ("fp32", "") if backend == "onnx" else resolve_precision(precision or loaded.cfg.train.precision, dev)
+    if backend == "torch":
+        chosen, note = resolve_precision(precision or loaded.cfg.train.precision, dev)
+    else:
+        chosen, note = ov_precision
     return Detector(loaded, dev, path, chosen, note)
 
 
