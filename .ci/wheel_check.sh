@@ -57,6 +57,12 @@ dinokit train --steps 3 "${SMALL[@]}"
 python -c 'from PIL import Image; Image.new("RGB", (64, 48), (200, 120, 40)).save("photo.png")'
 dinokit predict photo.png --score 0 --out pred --json pred.json
 test -s pred.json && test -n "$(ls pred)"
+# The [openvino] extra's import path (in .venv through the [test] extra): the IR, and a prediction from it.
+dinokit export --format openvino --out ir
+test -s ir/model.xml && test -s ir/model.bin
+dinokit predict photo.png --checkpoint ir/model.xml --score 0 --out pred_ov --json pred_ov.json
+test -s pred_ov.json
+python -c 'import nncf, dinokit.infer.openvino_int8, dinokit.infer.graph_module'
 dinokit ablate --list-studies | grep -q '^paper_table '
 dinokit tune --list-spaces | grep -q '^tune_tiny '
 dinokit ablate --study paper_table --steps 2 --seeds 1 "${SMALL[@]}"

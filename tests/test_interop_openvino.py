@@ -34,15 +34,20 @@ THRESHOLD = 0.03  # these random weights score 0.019-0.045
 # fp32 IR vs eager PyTorch, largest absolute difference of logits and normalised boxes: measured
 # 3e-6 on the tiny preset (OpenVINO 2026.4, AVX-512 CPU); 1e-4 leaves room for other kernels.
 TOL = 1e-4
+SMALL = {"num_classes": len(CLASSES), "backbone": "mobilenet_v3_small", "enc_layers": 1, "dec_layers": 2,
+         "num_queries": 30, "num_select": 30, "dn_number": 6}
+K = SMALL["num_select"]  # detections per image
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    """A tiny-preset checkpoint with perturbed random weights and a stored threshold, exported
-    through the CLI into a folder (the IR is folder/model.xml + folder/model.bin)."""
+    """A checkpoint of the tiny preset, made smaller still (a quick export and NNCF run), with
+    perturbed random weights and a stored threshold, exported through the CLI into a folder (the
+    IR is folder/model.xml + folder/model.bin)."""
     root = tmp_path_factory.mktemp("openvino")
     cfg = load_preset("tiny")
-    cfg.model.num_classes = len(CLASSES)
+    for key, value in SMALL.items():
+        setattr(cfg.model, key, value)
     cfg.data.shapes_train, cfg.data.shapes_val = 4, 6
     torch.manual_seed(0)
     model = build_model(cfg.model, load_weights=False).eval()
@@ -107,7 +112,7 @@ def test_predict_checkpoint_xml_gives_the_torch_detections(exported, tmp_path, c
     torch_dets = json.loads((tmp_path / "t" / "detections.json").read_text())
     ov_dets = json.loads((tmp_path / "o" / "detections.json").read_text())
     # boxes: TOL in normalised coordinates is 0.014 px on these images; 0.5 px leaves room for rounding
-    assert assert_same_detections(torch_dets, ov_dets, score_tol=TOL, box_tol=0.5) == 2 * 100  # num_select
+    assert assert_same_detections(torch_dets, ov_dets, score_tol=TOL, box_tol=0.5) == 2 * K
     assert len({d["label"] for r in torch_dets for d in r["detections"]}) >= 2  # labels not trivially one class
     capsys.readouterr()
     assert run_cli(["predict", *images, "--checkpoint", xml, "--out", str(tmp_path / "s")]) == 0
@@ -116,7 +121,7 @@ def test_predict_checkpoint_xml_gives_the_torch_detections(exported, tmp_path, c
                     str(tmp_path / "ts")]) == 0
     kept = json.loads((tmp_path / "s" / "detections.json").read_text())
     torch_kept = json.loads((tmp_path / "ts" / "detections.json").read_text())
-    assert 0 < assert_same_detections(torch_kept, kept, score_tol=TOL, box_tol=0.5) < 200
+    assert 0 < assert_same_detections(torch_kept, kept, score_tol=TOL, box_tol=0.5) < 2 * K
 
 
 def test_detections_carry_the_datasets_category_ids(exported):
@@ -139,7 +144,7 @@ def test_evaluate_an_ir_gives_the_torch_metrics(exported, tmp_path, monkeypatch)
     for name in ("AP", "AP50", "AR100"):
         assert math.isclose(ov_m[name], torch_m[name], abs_tol=1e-3), (name, ov_m[name], torch_m[name])
     ours, ref = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("o", "t"))
-    assert len(ours) == len(ref) == 6 * 100  # num_select per image
+    assert len(ours) == len(ref) == 6 * K
     for d in ref:  # each torch detection has its own OpenVINO twin: image, class, score, box
         twin = next(i for i, o in enumerate(ours) if o is not None and o["image_id"] == d["image_id"]
                     and o["category_id"] == d["category_id"] and abs(o["score"] - d["score"]) < TOL
@@ -241,7 +246,7 @@ def test_int8_export_quantises_with_nncf_and_keeps_the_metadata(exported, tmp_pa
     images, masks = torch.rand(1, 3, 128, 128, generator=torch.Generator().manual_seed(4)), torch.zeros(
         1, 128, 128, dtype=torch.bool)
     out = detector(images, masks, torch.tensor([[128, 128]]))
-    assert torch.isfinite(out["scores"]).all() and out["boxes"].shape == (1, 100, 4)
+    assert torch.isfinite(out["scores"]).all() and out["boxes"].shape == (1, K, 4)
     for argv, message in [
         (["export", str(root / "tiny.pt"), "--format", "onnx", "--int8", "--out", str(tmp_path / "m.onnx")],
          "int8 quantisation is for the OpenVINO export"),

@@ -11,6 +11,7 @@ has them); what that costs in AP is measured by benchmarks/openvino_speed.py.
 from __future__ import annotations
 
 import copy
+import logging
 from typing import Any
 
 import numpy as np
@@ -20,10 +21,13 @@ from dinokit.errors import DataError, DinokitError
 
 
 def _require_nncf() -> Any:
+    # NNCF looks for torch's C++ toolchain on import; on a machine without CUDA torch logs a warning
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     try:
         import nncf
     except ImportError:
         raise DinokitError("--int8 needs the 'nncf' package: pip install 'dinokit[openvino]'") from None
+    nncf.set_log_level(logging.WARNING)  # its INFO lines; the progress bars stay
     return nncf
 
 
