@@ -202,6 +202,8 @@ def test_bad_input_is_one_error_line(exported, tmp_path, capsys):
          "is already an exported (openvino) model"),
         (["predict", str(photo), "--checkpoint", str(root / "tiny.pt"), "--backend", "tf"],
          "--backend must be torch, onnx or openvino"),
+        (["explain", str(photo), "--checkpoint", str(root / "ir" / "model.xml"), "--out", str(tmp_path / "e")],
+         "explain needs a torch checkpoint (.pt / .pth), not an exported (openvino) model"),
     ]
     for argv, message in cases:
         assert run_cli(argv) == 2, argv
@@ -259,3 +261,27 @@ def test_int8_export_quantises_with_nncf_and_keeps_the_metadata(exported, tmp_pa
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1, (argv, err)
     assert not (tmp_path / "z").exists() and not (tmp_path / "m.onnx").exists()
+
+
+def test_a_failed_export_leaves_the_previous_ir_whole(exported, tmp_path, monkeypatch):
+    """The IR is saved in a scratch folder and moved into place last: a save that fails half-way
+    leaves the old .xml and .bin as they were, and no scratch folder behind."""
+    import shutil
+
+    import openvino as ov
+
+    root, _, _ = exported
+    target = tmp_path / "ir"
+    shutil.copytree(root / "ir", target)
+    before = {p.name: p.read_bytes() for p in target.iterdir()}
+
+    def half_written(model, path, *args, **kwargs):
+        with open(path, "w") as handle:  # a torn .xml where the scratch copy goes
+            handle.write("<net")
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(ov, "save_model", half_written)
+    with pytest.raises(RuntimeError, match="disk full"):
+        dinokit.load(root / "tiny.pt", "cpu").export(target, format="openvino")
+    assert {p.name: p.read_bytes() for p in target.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ir"]

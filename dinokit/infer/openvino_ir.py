@@ -37,12 +37,13 @@ RT_SECTION = "dinokit"  # the IR's runtime info: dinokit/config, dinokit/classes
 HINTS = {"fp32": "f32", "bf16": "bf16"}  # resolved precision -> INFERENCE_PRECISION_HINT
 
 
-def _require() -> Any:
+def _require(module: str = "openvino") -> Any:
     try:
-        import openvino
+        return __import__(module)
     except ImportError:
-        raise DinokitError("OpenVINO support needs the 'openvino' package: pip install 'dinokit[openvino]'") from None
-    return openvino
+        raise DinokitError(
+            f"OpenVINO support needs the '{module}' package: pip install 'dinokit[openvino]' (openvino, nncf, onnx)"
+        ) from None
 
 
 def ir_path(out: str | Path) -> Path:
@@ -85,9 +86,7 @@ def export_openvino(
 
     The ONNX file and the IR are made in a scratch folder beside the output; the .bin and then
     the .xml replace their destinations atomically, so a failed export leaves the old IR whole."""
-    ov = _require()
-    import onnx
-
+    ov, onnx = _require(), _require("onnx")  # the IR is converted from the ONNX export
     xml = ir_path(out)
     feeds = None
     if int8:  # the calibration data is read first: a bad --data fails before the slow export
