@@ -88,6 +88,12 @@ with av.open("clip.mp4", mode="w") as container:
 PY
 dinokit predict clip.mp4 --track --score 0 --out tracked
 grep -q '"track_id"' tracked/clip.jsonl
+# The [openvino] extra's import path (in .venv through the [test] extra): the IR, and a prediction from it.
+dinokit export --format openvino --out ir
+test -s ir/model.xml && test -s ir/model.bin
+dinokit predict photo.png --checkpoint ir/model.xml --score 0 --out pred_ov --json pred_ov.json
+test -s pred_ov.json
+python -c 'import nncf, dinokit.infer.openvino_int8, dinokit.infer.graph_module'
 dinokit ablate --list-studies | grep '^paper_table ' >/dev/null  # not grep -q: its early exit breaks the pipe (pipefail)
 dinokit tune --list-spaces | grep '^tune_tiny ' >/dev/null
 dinokit ablate --study paper_table --steps 2 --seeds 1 "${SMALL[@]}"

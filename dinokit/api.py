@@ -1,7 +1,7 @@
 """The Python API, and the one code path under the CLI's train / eval / predict / export.
 
     import dinokit
-    detector = dinokit.load("runs/train/exp/best.pt")      # or an official DINO .pth, or a .onnx
+    detector = dinokit.load("runs/train/exp/best.pt")      # or an official DINO .pth, a .onnx, a model.xml
     for det in detector.predict("photos/"):                  # path, glob, folder, PIL, NumPy, tensor
         print(det.to_pandas())
     run = dinokit.train(data="shapes", preset="tiny", steps=50)
@@ -20,6 +20,8 @@ from dinokit.config import Config, ConfigError, apply_dict, budget_flags, load_p
 from dinokit.errors import CheckpointError
 
 DEFAULT_SCORE = 0.3  # predict's score threshold when none is given and the checkpoint stores none
+EXPORT_FORMATS = ("onnx", "openvino", "hf")
+BACKENDS = {".onnx": "onnx", ".xml": "openvino"}  # the file suffix -> the backend that runs it (else torch)
 
 
 def _slicing(slice: Any, overlap: float) -> Any:
@@ -33,7 +35,7 @@ def _slicing(slice: Any, overlap: float) -> Any:
 
 
 class Detector:
-    """A loaded detector (torch or onnxruntime) with what it was trained on; create it with `load`."""
+    """A loaded detector (torch, onnxruntime or OpenVINO) with what it was trained on; create it with `load`."""
 
     def __init__(self, backend: Any, device: Any, source: Path, precision: str = "fp32", precision_note: str = "") -> None:
         self._backend = backend  # dinokit.infer.predictor.Backend
@@ -67,8 +69,7 @@ class Detector:
         return DEFAULT_SCORE, "the default; the checkpoint stores no F1-optimal threshold"
 
     def __repr__(self) -> str:
-        kind = "onnx" if self._backend.model is None else "torch"
-        return f"Detector({str(self.source)!r}, {kind}, {len(self.class_names)} classes, device={self.device})"
+        return f"Detector({str(self.source)!r}, {self._backend.kind}, {len(self.class_names)} classes, device={self.device})"
 
     def predict(self, source: Any, score: float | None = None, batch_size: int = 8, slice: Any = None,
                 overlap: float = 0.2) -> list[Any]:
@@ -153,9 +154,9 @@ class Detector:
         from dinokit.infer.evaluator import evaluate_model
 
         slicing = _slicing(slice, overlap)
-        if slicing is None and self._backend.model is None:
-            raise CheckpointError("evaluate needs a torch checkpoint (.pt / .pth), not an ONNX model "
-                                  "(or evaluate sliced prediction with slice=...)")
+        model = self._backend.model if self._backend.model is not None else self._backend.graph
+        if slicing is None and model is None:
+            raise CheckpointError(f"evaluate cannot run a {self._backend.kind} model")
         with reading(self.source, outputs={"detections": detections}):  # the data joins as it is read
             if slicing is not None:
                 from dinokit.data.transforms import eval_transforms
@@ -169,29 +170,39 @@ class Detector:
             else:
                 with self._autocast():
                     metrics, dets = evaluate_model(
-                        self._backend.model, self.config, self.class_names, self.device, data, batch_size,
+                        model, self.config, self.class_names, self.device, data, batch_size,
                         split=split, out=out,
                     )
             if detections is not None:
                 write_json(detections, dets)
         return metrics
 
-    def export(self, path: str | Path, format: str = "onnx", opset: int = 17) -> Path:
-        """Write the inference graph (dynamic batch and image size) for onnxruntime, or with
-        format="hf" a model folder for the Hugging Face Hub (config.json, model.safetensors and a
-        README.md model card; interop/hub.py, extra [hub]); returns the path (never the checkpoint's own)."""
+    def export(self, path: str | Path, format: str = "onnx", opset: int = 17, int8: int = 0,
+               data: str | None = None) -> Path:
+        """Write the inference graph (dynamic batch and image size) for onnxruntime (`format="onnx"`)
+        or OpenVINO (`"openvino"`: `path` a .xml or a folder; the .bin goes beside the .xml), or with
+        `format="hf"` a model folder for the Hugging Face Hub (config.json, model.safetensors and a
+        README.md model card; interop/hub.py, extra [hub]); returns the written .onnx / .xml / folder,
+        never the checkpoint's own path. OpenVINO only: `int8` > 0 quantises the IR with NNCF,
+        calibrated on that many training images of the detector's data (or of `data`)."""
         from dinokit.files import reading
         from dinokit.infer.export import export_onnx
 
-        if format not in ("onnx", "hf"):
-            raise ConfigError(f"export format must be onnx or hf, got '{format}'")
+        if format not in EXPORT_FORMATS:
+            raise ConfigError(f"export format must be {', '.join(EXPORT_FORMATS)}, got '{format}'")
         if self._backend.model is None:
-            raise CheckpointError(f"{self.source} is already an ONNX model")
+            raise CheckpointError(f"{self.source} is already an exported ({self._backend.kind}) model")
+        if int8 and format != "openvino":
+            raise ConfigError("int8 quantisation is for the OpenVINO export (--format openvino)")
         with reading(self.source, outputs={"export": path}):
             if format == "hf":
                 from dinokit.interop.hub_export import export_folder
 
                 return export_folder(self.source, path)
+            if format == "openvino":
+                from dinokit.infer.openvino_ir import export_openvino
+
+                return export_openvino(self.source, path, opset, int8, data).xml
             return export_onnx(self.source, path, opset).path
 
     def explain(self, image: Any, top: int = 3, query: int | None = None, layer: int | str | None = None,
@@ -208,7 +219,8 @@ class Detector:
     def _autocast(self) -> Any:
         from dinokit.infer.precision import autocast
 
-        return autocast(self.precision, self.device)
+        # an exported model runs at its runtime's own precision (OpenVINO's hint), not torch's
+        return autocast(self.precision if self._backend.model is not None else "fp32", self.device)
 
 
 def load(
@@ -221,8 +233,9 @@ def load(
     quantize: str = "none",
     compile: bool = False,
 ) -> Detector:
-    """A detector from a dinokit checkpoint, an official IDEA-Research/DINO checkpoint, a .onnx file,
-    a model folder (`export(..., format="hf")`) or a Hub model `hf://owner/name[@revision]`.
+    """A detector from a dinokit checkpoint, an official IDEA-Research/DINO checkpoint, a .onnx file
+    (onnxruntime), an OpenVINO IR's .xml (OpenVINO's CPU plugin; the .bin beside it), a model folder
+    (`export(..., format="hf")`) or a Hub model `hf://owner/name[@revision]`.
 
     `quantize="int8"` runs on the CPU (dynamic int8 has no CUDA kernels): `device="auto"` then
     means the CPU, and an explicit accelerator is refused before anything is loaded.
@@ -230,6 +243,8 @@ def load(
     model under autocast (see dinokit.infer.precision; fp16 needs CUDA). `image_size`
     replaces the test-time resize by "longest side to image_size" (an official checkpoint otherwise
     resizes as the official code: shorter side 800, longer side at most 1333).
+    An OpenVINO model runs in fp32 unless `precision` is bf16 (or auto: bf16 where the CPU has it),
+    as OpenVINO's INFERENCE_PRECISION_HINT; an ONNX model runs in fp32.
     """
     from dinokit.checkpoint import require_checkpoint_file
     from dinokit.files import declare_inputs
@@ -242,22 +257,34 @@ def load(
     if image_size is not None and image_size <= 0:
         raise ConfigError(f"--image-size must be positive, got {image_size}")
     path = resolve_source(source)  # hf://owner/name: fetched into the Hugging Face cache
-    backend = backend or ("onnx" if path.suffix.lower() == ".onnx" else "torch")
-    if backend not in ("torch", "onnx"):
-        raise ConfigError(f"backend must be torch or onnx, got '{backend}'")
+    backend = backend or BACKENDS.get(path.suffix.lower(), "torch")
+    if backend not in ("torch", *BACKENDS.values()):
+        raise ConfigError(f"backend must be torch, onnx or openvino, got '{backend}'")
     quantize = check_quantize(quantize)
     if backend == "onnx" and (quantize != "none" or compile or precision not in (None, "fp32")):
         raise ConfigError("--quantize, --compile and precision apply to the torch backend, not to an ONNX model")
+    if backend == "openvino" and (quantize != "none" or compile):
+        raise ConfigError("--quantize and --compile apply to the torch backend; an OpenVINO model takes "
+                          "--precision fp32 or bf16")
     if backend == "torch":
         require_checkpoint_file(path)
     declare_inputs(path)  # a command that loads a detector may not write over it
-    dev = int8_device(device) if quantize == "int8" else resolve_device(device)
+    if backend == "openvino":
+        from dinokit.infer.openvino_ir import openvino_device
+
+        dev = openvino_device(device)
+    else:
+        dev = int8_device(device) if quantize == "int8" else resolve_device(device)
     if precision is not None:
         resolve_precision(precision, dev)  # a bad name or fp16 on a CPU fails before loading
-    loaded = load_backend(path, backend, dev, quantize, compile)
+    ov_precision = resolve_precision(precision or "fp32", dev) if backend == "openvino" else ("fp32", "")
+    loaded = load_backend(path, backend, dev, quantize, compile, ov_precision[0])
     if image_size is not None:
         apply_dict(loaded.cfg, {"data": {"image_size": image_size, "eval_resize": "longest"}})
-    chosen, note = ("fp32", "") if backend == "onnx" else resolve_precision(precision or loaded.cfg.train.precision, dev)
+    if backend == "torch":
+        chosen, note = resolve_precision(precision or loaded.cfg.train.precision, dev)
+    else:
+        chosen, note = ov_precision
     return Detector(loaded, dev, path, chosen, note)
 
 

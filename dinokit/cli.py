@@ -160,7 +160,8 @@ def train(
 
 @app.command("eval")
 def evaluate(
-    checkpoint: Optional[Path] = typer.Argument(None, help="A .pt checkpoint (default: latest run's best.pt)."),
+    checkpoint: Optional[Path] = typer.Argument(
+        None, help="A .pt checkpoint, .onnx or OpenVINO .xml (default: latest run's best.pt)."),
     data: Optional[str] = typer.Option(None, help="Evaluate on this data instead of the checkpoint's."),
     json_file: Optional[Path] = typer.Option(None, "--json", help="Write the metrics to this JSON file."),
     detections: Optional[Path] = typer.Option(None, "--detections", help="Write COCO-format detections here."),
@@ -255,7 +256,8 @@ def _write_json(path: Path, payload: Any) -> None:
 def predict(
     sources: list[str] = typer.Argument(..., help="Image files, folders, globs or videos (.mp4, ...: extra \\[video])."),
     checkpoint: Optional[Path] = typer.Option(
-        None, help="A .pt checkpoint, a model folder or hf://owner/name (default: latest run's best.pt)."),
+        None, help="A .pt checkpoint, .onnx, OpenVINO .xml, a model folder or hf://owner/name "
+                   "(default: latest run's best.pt)."),
     score: Optional[float] = typer.Option(
         None, help="Keep detections scoring at least this (default: the checkpoint's F1-optimal threshold, else 0.3)."),
     out: Optional[Path] = typer.Option(None, help="Folder for annotated images (default runs/predict/expN)."),
@@ -264,7 +266,8 @@ def predict(
     batch_size: int = typer.Option(4, "--batch-size", help="Images per forward pass."),
     runs: str = typer.Option("runs", "--runs", help="Runs folder (latest checkpoint; default output)."),
     weights: Optional[Path] = typer.Option(None, help="Same as --checkpoint; also takes an official DINO .pth."),
-    backend: Optional[str] = typer.Option(None, help="torch or onnx (default: onnx for a .onnx file)."),
+    backend: Optional[str] = typer.Option(
+        None, help="torch, onnx or openvino (default: onnx for a .onnx file, openvino for a .xml)."),
     image_size: Optional[int] = typer.Option(None, "--image-size", help=IMAGE_SIZE_HELP),
     quantize: str = typer.Option("none", help=QUANTIZE_HELP),
     compile_: bool = typer.Option(False, "--compile", help=COMPILE_HELP),
@@ -284,8 +287,8 @@ def predict(
     from dinokit.runtime.rundir import new_run_dir
 
     check_predict_options(0.3 if score is None else score, batch_size, flags=True)
-    if backend not in (None, "torch", "onnx"):
-        raise ConfigError(f"--backend must be torch or onnx, got '{backend}'")
+    if backend not in (None, "torch", "onnx", "openvino"):
+        raise ConfigError(f"--backend must be torch, onnx or openvino, got '{backend}'")
     _check_precision(precision, device)
     _check_slice(slice_, overlap)
     videos = [s for s in sources if is_video(s)]
@@ -340,24 +343,37 @@ def predict(
 def export(
     checkpoint: Optional[Path] = typer.Argument(
         None, help="A checkpoint or an official DINO .pth (default: latest run's best.pt)."),
-    fmt: str = typer.Option("onnx", "--format", help="onnx, or hf: a Hugging Face Hub model folder (extra [hub])."),
-    out: Path = typer.Option(..., "--out", help="The file to write, e.g. model.onnx (hf: the folder, e.g. my-model/)."),
+    fmt: str = typer.Option("onnx", "--format", help="onnx, openvino (an IR: .xml + .bin) or hf (a Hugging Face "
+                            "Hub model folder, extra \\[hub])."),
+    out: Path = typer.Option(..., "--out", help="The file to write, e.g. model.onnx; openvino: model.xml or a "
+                             "folder; hf: the folder, e.g. my-model/."),
     opset: int = typer.Option(17, help="ONNX opset (>= 16 for GridSample)."),
     runs: str = typer.Option("runs", "--runs", help="Runs folder searched for the latest checkpoint."),
+    int8: bool = typer.Option(False, "--int8", help="openvino: quantise to int8 with NNCF (post-training)."),
+    calibration: int = typer.Option(100, "--calibration", help="--int8: training images to calibrate on."),
+    data: Optional[str] = typer.Option(None, help="--int8: calibrate on this data instead of the checkpoint's."),
 ) -> None:
-    """Export the inference path (dynamic batch and image size) for onnxruntime, or a model folder
-    (config.json, model.safetensors, README.md model card) for the Hugging Face Hub."""
-    from dinokit.api import load
+    """Export the inference path (dynamic batch and image size) for onnxruntime or OpenVINO, or a
+    model folder (config.json, model.safetensors, README.md model card) for the Hugging Face Hub."""
+    from dinokit.api import EXPORT_FORMATS, load
     from dinokit.checkpoint import latest_run_checkpoint
 
-    if fmt not in ("onnx", "hf"):
-        raise ConfigError(f"--format must be onnx or hf, got '{fmt}'")
+    if fmt not in EXPORT_FORMATS:
+        raise ConfigError(f"--format must be {', '.join(EXPORT_FORMATS)}, got '{fmt}'")
     path = checkpoint if checkpoint is not None else latest_run_checkpoint(runs)
+    if int8 and calibration <= 0:
+        raise ConfigError(f"--calibration must be positive, got {calibration}")
     _inputs(path, outputs={"--out": out})
-    written = load(path, "cpu").export(out, fmt, opset)
+    written = load(path, "cpu").export(out, fmt, opset, calibration if int8 else 0, data)
     if fmt == "hf":
         console.print(f"wrote {written}/: config.json, model.safetensors, README.md (the model card); load it with "
                       f"dinokit.load('{written}'), or upload it with: dinokit push {written} OWNER/NAME",
+                      highlight=False, soft_wrap=True)
+        return
+    if fmt == "openvino":
+        weights = f"int8 (NNCF, {calibration} calibration images)" if int8 else "fp32 weights"
+        console.print(f"wrote {written} and {written.with_suffix('.bin').name} (OpenVINO IR, {weights}, from "
+                      f"the opset {opset} ONNX graph); run it with: dinokit predict IMAGES --checkpoint {written}",
                       highlight=False, soft_wrap=True)
         return
     console.print(

@@ -114,4 +114,4 @@ def test_export_errors_are_one_line(exported, tmp_path, capsys):
     assert run_cli(["export", str(root / "tiny.pt"), "--format", "tflite", "--out", str(tmp_path / "x")]) == 2
     assert "--format must be onnx" in capsys.readouterr().err
     assert run_cli(["predict", str(tmp_path), "--checkpoint", str(root / "tiny.pt"), "--backend", "tf"]) == 2
-    assert "--backend must be torch or onnx" in capsys.readouterr().err
+    assert "--backend must be torch, onnx or openvino" in capsys.readouterr().err

@@ -44,7 +44,7 @@ def explain_image(
 
     model, cfg = backend.model, backend.cfg
     if model is None:
-        raise CheckpointError("explain needs a torch checkpoint (.pt / .pth), not an ONNX model")
+        raise CheckpointError(f"explain needs a torch checkpoint (.pt / .pth), not an exported ({backend.kind}) model")
     model = getattr(model, "_orig_mod", model)  # torch.compile'd: hooks on the eager modules
     check_options(top, query, layer, score, cfg)
     size = (image.height, image.width)

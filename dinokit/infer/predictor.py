@@ -106,20 +106,31 @@ class Backend:
     cfg: Any  # dinokit.config.Config
     classes: list[str]
     cat_ids: list[int]
-    model: torch.nn.Module | None = None  # None for an ONNX model
+    model: torch.nn.Module | None = None  # None for an exported model (ONNX, OpenVINO)
     score_threshold: float | None = None  # the F1-optimal score of the best evaluation, if stored
+    kind: str = "torch"  # torch | onnx | openvino
+    graph: torch.nn.Module | None = None  # an exported model as a module, for evaluation (ExportedGraph)
 
 
 def load_backend(
-    checkpoint: str | Path, backend: str, device: torch.device, quantize: str = "none", compile: bool = False
+    checkpoint: str | Path, backend: str, device: torch.device, quantize: str = "none", compile: bool = False,
+    precision: str = "fp32",
 ) -> Backend:
-    """A checkpoint (dinokit or official) in torch, or an exported .onnx file in onnxruntime."""
-    if backend == "onnx":
-        from dinokit.infer.export import OnnxDetector
+    """A checkpoint (dinokit or official) in torch, an exported .onnx file in onnxruntime, or an
+    OpenVINO IR (.xml + .bin) in OpenVINO's CPU plugin (`precision`: fp32 or bf16 there)."""
+    if backend in ("onnx", "openvino"):
+        from dinokit.infer.graph_module import ExportedGraph
 
-        onnx_model = OnnxDetector(checkpoint, device)
-        return Backend(onnx_model.detect, onnx_model.cfg, onnx_model.classes, onnx_model.cat_ids,
-                       score_threshold=onnx_model.score_threshold)
+        if backend == "onnx":
+            from dinokit.infer.export import OnnxDetector
+
+            exported: Any = OnnxDetector(checkpoint, device)
+        else:
+            from dinokit.infer.openvino_ir import OpenVinoDetector
+
+            exported = OpenVinoDetector(checkpoint, precision)
+        return Backend(exported.detect, exported.cfg, exported.classes, exported.cat_ids,
+                       score_threshold=exported.score_threshold, kind=backend, graph=ExportedGraph(exported))
     from dinokit.infer.speed import prepare_for_inference
     from dinokit.interop.load import model_and_checkpoint
     from dinokit.model.postprocess import postprocess
