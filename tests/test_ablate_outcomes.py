@@ -93,7 +93,7 @@ def test_a_diverged_seed_is_an_outcome_counted_as_zero_and_not_retried(tmp_path:
     assert "| no-lft | 4 (2 diverged) |" in md
     d = data.decisions[0]
     assert (d.n, d.arm_diverged, d.reference_diverged) == (4, (2, 4), (0, 4))
-    assert d.flags == ("2 diverged seeds scored 0",)
+    assert d.flags[0] == "diverged seed 2, seed 3"  # by the seeds' names (the pairs' seeds)
     assert "no-lft 2/4 [7–93%]; full 0/4 [0–60%]" in md  # Clopper-Pearson, by scipy's exact binomial interval
     assert d.mean == pytest.approx(-0.125, abs=0.01)  # (0 + -0.25 - 0.25 + 0) / 4: the zeros count
 

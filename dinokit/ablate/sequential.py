@@ -44,11 +44,12 @@ def check_rule(rule: Rule, cap: bool = True) -> None:
         return
     if not 2 <= rule.max_seeds <= SEED_SPACE:
         raise DinokitError(f"--max-seeds must be between 2 and {SEED_SPACE}, got {rule.max_seeds}")
-    first = rule.first_look
-    if rule.comparisons and rule.max_seeds < first:
+    if rule.comparisons and rule.max_seeds < rule.first_look:
+        # the smallest cap that can decide (a cap-calibrated rule's first look depends on its cap)
+        useful = next(c for c in range(2, SEED_SPACE + 1) if replace(rule, max_seeds=c).first_look <= c)
         raise DinokitError(f"--max-seeds {rule.max_seeds} can decide nothing: with {len(rule.comparisons)} "
-                           f"comparison(s) the rule's first possible verdict comes at {first} seeds; use "
-                           f"--max-seeds {first} or more")
+                           f"comparison(s) the rule's first possible verdict comes at {useful} seeds; use "
+                           f"--max-seeds {useful} or more")
 
 
 def check_hours(max_hours: float | None) -> None:
