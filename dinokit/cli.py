@@ -18,7 +18,7 @@ from dinokit.ablate.cli import app as ablate_app
 from dinokit.tune.cli import tune as tune_command
 from dinokit.config import ConfigError
 from dinokit.data.cli import app as data_app
-from dinokit.explain.cli import explain as explain_command
+from dinokit.explain_cli import explain as explain_command
 from dinokit.info_cli import convert_app, info as info_command
 from dinokit.errors import DinokitError, fail
 from dinokit.studies import launch as launch_mod
@@ -313,7 +313,7 @@ def export(
 app.add_typer(convert_app, name="convert", help="Convert weights from other DINO implementations.")
 app.command("info")(info_command)  # dinokit/info_cli.py
 app.command("tune")(tune_command)  # dinokit/tune/cli.py
-app.command("explain")(explain_command)  # dinokit/explain/cli.py
+app.command("explain")(explain_command)  # dinokit/explain_cli.py
 
 
 # --------------------------------------------------------------------------- entry point

@@ -15,7 +15,7 @@ from PIL import Image
 import dinokit
 from dinokit.checkpoint import make_checkpoint, save_checkpoint
 from dinokit.config import Config
-from dinokit.explain.report import write_selection
+from dinokit.explain.build import write_selection
 from dinokit.model.dino import build_model
 from dinokit.model.heads import inverse_sigmoid
 from dinokit.model.sampling import sample_levels_grid
