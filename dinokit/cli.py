@@ -116,7 +116,9 @@ def train(
     if launch.on_slurm:  # this same command (these flags) as one job of DDP processes
         flags = {k: v for k, v in locals().items() if k != "launch"}
         logs = Path(out or "runs") / "train" / "slurm"
-        return launch_mod.submit_command(launch, "dinokit.cli:train", flags, logs, _say)
+        from dinokit.studies.slurm import submit_command
+
+        return submit_command(launch, "dinokit.cli:train", flags, logs, _say)
     from dinokit.api import train as api_train
 
     fields = {

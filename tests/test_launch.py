@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from dinokit.errors import DinokitError
-from dinokit.studies.launch import Launch, job_attrs
+from dinokit.studies.launch import Launch
+from dinokit.studies.workers import job_attrs
 from tests.cli_helpers import run_cli
 
 
