@@ -11,6 +11,7 @@ from PIL import Image
 import dinokit
 from dinokit.errors import DinokitError
 from dinokit.infer.draw import class_color, draw_detections, draw_scale
+from tests.services import extra
 
 FAST = [
     "data.shapes_train=8", "data.shapes_val=4", "data.shapes_size=64", "data.image_size=64", "data.min_size=64",
@@ -120,7 +121,7 @@ def test_conversions(detector, photo, tmp_path):
     frame = det.to_pandas()
     assert list(frame.columns) == ["source", "x0", "y0", "x1", "y1", "score", "label", "name"]
     assert len(frame) == len(det) and frame["name"].tolist() == det.names
-    sv = pytest.importorskip("supervision")
+    sv = extra("supervision")
     converted = det.to_supervision()
     assert isinstance(converted, sv.Detections) and len(converted) == len(det)
     assert np.allclose(converted.xyxy, det.xyxy) and np.allclose(converted.confidence, det.scores)
@@ -133,7 +134,7 @@ def test_conversions(detector, photo, tmp_path):
 
 
 def test_evaluate_and_export(detector, run, tmp_path):
-    pytest.importorskip("onnxruntime")
+    extra("onnxruntime")
     import json
 
     from pycocotools.coco import COCO

@@ -12,6 +12,7 @@ from PIL import Image
 
 from dinokit.errors import DinokitError
 from tests.cli_helpers import run_cli
+from tests.services import extra
 from tests.test_api import detector, run  # noqa: F401  (module fixtures: a 2-step tiny model)
 
 
@@ -65,7 +66,7 @@ def test_predict_elsewhere_leaves_no_temporary_file(run, tmp_path):  # noqa: F81
     assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.jpg", "detections.json"]
 
 
-av = pytest.importorskip("av")
+av = extra("av")
 
 
 def test_predict_video_onto_itself_is_refused(run, tmp_path, capsys):  # noqa: F811
