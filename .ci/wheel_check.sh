@@ -53,10 +53,23 @@ got="$(dinokit --version)"
 SMALL=(--set data.shapes_train=8 --set data.shapes_val=4 --set data.image_size=64 --set data.min_size=64
        --set model.backbone=mobilenet_v3_small --set model.enc_layers=1 --set model.dec_layers=2
        --set model.num_queries=20 --set model.dn_number=6 --set train.batch_size=4)
-dinokit train --steps 3 "${SMALL[@]}"
+dinokit train --steps 3 --logger mlflow "${SMALL[@]}"   # the [mlflow] extra's path: a sqlite store in the run
+python - <<'PY'
+from mlflow.tracking import MlflowClient
+
+client = MlflowClient(tracking_uri="sqlite:///runs/train/exp/mlflow.db")
+(run,) = client.search_runs([client.get_experiment_by_name("dinokit").experiment_id])
+assert run.info.status == "FINISHED" and run.data.tags["preset"] == "tiny" and "val/AP" in run.data.metrics, run
+assert "checkpoint" in {a.path for a in client.list_artifacts(run.info.run_id)}
+print("mlflow run", run.info.run_id, "logged from the wheel")
+PY
 python -c 'from PIL import Image; Image.new("RGB", (64, 48), (200, 120, 40)).save("photo.png")'
 dinokit predict photo.png --score 0 --out pred --json pred.json
 test -s pred.json && test -n "$(ls pred)"
+dinokit export --format hf --out model-folder          # the [hub] extra's path: a model folder with its card
+test -s model-folder/config.json && test -s model-folder/model.safetensors && grep -q '^library_name: dinokit' model-folder/README.md
+dinokit predict photo.png --checkpoint model-folder --score 0 --out pred-folder --json pred-folder.json
+python -c 'import json, sys; a, b = (json.load(open(f)) for f in sys.argv[1:]); assert [r["detections"] for r in a] == [r["detections"] for r in b]' pred.json pred-folder.json
 # the shipped files come from the installed package (ablations/ mapped in as dinokit/ablations/); the
 # listings are read whole first (grep -q leaving a pipe early would fail the writer under pipefail)
 studies="$(dinokit ablate --list-studies)" spaces="$(dinokit tune --list-spaces)"

@@ -1,7 +1,7 @@
 """Where a study's verdicts cost seeds: the paired spread of each comparison, per decision measure.
 
-For every comparison of a stored ablation (the steps of a cumulative study, else each arm
-against the baseline) prints the pairs, the mean paired difference and its sd over seeds for
+For every comparison of a stored ablation (the steps of a `kind: steps` study, else each arm
+against the baseline; under the study's stored rule's kind and alpha) prints the pairs, the mean paired difference and its sd over seeds for
 each decision measure (`AP` at the last evaluation, `AP-tail` the mean over the last third of
 the evaluations, `AP50`, `auc`), and the seeds the sequential rule and a fixed paired t test
 would need at that spread. The measure with the smaller sd decides with fewer seeds.
@@ -22,23 +22,27 @@ MEASURES = ("AP", "AP-tail", "AP50", "auc")
 
 def spread_table(storage: str, name: str, margin: float) -> pd.DataFrame:
     """One row per (comparison, measure): pairs, mean and sd of the difference (COCO points)."""
-    from dinokit.ablate.decide import per_comparison, seeds_to_decide
-    from dinokit.ablate.report import report_data
-    from dinokit.ablate.sequential import MEASURES as COLUMNS, decisions_for
+    from dataclasses import replace
+
+    from dinokit.ablate.decide import Rule, seeds_to_decide
+    from dinokit.ablate.records import report_data
+    from dinokit.ablate.sequential import stored_rule
     from dinokit.ablate.stats import seeds_needed
+    from dinokit.ablate.steps import comparisons
     from dinokit.ablate.study import read_trials
+    from dinokit.ablate.verdicts import decisions_for
 
     spec, records = read_trials(storage, name)
     seeds = sorted({r["seed"] for r in records})
     data = report_data(name, spec.arm_set, spec.base, seeds, records, {})
+    base = stored_rule(storage, name, spec.arm_set) or Rule(margin, "AP", tuple(comparisons(spec.arm_set)))
     rows = []
     for measure in MEASURES:
-        decisions = decisions_for(data, margin, COLUMNS[measure])
-        each = per_comparison(len(decisions))
-        for d in decisions:
+        rule = replace(base, margin=margin, measure=measure)  # the study's kind, alpha and comparisons
+        for d in decisions_for(data, rule):
             rows.append({"comparison": d.name, "measure": measure, "pairs": d.n, "mean": 100 * d.mean,
                          "sd": 100 * d.sd, "verdict": d.verdict,
-                         "rule needs": seeds_to_decide(d.mean, d.sd, margin / 100, each),
+                         "rule needs": seeds_to_decide(d.mean, d.sd, margin / 100, rule.each, rule=rule),
                          "fixed t needs": seeds_needed(d.mean, d.sd)})
     return pd.DataFrame(rows)
 

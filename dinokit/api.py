@@ -83,11 +83,14 @@ class Detector:
         from dinokit.infer.predictor import check_predict_options
         from dinokit.infer.video import predict_video
 
+        from dinokit.files import reading
+
         score = self.default_score(score)[0]
         check_predict_options(score, batch_size)  # before the output video is opened
         out = Path(out)
         lines = Path(json_lines) if json_lines is not None else out.with_suffix(".jsonl")
-        return predict_video(source, lambda frames: self.predict(frames, score, batch_size), out, lines, batch_size)
+        with reading(self.source, source, outputs={"video output": out, "JSON lines": lines}):
+            return predict_video(source, lambda frames: self.predict(frames, score, batch_size), out, lines, batch_size)
 
     def evaluate(
         self, data: str | None = None, batch_size: int | None = None, detections: str | Path | None = None,
@@ -97,31 +100,40 @@ class Detector:
         (`score_threshold`), macro P / R / F1 and `per_class_prf`, on the `split` (train, val, test)
         of `data` (default: the detector's own data); `detections` also writes the COCO results
         JSON there; `out` writes the diagnostic files (pr_curve.png, f1_curve.png,
-        confusion_matrix.png / .csv, per_class.csv) into that folder."""
+        confusion_matrix.png / .csv, per_class.csv) into that folder. No output may replace the
+        checkpoint or a file of the data (refused before the evaluation runs)."""
+        from dinokit.files import reading, write_json
         from dinokit.infer.evaluator import evaluate_model
 
         if self._backend.model is None:
             raise CheckpointError("evaluate needs a torch checkpoint (.pt / .pth), not an ONNX model")
-        with self._autocast():
-            metrics, dets = evaluate_model(
-                self._backend.model, self.config, self.class_names, self.device, data, batch_size,
-                split=split, out=out,
-            )
-        if detections is not None:
-            from dinokit.files import write_json
-
-            write_json(detections, dets)
+        with reading(self.source, outputs={"detections": detections}):  # the data joins as it is read
+            with self._autocast():
+                metrics, dets = evaluate_model(
+                    self._backend.model, self.config, self.class_names, self.device, data, batch_size,
+                    split=split, out=out,
+                )
+            if detections is not None:
+                write_json(detections, dets)
         return metrics
 
     def export(self, path: str | Path, format: str = "onnx", opset: int = 17) -> Path:
-        """Write the inference graph (dynamic batch and image size) for onnxruntime; returns the path."""
+        """Write the inference graph (dynamic batch and image size) for onnxruntime, or with
+        format="hf" a model folder for the Hugging Face Hub (config.json, model.safetensors and a
+        README.md model card; interop/hub.py, extra [hub]); returns the path (never the checkpoint's own)."""
+        from dinokit.files import reading
         from dinokit.infer.export import export_onnx
 
-        if format != "onnx":
-            raise ConfigError(f"export format must be onnx, got '{format}'")
+        if format not in ("onnx", "hf"):
+            raise ConfigError(f"export format must be onnx or hf, got '{format}'")
         if self._backend.model is None:
             raise CheckpointError(f"{self.source} is already an ONNX model")
-        return export_onnx(self.source, path, opset).path
+        with reading(self.source, outputs={"export": path}):
+            if format == "hf":
+                from dinokit.interop.hub_export import export_folder
+
+                return export_folder(self.source, path)
+            return export_onnx(self.source, path, opset).path
 
     def explain(self, image: Any, top: int = 3, query: int | None = None, layer: int | str | None = None,
                 score: float = 0.3, boxes: Any = None, seed: int = 0) -> Any:
@@ -150,7 +162,8 @@ def load(
     quantize: str = "none",
     compile: bool = False,
 ) -> Detector:
-    """A detector from a dinokit checkpoint, an official IDEA-Research/DINO checkpoint or a .onnx file.
+    """A detector from a dinokit checkpoint, an official IDEA-Research/DINO checkpoint, a .onnx file,
+    a model folder (`export(..., format="hf")`) or a Hub model `hf://owner/name[@revision]`.
 
     `quantize="int8"` runs on the CPU (dynamic int8 has no CUDA kernels): `device="auto"` then
     means the CPU, and an explicit accelerator is refused before anything is loaded.
@@ -160,14 +173,16 @@ def load(
     resizes as the official code: shorter side 800, longer side at most 1333).
     """
     from dinokit.checkpoint import require_checkpoint_file
+    from dinokit.files import declare_inputs
     from dinokit.infer.precision import resolve_precision
     from dinokit.infer.predictor import load_backend
     from dinokit.infer.speed import check_quantize, int8_device
+    from dinokit.interop.hub import resolve_source
     from dinokit.runtime.device import resolve_device
 
     if image_size is not None and image_size <= 0:
         raise ConfigError(f"--image-size must be positive, got {image_size}")
-    path = Path(source)
+    path = resolve_source(source)  # hf://owner/name: fetched into the Hugging Face cache
     backend = backend or ("onnx" if path.suffix.lower() == ".onnx" else "torch")
     if backend not in ("torch", "onnx"):
         raise ConfigError(f"backend must be torch or onnx, got '{backend}'")
@@ -176,6 +191,7 @@ def load(
         raise ConfigError("--quantize, --compile and precision apply to the torch backend, not to an ONNX model")
     if backend == "torch":
         require_checkpoint_file(path)
+    declare_inputs(path)  # a command that loads a detector may not write over it
     dev = int8_device(device) if quantize == "int8" else resolve_device(device)
     if precision is not None:
         resolve_precision(precision, dev)  # a bad name or fp16 on a CPU fails before loading
@@ -230,10 +246,13 @@ def train(
     Without a preset, `resume` continues the run's own configuration, and a detector in
     `weights` (dinokit or official) brings its configuration.
     """
+    from dinokit.files import reading
     from dinokit.training.trainer import train as run_training
 
-    cfg = train_config(data, preset, config, resume, list(overrides), fields)
-    result = run_training(cfg, resume=resume, progress=progress)
+    with reading(config):  # the run (a resumed one too) may not replace the files it starts from
+        cfg = train_config(data, preset, config, resume, list(overrides), fields)
+        with reading(None if resume else cfg.model.weights):  # resuming does not read --weights
+            result = run_training(cfg, resume=resume, progress=progress)
     return Run(result.run_dir, result.best, result.history, result.interrupted, result.steps, result.rank)
 
 

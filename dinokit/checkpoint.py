@@ -89,6 +89,8 @@ def require_checkpoint_file(path: str | Path) -> Path:
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"checkpoint not found: {path}")
+    if path.is_dir() and (path / "config.json").is_file():
+        return path  # a model folder (dinokit/interop/hub.py reads it)
     if not path.is_file():
         raise CheckpointError(f"checkpoint is not a file: {path}")
     return path

@@ -40,9 +40,12 @@ def _print_version(value: bool) -> None:
 
 
 @app.callback()
-def _options(version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+def _options(ctx: typer.Context,
+             version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
                                           help="Print dinokit's version and exit.")) -> None:
-    pass
+    from dinokit.files import command_scope
+
+    ctx.with_resource(command_scope())  # every command declares its inputs; the writer refuses them
 
 
 app.add_typer(data_app, name="data", help="Check, convert and generate datasets.")
@@ -54,6 +57,9 @@ QUANTIZE_HELP = "none or int8 (dynamic int8 linear layers, CPU only; changes out
 IMAGE_SIZE_HELP = "Resize the longest side to this (default: the checkpoint's own test-time resize)."
 COMPILE_HELP = "torch.compile the model (the first batch compiles, for minutes on a CPU)."
 PRECISION_HELP = "fp32, bf16, fp16 (CUDA only) or auto (bf16 where the device does it natively)."
+LOGGER_HELP = "Also log to mlflow (extra [mlflow]) or tensorboard; repeatable."
+MLFLOW_URI_HELP = ("MLflow tracking URI (implies --logger mlflow; default $MLFLOW_TRACKING_URI, else a sqlite "
+                   "store in the run folder).")
 
 
 # --------------------------------------------------------------------------- train
@@ -104,6 +110,8 @@ def train(
     tensorboard: Optional[bool] = typer.Option(
         None, "--tensorboard/--no-tensorboard", help="TensorBoard logs in the run folder (default: on when installed)."),
     precision: Optional[str] = typer.Option(None, "--precision", help=PRECISION_HELP + " Default fp32."),
+    logger: list[str] = typer.Option([], "--logger", help=LOGGER_HELP),
+    mlflow_uri: Optional[str] = typer.Option(None, "--mlflow-uri", help=MLFLOW_URI_HELP),
     patience: Optional[int] = typer.Option(None, "--patience", help="Stop after N evaluations without a better AP (0: off)."),
     set_: list[str] = typer.Option([], "--set", help="Override any field: section.field=value (repeatable)."),
     launcher: str = launch_mod.LAUNCHER, nodes: int = launch_mod.NODES, gpus_per_node: int = launch_mod.GPUS_PER_NODE,
@@ -113,6 +121,7 @@ def train(
 ) -> None:
     """Train a DINO detector (default: the tiny preset on the built-in shapes data)."""
     launch = launch_mod.Launch(launcher, partition, time_, gpus_per_node, cpus, mem, slurm_args, wait, nodes)
+    _inputs(config, weights)  # the run (a resumed one too) may replace neither
     if launch.on_slurm:  # this same command (these flags) as one job of DDP processes
         flags = {k: v for k, v in locals().items() if k != "launch"}
         logs = Path(out or "runs") / "train" / "slurm"
@@ -120,6 +129,7 @@ def train(
 
         return submit_command(launch, "dinokit.cli:train", flags, logs, _say)
     from dinokit.api import train as api_train
+    from dinokit.training.loggers import logger_fields
 
     fields = {
         "queries": queries, "denoising": _denoising_flag(denoising, no_cdn, no_dn), "lft": lft,
@@ -130,6 +140,7 @@ def train(
         "out": out, "name": name, "seed": seed, "ema": ema, "deterministic": deterministic or None,
         "compile": compile_ or None, "tensorboard": tensorboard, "precision": precision, "patience": patience,
     }
+    fields.update({k: v for k, v in logger_fields(logger, mlflow_uri).items() if v is not None})  # MLflow
     _check_precision(precision, device or "auto")
     run = api_train(data, preset, config=config, resume=resume, overrides=set_, progress=True, **fields)
     if run.rank != 0:
@@ -177,6 +188,7 @@ def evaluate(
     _check_precision(precision, device)
     checkpoint = _one_checkpoint(checkpoint, weights, "CHECKPOINT")
     path = checkpoint if checkpoint is not None else latest_run_checkpoint(runs)
+    _inputs(path, outputs={"--json": json_file, "--detections": detections})  # the data joins as it is read
     detector = load(path, device, precision, image_size=image_size, quantize=quantize, compile=compile_)
     if detector.precision_note:
         _say(detector.precision_note)
@@ -208,6 +220,14 @@ def _one_checkpoint(checkpoint: Path | None, weights: Path | None, name: str) ->
     return checkpoint if checkpoint is not None else weights
 
 
+def _inputs(*paths: Any, outputs: dict[str, Any] | None = None) -> None:
+    """The command's inputs, declared once (what is not a file, such as `--weights imagenet`, is
+    skipped): the atomic writer refuses to replace any of them (dinokit/files.py)."""
+    from dinokit.files import command_inputs
+
+    command_inputs(*paths, outputs=outputs)
+
+
 def _write_json(path: Path, payload: Any) -> None:
     from dinokit.files import write_json
 
@@ -220,7 +240,8 @@ def _write_json(path: Path, payload: Any) -> None:
 @app.command()
 def predict(
     sources: list[str] = typer.Argument(..., help="Image files, folders, globs or videos (.mp4, ...: extra [video])."),
-    checkpoint: Optional[Path] = typer.Option(None, help="A .pt checkpoint (default: latest run's best.pt)."),
+    checkpoint: Optional[Path] = typer.Option(
+        None, help="A .pt checkpoint, a model folder or hf://owner/name (default: latest run's best.pt)."),
     score: Optional[float] = typer.Option(
         None, help="Keep detections scoring at least this (default: the checkpoint's F1-optimal threshold, else 0.3)."),
     out: Optional[Path] = typer.Option(None, help="Folder for annotated images (default runs/predict/expN)."),
@@ -239,9 +260,9 @@ def predict(
     from dinokit.api import load
     from dinokit.checkpoint import latest_run_checkpoint, require_checkpoint_file
     from dinokit.infer.predictor import check_predict_options, gather_inputs, input_shapes
-    from dinokit.files import refuse_overwriting
-    from dinokit.infer.outputs import output_names, planned_outputs
+    from dinokit.infer.outputs import output_paths, planned_outputs
     from dinokit.infer.video import is_video
+    from dinokit.interop.hub import resolve_source
     from dinokit.runtime.rundir import new_run_dir
 
     check_predict_options(0.3 if score is None else score, batch_size, flags=True)
@@ -253,27 +274,28 @@ def predict(
     inputs = gather_inputs(images) if images else []  # a missing file is reported before anything is created
     checkpoint = _one_checkpoint(checkpoint, weights, "--checkpoint")
     path = checkpoint if checkpoint is not None else latest_run_checkpoint(runs)
+    path = resolve_source(path)  # hf://owner/name: fetched into the Hugging Face cache (a model folder)
     require_checkpoint_file(path)
     input_shapes(inputs)  # a file that is not an image fails before the model loads
     names = [name for name, _ in inputs]
-    refuse_overwriting(planned_outputs(out, json_file, videos, names),
-                       [path, *videos, *(p for _, p in inputs if isinstance(p, Path))])
+    _inputs(path, *videos, *(p for _, p in inputs if isinstance(p, Path)),
+            outputs=planned_outputs(out, json_file, videos, names))
     detector = load(path, device, precision, backend=backend, image_size=image_size, quantize=quantize, compile=compile_)
     if detector.precision_note:
         _say(detector.precision_note)
     score, score_source = detector.default_score(score)
     out_dir = out if out is not None else new_run_dir(runs, "exp", command="predict")
-    for video in videos:  # an annotated copy and one JSON line per frame
-        stem = Path(video).stem
-        frames = detector.predict_video(video, out_dir / f"{stem}.mp4", out_dir / f"{stem}.jsonl", score, batch_size)
-        console.print(f"{video}: {frames} frame(s): video {out_dir / f'{stem}.mp4'}, JSON lines "
-                      f"{out_dir / f'{stem}.jsonl'}", highlight=False, soft_wrap=True)
+    video_targets, image_targets = output_paths(videos, names, out_dir)  # one naming rule for both
+    for video, (video_out, lines_out) in zip(videos, video_targets):  # an annotated copy, a JSON line per frame
+        frames = detector.predict_video(video, video_out, lines_out, score, batch_size)
+        console.print(f"{video}: {frames} frame(s): video {video_out}, JSON lines {lines_out}",
+                      highlight=False, soft_wrap=True)
     if not images:
         return
     results = detector.predict(images, score, batch_size)
     json_path = json_file if json_file is not None else out_dir / "detections.json"
     records = []
-    for det, target in zip(results, output_names([det.source for det in results], out_dir)):
+    for det, target in zip(results, image_targets):
         det.save(target)
         records.append({**det.to_dict(), "output": str(target)})
     _write_json(json_path, records)
@@ -292,24 +314,48 @@ def predict(
 def export(
     checkpoint: Optional[Path] = typer.Argument(
         None, help="A checkpoint or an official DINO .pth (default: latest run's best.pt)."),
-    fmt: str = typer.Option("onnx", "--format", help="Export format (onnx)."),
-    out: Path = typer.Option(..., "--out", help="The file to write, e.g. model.onnx."),
+    fmt: str = typer.Option("onnx", "--format", help="onnx, or hf: a Hugging Face Hub model folder (extra [hub])."),
+    out: Path = typer.Option(..., "--out", help="The file to write, e.g. model.onnx (hf: the folder, e.g. my-model/)."),
     opset: int = typer.Option(17, help="ONNX opset (>= 16 for GridSample)."),
     runs: str = typer.Option("runs", "--runs", help="Runs folder searched for the latest checkpoint."),
 ) -> None:
-    """Export the inference path (dynamic batch and image size) for onnxruntime."""
+    """Export the inference path (dynamic batch and image size) for onnxruntime, or a model folder
+    (config.json, model.safetensors, README.md model card) for the Hugging Face Hub."""
     from dinokit.api import load
     from dinokit.checkpoint import latest_run_checkpoint
 
-    if fmt != "onnx":
-        raise ConfigError(f"--format must be onnx, got '{fmt}'")
+    if fmt not in ("onnx", "hf"):
+        raise ConfigError(f"--format must be onnx or hf, got '{fmt}'")
     path = checkpoint if checkpoint is not None else latest_run_checkpoint(runs)
+    _inputs(path, outputs={"--out": out})
     written = load(path, "cpu").export(out, fmt, opset)
+    if fmt == "hf":
+        console.print(f"wrote {written}/: config.json, model.safetensors, README.md (the model card); load it with "
+                      f"dinokit.load('{written}'), or upload it with: dinokit push {written} OWNER/NAME",
+                      highlight=False, soft_wrap=True)
+        return
     console.print(
         f"wrote {written} (opset {opset}; inputs images, masks, orig_sizes; outputs pred_logits, "
         f"pred_boxes, scores, labels, boxes); run it with: dinokit predict IMAGES --checkpoint {written}",
         highlight=False, soft_wrap=True,
     )
+
+
+@app.command()
+def push(
+    folder: Path = typer.Argument(..., help="A model folder from dinokit export --format hf."),
+    repo: str = typer.Argument(..., help="The Hub repository, owner/name (created if missing)."),
+    private: bool = typer.Option(False, "--private", help="Create the repository private."),
+    token: Optional[str] = typer.Option(None, "--token", help="Hub token (default: HF_TOKEN or `hf auth login`)."),
+    message: str = typer.Option("Upload a dinokit model", "--message", help="The commit message."),
+) -> None:
+    """Upload a model folder to the Hugging Face Hub (extra [hub]; needs the network and a token)."""
+    from dinokit.interop.hub import push_folder
+
+    _inputs(folder / "config.json", folder / "model.safetensors")  # only the card is rewritten (the repo's name)
+    url = push_folder(folder, repo, private=private, token=token, message=message)
+    console.print(f"pushed {folder} to {repo} ({url}); load it with: dinokit.load('hf://{repo}')",
+                  highlight=False, soft_wrap=True)
 
 
 app.add_typer(convert_app, name="convert", help="Convert weights from other DINO implementations.")

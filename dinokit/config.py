@@ -147,6 +147,12 @@ class TrainConfig:
     compile: CompileChoice = False  # torch.compile the training step: true, false, or auto (where it wins)
     precision: Precision = "fp32"  # autocast of train/eval/predict; auto: bf16 where the device does it natively
     tensorboard: bool = True  # write <run>/tensorboard logs when the tensorboard package is installed
+    mlflow: bool = False  # log the run to MLflow too (extra [mlflow]; training/mlflow_log.py)
+    mlflow_uri: str = ""  # MLflow tracking URI; "": $MLFLOW_TRACKING_URI, else a sqlite store in the run folder
+    mlflow_experiment: str = ""  # MLflow experiment; "": "dinokit" (a study's trials: the study's name)
+    # labels of the run (text -> text): the preset it started from, a study trial's study/arm/seed;
+    # the loggers record them (MLflow tags) and a model card reads them
+    tags: dict[str, str] = field(default_factory=dict)
     checkpoint_every: float = 10.0  # minutes; >0: also write last.pt inside an epoch this often
     checkpoint_every_steps: int = 0  # >0: also write last.pt every N optimiser steps
     patience: int = 0  # >0: stop after this many evaluations in a row without a better AP (best.pt kept)
@@ -219,6 +225,7 @@ def load_preset(name: str) -> Config:
         raise ConfigError(f"unknown preset '{name}' (choose from {', '.join(PRESETS)})")
     cfg = Config()
     apply_dict(cfg, copy.deepcopy(PRESETS[name]))
+    cfg.train.tags["preset"] = name
     return cfg
 
 
@@ -275,6 +282,9 @@ def apply_dict(cfg: Config, raw: dict[str, Any]) -> Config:
         for name, value in values.items():
             if name not in hints:
                 raise ConfigError(f"unknown option '{section}.{name}'")
+            current = getattr(target, name)
+            if isinstance(value, dict) and isinstance(current, dict):  # a mapping (train.tags) adds to what is there
+                value = {**current, **value}
             setattr(target, name, _coerce(f"{section}.{name}", value, hints[name]))
     validate(cfg)
     return cfg

@@ -117,6 +117,24 @@ class Text(Rule):
         return out + (["no such thing"] if self.pattern else [])
 
 
+@dataclass(frozen=True)
+class Labels(Rule):
+    """A mapping of short text names to text values (run tags: MLflow caps keys at 250 characters)."""
+
+    def problem(self, value: Any) -> str | None:
+        if not isinstance(value, dict):
+            return f"must be a mapping of names to text, got '{value}'"
+        for key, text in value.items():
+            if not isinstance(key, str) or not re.fullmatch(r"[\w.\-/ ]{1,250}", key):
+                return f"names must be 1-250 letters, digits, _ . - / or spaces, got '{key}'"
+            if not isinstance(text, str):
+                return f"values must be text (quote numbers), got {key}: {text!r}"
+        return None
+
+    def refused(self) -> list[Any]:
+        return [{"a": 1}, {"bad:name": "x"}]
+
+
 POSITIVE = Int(1)
 COUNT = Int(0)  # 0 allowed: "none" or "off", as the field's comment says
 WEIGHT = Num(0.0)  # a loss or cost weight: 0 switches the term off
@@ -205,6 +223,10 @@ RULES: dict[str, Rule] = {
     "train.threads": COUNT,
     "train.compile": Choice(("auto", True, False)),  # auto: training/compiled.py decides
     "train.tensorboard": Flag(),
+    "train.mlflow": Flag(),
+    "train.mlflow_uri": Text(),
+    "train.mlflow_experiment": Text(),
+    "train.tags": Labels(),
     "train.precision": Choice(("fp32", "bf16", "fp16", "auto")),  # fp16 on a CPU: refused by infer.precision
     "train.step_seeded": Flag(),
     "train.checkpoint_every": Num(0.0),  # minutes; 0: only at epoch ends

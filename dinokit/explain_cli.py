@@ -34,7 +34,9 @@ def explain(
     from dinokit.api import load
     from dinokit.checkpoint import latest_run_checkpoint, require_checkpoint_file
     from dinokit.explain.build import check_options
+    from dinokit.explain.report import OUTPUT_FILES
     from dinokit.explain.truth import truth_from_data
+    from dinokit.files import command_inputs
     from dinokit.infer.predictor import gather_inputs, input_shapes
     from dinokit.runtime.rundir import new_run_dir
 
@@ -50,6 +52,8 @@ def explain(
         input_shapes(gather_inputs(image))  # a missing or unreadable image fails before the model loads
     path = checkpoint if checkpoint is not None else latest_run_checkpoint(runs)
     require_checkpoint_file(path)
+    command_inputs(image, path, boxes,  # --data's files join as it is read; none may be overwritten
+                   outputs={f"--out ({n})": out / n for n in OUTPUT_FILES} if out is not None else None)
     detector = load(path, device, image_size=image_size)
     check_options(3 if top is None else top, query, layer, score, detector.config)
     truth = boxes

@@ -26,8 +26,10 @@ def convert_official(
     set_: list[str] = typer.Option([], "--set", help="What the weights cannot tell: model.nheads (default 8)."),
 ) -> None:
     """Turn an official ResNet-50 4-scale or 5-scale checkpoint into a dinokit checkpoint."""
+    from dinokit.files import command_inputs
     from dinokit.interop.official import convert_official as run_convert
 
+    command_inputs(checkpoint, outputs={"--out": out})
     path, cfg = run_convert(checkpoint, out, set_)
     m = cfg.model
     console.print(

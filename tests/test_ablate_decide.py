@@ -11,10 +11,20 @@ import pytest
 from scipy import stats
 
 from dinokit.ablate.decide import (
-    EQUIVALENT, HELPS, HURTS, LEGACY_RHO, RHO, UNDECIDED, cs_halfwidth, decide, decide_sequence, decisions_table, needed_arms,
-    seeds_to_decide, verdict_of,
+    EQUIVALENT, HELPS, HURTS, LEGACY_RHO, NOT_LEARNED, RHO, UNDECIDED, Rule, cs_halfwidth, decide, decide_sequence, first_look,
+    needed_arms, seeds_to_decide, verdict_of,
 )
-from dinokit.ablate.sequential import first_look
+from dinokit.ablate.verdicts import decisions_table
+
+
+def TRule(*args, **kw) -> Rule:
+    """A t-mixture rule: this file checks that kind's maths and the shared verdict mechanics."""
+    return Rule(*args, **{"kind": "tmixture", **kw})
+
+
+def _first(alpha: float, rho: float = RHO) -> int:
+    """The first look of a one-comparison t-mixture rule at `alpha`."""
+    return first_look(TRule(comparisons=(("b vs a", "b", "a"),), alpha=alpha, rho=rho))
 
 
 def _martingale(d: np.ndarray, mu: float, alpha_rho: tuple[float, float] = (0.05, 1.0)) -> float:
@@ -44,10 +54,13 @@ def test_interval_is_unbounded_until_enough_pairs() -> None:
     assert math.isinf(float(cs_halfwidth(2, 1.0, 0.05, LEGACY_RHO)))
     assert math.isinf(float(cs_halfwidth(4, 1.0, 0.05, LEGACY_RHO)))  # k = 4.25 > 4 at n = 4
     assert math.isfinite(float(cs_halfwidth(5, 1.0, 0.05, LEGACY_RHO)))  # k = 4.735 < 5
-    assert first_look(0.05, LEGACY_RHO) == 5 and first_look(0.01, LEGACY_RHO) == 6
+    assert _first(0.05, LEGACY_RHO) == 5 and _first(0.01, LEGACY_RHO) == 6
     # rho = 1/4: k = 3.65 < 4 at n = 4 (alpha 5%) and 4.81 < 5 at n = 5 (1%, Bonferroni over 5 comparisons)
     assert math.isinf(float(cs_halfwidth(3, 1.0, 0.05))) and math.isfinite(float(cs_halfwidth(4, 1.0, 0.05)))
-    assert first_look(0.05) == 4 and first_look(0.01) == 5
+    assert _first(0.05) == 4 and _first(0.01) == 5
+    # Bonferroni: paper_table's five steps at 5% decide from 5 seeds, like one comparison at 1%
+    five = tuple((f"c{i}", f"a{i}", "b") for i in range(5))
+    assert first_look(TRule(comparisons=five)) == _first(0.01) == 5
 
 
 def test_the_default_rho_gives_a_useful_first_look() -> None:
@@ -69,14 +82,14 @@ def test_verdicts_of_intervals() -> None:
 
 def test_first_decisive_look_and_running_interval() -> None:
     d = [5.0, 5.2, 4.9, 5.1, 5.0, 4.8, 5.3]
-    low, high, verdict, at = decide_sequence(d, 1.0, 0.05)
-    assert verdict == HELPS and at == first_look(0.05)  # the first finite interval already excludes 0
+    low, high, verdict, at = decide_sequence(d, 1.0, 0.05, TRule())
+    assert verdict == HELPS and at == _first(0.05)  # the first finite interval already excludes 0
     assert 0 < low < 5.0 < high
     # the running interval is the intersection: never wider than the last look's own interval
     last = np.array(d)
     half = float(cs_halfwidth(len(d), ((last - last.mean()) ** 2).sum(), 0.05))
     assert high - low <= 2 * half + 1e-12
-    low, high, verdict, at = decide_sequence([0.01, -0.02, 0.0, 0.02, -0.01, 0.01], 1.0, 0.05)
+    low, high, verdict, at = decide_sequence([0.01, -0.02, 0.0, 0.02, -0.01, 0.01], 1.0, 0.05, TRule())
     assert verdict == EQUIVALENT and -1 < low < high < 1
 
 
@@ -93,22 +106,24 @@ def test_seeds_to_decide_is_the_first_look_that_would_give_a_verdict(mean: float
     """If the mean and spread hold, the interval at the predicted seeds gives a verdict and one
     seed earlier it does not (checked with the interval itself, not the prediction's code)."""
     mean = -mean if verdict == HURTS and mean > 0 else mean
-    n = int(seeds_to_decide(mean, sd, margin, 0.01))
+    n = int(seeds_to_decide(mean, sd, margin, 0.01, rule=TRule()))
     for pairs, decided in ((n, True), (n - 1, False)):
         d = _exact(pairs, mean, sd) if pairs >= 2 else np.array([mean])
         half = float(cs_halfwidth(pairs, ((d - d.mean()) ** 2).sum(), 0.01))
         assert verdict_of(mean - half, mean + half, margin) == (verdict if decided else UNDECIDED), pairs
-    assert math.isinf(seeds_to_decide(0.0, 0.5, 0.0, 0.01))  # no difference and no margin: never decided
-    assert math.isinf(seeds_to_decide(0.001, 1.0, 0.0, 0.01, cap=50))  # beyond the cap
-    assert math.isnan(seeds_to_decide(0.5, math.nan, 1.0, 0.01))  # one seed: no spread yet
+    assert math.isinf(seeds_to_decide(0.0, 0.5, 0.0, 0.01, rule=TRule()))  # no difference and no margin: never decided
+    assert math.isinf(seeds_to_decide(0.001, 1.0, 0.0, 0.01, cap=50, rule=TRule()))  # beyond the cap
+    assert math.isnan(seeds_to_decide(0.5, math.nan, 1.0, 0.01, rule=TRule()))  # one seed: no spread yet
 
 
 def test_verdict_table_shows_the_spread_and_what_an_undecided_one_would_take() -> None:
     values = pd.DataFrame({"a": np.zeros(6), "b": _exact(6, 0.004, 0.02)}, index=range(6))
-    table = decisions_table(decide(values, [("b vs a", "b", "a")], margin=0.01), 1.0, 100.0, "AP")
+    rule = TRule(1.0, "AP", (("b vs a", "b", "a"),))
+    table = decisions_table(decide(values, rule), rule)
     row = table.iloc[0]
     assert row["verdict"] == "undecided" and row["sd of ΔAP"] == "2.00"
-    assert row["this rule would need"] == f"{int(seeds_to_decide(0.004, 0.02, 0.01, 0.05))} seeds"
+    assert row["this rule would need"] == f"{int(seeds_to_decide(0.004, 0.02, 0.01, 0.05, rule=TRule()))} seeds"
+    assert row["diverged [95% CI]"] == "b 0/6 [0–46%]; a 0/6 [0–46%]"  # Clopper-Pearson: 1 − 0.025^(1/6)
 
 
 def test_decide_splits_alpha_over_comparisons_and_names_needed_arms() -> None:
@@ -116,10 +131,10 @@ def test_decide_splits_alpha_over_comparisons_and_names_needed_arms() -> None:
     rng = np.random.default_rng(0)
     base = rng.normal(30, 3, 10)
     values = pd.DataFrame({"a": base, "b": base + 5 + rng.normal(0, 0.3, 10), "c": base + rng.normal(0, 3, 10)},
-                          index=list(seeds))
-    out = decide(values, [("b vs a", "b", "a"), ("c vs a", "c", "a")], margin=1.0)
+                          index=list(seeds)) / 100  # fractions, as stored
+    out = decide(values, TRule(1.0, "AP", (("b vs a", "b", "a"), ("c vs a", "c", "a"))))
     assert [d.verdict for d in out] == [HELPS, UNDECIDED]
-    assert out[0].decided_at == first_look(0.025)  # alpha / 2 per comparison
+    assert out[0].decided_at == _first(0.025)  # alpha / 2 per comparison
     assert needed_arms(out) == ["a", "c"]
 
 
@@ -170,10 +185,55 @@ def test_error_rates_hold_under_peeking_after_every_seed(sd: float) -> None:
     shares_pos, _, _ = _simulate(MARGIN / 2, sd, MARGIN, CAP, STUDIES, seed=3)
     shares_neg, _, _ = _simulate(-MARGIN / 2, sd, MARGIN, CAP, STUDIES, seed=4)
     assert shares_pos[HURTS] <= 0.05 and shares_neg[HELPS] <= 0.05
-    first = first_look(0.05)  # no verdict before the first finite interval
+    first = _first(0.05)  # no verdict before the first finite interval
     assert first <= seeds_big <= CAP and first <= seeds_null <= CAP
 
 
 def test_a_clear_effect_stops_early() -> None:
     shares, seeds_used, _ = _simulate(5.0, 2.0, MARGIN, CAP, STUDIES, seed=5)
     assert shares[HELPS] > 0.99 and seeds_used < 8
+
+
+def test_a_verdict_on_a_diverged_seed_says_what_it_rests_on() -> None:
+    """Diverged trials score 0: they are counted, per arm, and a decided verdict that rests on
+    one says so (the normal model does not expect a 0 among AP 30s)."""
+    seeds = range(16)
+    base = 0.30 + 0.01 * np.sin(np.arange(16))
+    arm = base - 0.05 + 0.002 * np.cos(np.arange(16))
+    arm[1] = 0.0  # diverged: the -5 points that 4 seeds would decide now take 15
+    values = pd.DataFrame({"a": base, "b": arm}, index=list(seeds))
+    diverged = pd.DataFrame({"a": False, "b": [s == 1 for s in seeds]}, index=list(seeds))
+    rule = TRule(1.0, "AP", (("b vs a", "b", "a"),))
+    (d,) = decide(values, rule, diverged)
+    assert (d.verdict, d.decided_at) == (HURTS, 15) and d.arm_diverged == (1, 16) and d.reference_diverged == (0, 16)
+    assert d.flags[0] == "diverged seed 1" and any(f.startswith("outlying seed 1") for f in d.flags)
+    table = decisions_table([d], rule)
+    label = table.loc[0, "verdict"]  # the flags, then the bounded rule's interval beside the t verdict
+    assert label.startswith("hurts [rests on its assumption: diverged seed 1; ") and \
+        "; distribution-free interval [" in label and label.endswith("]]")
+    assert table.loc[0, "diverged [95% CI]"] == "b 1/16 [0–30%]; a 0/16 [0–21%]"
+    # the same divergence after the decisive look: the verdict does not rest on it
+    late = values.copy()
+    late["b"] = base - 0.05 + 0.002 * np.cos(np.arange(16))
+    late.loc[15, "b"] = 0.0
+    (d,) = decide(late, rule, diverged.assign(b=[s == 15 for s in seeds]))
+    assert d.verdict == HURTS and d.decided_at == 4 and d.flags == () and d.arm_diverged == (1, 16)
+
+
+def test_no_verdict_only_when_neither_arm_learned() -> None:
+    values = pd.DataFrame({"a": [0.001, 0.002, 0.001, 0.002, 0.001], "b": [0.001, 0.001, 0.002, 0.002, 0.001],
+                           "c": [0.30, 0.31, 0.29, 0.30, 0.31]})
+    rule = TRule(1.0, "AP", (("b vs a", "b", "a"), ("c vs a", "c", "a")))
+    plain = decide(values, rule)
+    assert [d.verdict for d in plain] == [EQUIVALENT, HELPS]  # true of the numbers
+    judged = decide(values, rule, learned={"a": False, "b": False, "c": True})
+    assert [d.verdict for d in judged] == [NOT_LEARNED, HELPS] and judged[0].final and not judged[0].decided
+    assert needed_arms(judged) == []
+
+
+def test_a_rule_round_trips_through_storage_and_old_ones_keep_their_values() -> None:
+    rule = TRule(0.5, "AP-tail", (("b vs a", "b", "a"),), 12, alpha=0.01, rho=0.5)
+    assert Rule.from_dict(rule.to_dict(), [], 99) == rule
+    old = Rule.from_dict({"margin": 1.0, "measure": "AP", "seconds": 3.0}, [("x vs a", "x", "a")], 20)
+    assert (old.kind, old.alpha, old.rho, old.comparisons, old.max_seeds) == \
+        ("tmixture", 0.05, LEGACY_RHO, (("x vs a", "x", "a"),), 20)

@@ -14,9 +14,10 @@ import pytest
 
 from dinokit.ablate import study as study_mod
 from dinokit.ablate.arms import leave_one_out
-from dinokit.ablate.decide import HURTS, LEGACY_RHO, RHO, UNDECIDED
+from dinokit.ablate.decide import HURTS, LEGACY_RHO, RHO, RULE_ATTR, UNDECIDED, Rule
 from dinokit.ablate.report import render
-from dinokit.ablate.sequential import SEED_SPACE, Rule, first_look, run_until_decided
+from dinokit.ablate.sequential import SEED_SPACE, keep_rule, run_until_decided
+from dinokit.ablate.steps import comparisons
 from dinokit.config import load_preset
 from dinokit.errors import DinokitError
 
@@ -58,8 +59,12 @@ def _spec(tmp_path: Path) -> study_mod.AblationSpec:
     cfg.train.steps, cfg.train.time_budget = 2, 0.0
     arms = leave_one_out(["no-cdn", "no-lft"])
     return study_mod.AblationSpec("seq", arms, [42 + i for i in range(SEED_SPACE)], cfg, tmp_path / "seq",
-                                  meta={"sequential": True, "rule": {"margin": 1.0, "measure": "AP"}},
-                                  trainer=_fake_trainer)
+                                  meta={"sequential": True}, trainer=_fake_trainer)
+
+
+def _rule(spec: study_mod.AblationSpec, max_seeds: int = 20, margin: float = 1.0, **kw: Any) -> Rule:
+    """An anytime (t-mixture) rule: these tests continue studies with a larger cap."""
+    return Rule(margin, "AP", tuple(comparisons(spec.arm_set)), max_seeds, **{"kind": "tmixture", **kw})
 
 
 def _trained(spec: study_mod.AblationSpec) -> Counter:
@@ -69,11 +74,14 @@ def _trained(spec: study_mod.AblationSpec) -> Counter:
 
 def test_rounds_train_only_what_is_undecided_and_resume_with_a_larger_cap(tmp_path: Path) -> None:
     spec = _spec(tmp_path)
-    first = first_look(0.05 / 2)  # two comparisons: no-cdn vs full, no-lft vs full
-    decisions, reason = run_until_decided(spec, Rule(1.0, "AP", max_seeds=first + 2), say=lambda m: None)
+    first = _rule(spec).first_look  # two comparisons (no-cdn vs full, no-lft vs full) at 2.5% each
+    assert first == 4
+    decisions, reason = run_until_decided(spec, _rule(spec, first + 2), say=lambda m: None)
     verdicts = {d.arm: d for d in decisions}
     assert verdicts["no-cdn"].verdict == HURTS and verdicts["no-cdn"].decided_at == first
-    assert verdicts["no-lft"].verdict == UNDECIDED and "seed cap" in reason
+    assert verdicts["no-lft"].verdict == UNDECIDED and reason == (
+        f"the seed cap (--max-seeds {first + 2}) is reached. Verdicts: no-cdn vs full: hurts ({first} seeds); "
+        f"no-lft vs full: undecided ({first + 2} seeds)")
     trained = _trained(spec)
     assert all(n == 1 for n in trained.values())
     seeds = lambda arm: sorted(s for a, s in trained if a == arm)  # noqa: E731
@@ -82,7 +90,7 @@ def test_rounds_train_only_what_is_undecided_and_resume_with_a_larger_cap(tmp_pa
 
     # the same study, a larger cap: continues where it stopped, nothing trained twice
     spec = _spec(tmp_path)
-    decisions, reason = run_until_decided(spec, Rule(1.0, "AP", max_seeds=first + 4), say=lambda m: None)
+    decisions, reason = run_until_decided(spec, _rule(spec, first + 4), say=lambda m: None)
     trained = _trained(spec)
     assert all(n == 1 for n in trained.values())
     assert seeds("no-cdn") == list(range(42, 42 + first))
@@ -91,16 +99,17 @@ def test_rounds_train_only_what_is_undecided_and_resume_with_a_larger_cap(tmp_pa
     # the report carries the verdicts with the study's own rule; no "not finished" for skipped arms
     data, _ = render(spec.storage, spec.name, spec.out_dir, gallery=False)
     text = (spec.out_dir / "report.md").read_text()
-    assert data.rule == {"margin": 1.0, "measure": "AP", "rho": RHO}
+    assert data.rule == _rule(spec, first + 4) and data.rule.rho == RHO
     assert "## Verdicts" in text and "hurts" in text and "Not finished" not in text
     assert text.index("## Verdicts") < text.index("## Results")
 
 
 def test_a_resumed_study_keeps_its_margin(tmp_path: Path) -> None:
     spec = _spec(tmp_path)
-    run_until_decided(spec, Rule(1.0, "AP", max_seeds=2), say=lambda m: None)
+    decisions, _ = run_until_decided(spec, Rule(1.0, "AP", max_seeds=4), say=lambda m: None)  # comparisons: the arms'
+    assert [d.name for d in decisions] == ["no-cdn vs full", "no-lft vs full"]
     with pytest.raises(DinokitError, match="margin"):
-        run_until_decided(_spec(tmp_path), Rule(0.5, "AP", max_seeds=8), say=lambda m: None)
+        run_until_decided(_spec(tmp_path), _rule(spec, 8, margin=0.5), say=lambda m: None)
 
 
 def test_report_margin_on_a_fixed_seed_study(tmp_path: Path) -> None:
@@ -133,27 +142,31 @@ def test_the_time_cap_stops_a_round_between_trials(tmp_path: Path) -> None:
 
     spec = _spec(tmp_path)
     spec.trainer = slow_trainer
-    first = first_look(0.05 / 2)
-    decisions, reason = run_until_decided(spec, Rule(1.0, "AP", max_seeds=first + 2, max_hours=3.0 / 3600),
-                                          say=lambda m: None)
+    first = _rule(spec).first_look
+    decisions, reason = run_until_decided(spec, _rule(spec, first + 2), say=lambda m: None, max_hours=3.0 / 3600)
     trained = _trained(spec)
     assert "time cap" in reason
     assert 1 <= sum(trained.values()) < 3 * first  # the first round (3 arms x `first` seeds) was cut
     assert all(d.verdict == UNDECIDED for d in decisions)
 
 
-def test_a_study_keeps_the_rho_it_started_with() -> None:
-    """A new study stores the current rho; one stored before rho was recorded resumes under the
-    rho it ran with (LEGACY_RHO), so its verdicts do not change rule half-way."""
+def test_a_study_keeps_the_rule_it_started_with() -> None:
+    """A new study stores its whole rule; one stored before the rule was complete resumes under
+    what it ran with (rho 1 = LEGACY_RHO, kind tmixture, alpha 5%, its own comparisons), so its
+    verdicts do not change rule half-way."""
     import optuna
 
-    from dinokit.ablate.sequential import RULE_ATTR, _keep_rule
-
     optuna.logging.set_verbosity(optuna.logging.ERROR)
+    comps = (("no-cdn vs full", "no-cdn", "full"),)
     fresh = optuna.create_study()
-    rule, seconds = _keep_rule(fresh, Rule(1.0, "AP"))
-    assert rule.rho == RHO and seconds == 0.0 and fresh.user_attrs[RULE_ATTR]["rho"] == RHO
+    rule = keep_rule(fresh, Rule(1.0, "AP", comps, 12))
+    assert rule.rho == RHO and fresh.user_attrs[RULE_ATTR] == {
+        "margin": 1.0, "measure": "AP", "comparisons": [list(comps[0])], "max_seeds": 12, "kind": "groupseq",
+        "alpha": 0.05, "rho": RHO, "first_look": 4}  # a new study: the group-sequential default
+    assert keep_rule(fresh, Rule(1.0, "AP", (), 12, rho=LEGACY_RHO, alpha=0.01)) == rule  # stored wins
     old = optuna.create_study()
     old.set_user_attr(RULE_ATTR, {"margin": 1.0, "measure": "AP", "seconds": 120.0})
-    rule, seconds = _keep_rule(old, Rule(1.0, "AP"))
-    assert rule.rho == LEGACY_RHO and seconds == 120.0
+    legacy = [("a → b", "b", "a"), ("b → c", "c", "b")]  # a cumulative study from before `kind`
+    rule = keep_rule(old, Rule(1.0, "AP", comps, 20), legacy)
+    assert (rule.rho, rule.kind, rule.alpha, list(rule.comparisons)) == (LEGACY_RHO, "tmixture", 0.05, legacy)
+    assert old.user_attrs[RULE_ATTR]["rho"] == LEGACY_RHO and old.user_attrs[RULE_ATTR]["first_look"] == 6

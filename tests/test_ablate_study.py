@@ -239,3 +239,48 @@ def test_two_processes_share_one_storage_without_double_training(tmp_path: Path,
     assert procs[0].pid not in a_pids and len(a_pids) >= 1  # A's trials came from its workers
     assert all(t.user_attrs["params"] > 0 for t in trials if t.state == optuna.trial.TrialState.COMPLETE)
     assert len(pd.read_csv(folder / "trials.csv")) >= 1
+
+
+def test_a_diverged_trial_is_recorded_as_an_outcome_and_not_retried(tmp_path: Path, cache: Path) -> None:
+    """The real trainer with a learning rate that blows up: the trial is COMPLETE with
+    'diverged at step S', scores 0, and a rerun does not train its seed again."""
+    from dinokit.ablate.arms import load_study_file
+
+    study = tmp_path / "unstable.yaml"
+    study.write_text("arms:\n  - {name: full}\n  - {name: unstable, train: {lr: 1.0e+6}}\n")
+    cfg = _config()
+    cfg.train.steps, cfg.train.eval_every_steps = 24, 12  # divergence needs 20 bad steps in a row
+
+    def spec() -> study_mod.AblationSpec:
+        return study_mod.AblationSpec("unstable", load_study_file(study), [3], cfg, tmp_path / "unstable")
+
+    ledger = study_mod.run(spec(), progress=False, say=lambda m: None)
+    assert ledger.done == {("full", 3), ("unstable", 3)}
+    trials = {_pair(t): t for t in _trials(tmp_path / "unstable" / "study.db", "unstable")}
+    gone = trials[("unstable", 3)]
+    assert gone.state == optuna.trial.TrialState.COMPLETE and 1 <= gone.user_attrs["diverged"] <= 5
+    assert "diverged" not in trials[("full", 3)].user_attrs
+    again = study_mod.run(spec(), progress=False, say=lambda m: None)
+    assert again.done == ledger.done and len(_trials(tmp_path / "unstable" / "study.db", "unstable")) == 2
+    data, summary = render(spec().storage, "unstable", tmp_path / "unstable", gallery=False)
+    row = pd.read_csv(tmp_path / "unstable" / "trials.csv").set_index("arm").loc["unstable"]
+    assert row["AP"] == 0.0 and row["diverged"] == gone.user_attrs["diverged"] and row["state"] == "COMPLETE"
+    assert summary.set_index("arm").loc["unstable", "diverged"] == 1
+
+
+def test_until_decided_end_to_end_the_stop_line_and_every_table_agree(tmp_path: Path, cache: Path) -> None:
+    """Issue 34's command at a tiny budget with the real trainer and two workers: the arms learn
+    nothing in 4 steps, and every view says so in the same words (no 'no effect' verdict)."""
+    from test_ablate_verdicts import _html, _markdown, _stop_line, _terminal
+
+    out = tmp_path / "runs"
+    cmd = _cli(out, "--no-dn", "--until-decided", "--margin", "1.0", "--max-seeds", "4", "--jobs", "2",
+               "--name", "tiny")
+    proc = subprocess.run(cmd, cwd=tmp_path, env=_env(cache), capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    stop = _stop_line(proc.stdout)
+    assert stop == {"no-dn vs full": ("no verdict: the arms did not learn at this budget", "4")}, proc.stdout
+    assert _terminal(proc.stdout) == stop
+    folder = out / "ablate" / "tiny"
+    assert _markdown((folder / "report.md").read_text()) == stop
+    assert _html((folder / "report.html").read_text()) == stop

@@ -108,7 +108,7 @@ def test_score_threshold_keeps_exactly_the_detections_at_or_above_it(detector, p
 def test_box_frame(detector, photo):
     low = detector.predict(photo, score=0.0)[0]
     assert (low.xyxy[:, [0, 2]] <= 72).all() and (low.xyxy[:, [1, 3]] <= 48).all() and (low.xyxy >= 0).all()
-    assert set(low.names) <= SHAPES and all(low.names[i] == detector.class_names[k] for i, k in enumerate(low.labels))
+    assert set(low.names) <= SHAPES and all(low.names[i] == detector.class_names[k] for i, k in enumerate(low.class_ids))
 
 
 def test_conversions(detector, photo, tmp_path):
@@ -117,15 +117,20 @@ def test_conversions(detector, photo, tmp_path):
     assert len(coco) == len(det) and coco[0]["image_id"] == 7
     x0, y0, x1, y1 = det.xyxy[0]
     assert np.allclose(coco[0]["bbox"], [x0, y0, x1 - x0, y1 - y0], atol=1e-4)
-    assert coco[0]["category_id"] == det.category_ids[det.labels[0]]
+    assert coco[0]["category_id"] == det.category_ids[det.class_ids[0]]
     frame = det.to_pandas()
-    assert list(frame.columns) == ["source", "x0", "y0", "x1", "y1", "score", "label", "name"]
+    assert list(frame.columns) == ["source", "x0", "y0", "x1", "y1", "score", "class_id", "name"]
     assert len(frame) == len(det) and frame["name"].tolist() == det.names
+    assert frame["class_id"].tolist() == det.class_ids.tolist()
+    # one vocabulary: class_id is the index, the JSON's label is the class name
+    assert [d["label"] for d in det.to_dict()["detections"]] == [detector.class_names[k] for k in det.class_ids]
+    with pytest.warns(DeprecationWarning, match="class_ids"):
+        assert det.labels is det.class_ids  # the old name still answers, with a warning
     sv = extra("supervision")
     converted = det.to_supervision()
     assert isinstance(converted, sv.Detections) and len(converted) == len(det)
     assert np.allclose(converted.xyxy, det.xyxy) and np.allclose(converted.confidence, det.scores)
-    assert converted.data["class_name"].tolist() == det.names
+    assert converted.data["class_name"].tolist() == det.names and converted.class_id.tolist() == det.class_ids.tolist()
     drawn = det.plot()
     scale = draw_scale(72, 48)
     assert drawn.size == (round(72 * scale), round(48 * scale))

@@ -16,6 +16,7 @@ import dinokit
 from dinokit.checkpoint import make_checkpoint, save_checkpoint
 from dinokit.config import Config
 from dinokit.explain.build import write_selection
+from dinokit.explain.report import OUTPUT_FILES
 from dinokit.model.dino import build_model
 from dinokit.model.heads import inverse_sigmoid
 from dinokit.model.sampling import sample_levels_grid
@@ -152,7 +153,7 @@ def test_detections_and_final_boxes_match_predict(mixed_ckpt, image_file):
     exp = detector.explain(image_file, score=0.0)
     det = detector.predict(image_file, score=0.0)[0]
     assert len(det) == 20 and np.allclose(exp.detections.xyxy, det.xyxy, atol=1e-3)
-    assert np.allclose(exp.detections.scores, det.scores) and np.array_equal(exp.detections.labels, det.labels)
+    assert np.allclose(exp.detections.scores, det.scores) and np.array_equal(exp.detections.class_ids, det.class_ids)
     assert exp.arrays["detection_queries"][0] == exp.queries[0]
     final = exp.arrays["boxes"][0, -1].clip(0, [W, H, W, H])  # predict clips to the image
     assert np.allclose(final, det.xyxy[0], atol=1e-2)
@@ -180,6 +181,7 @@ def test_every_switch_writes_its_figures(tmp_path, image_file, switches):
     written = exp.save(tmp_path / "out")
     expected = {"selection", "sampling", "refinement", "json", "html"} | ({"denoising"} if switches["denoising"] != "none" else set())
     assert set(written) == expected and all(p.is_file() for p in written.values())
+    assert {p.name for p in written.values()} <= set(OUTPUT_FILES)  # what `dinokit explain` announces
     for name in expected - {"json", "html"}:
         assert Image.open(written[name]).size[0] > 300
     record = json.loads(written["json"].read_text())

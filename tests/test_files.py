@@ -2,10 +2,12 @@
 
 import json
 import math
+import os
 
 import pytest
 
 from dinokit import files
+from dinokit.errors import DataError
 
 
 def test_write_text_replaces_and_leaves_no_temp(tmp_path):
@@ -43,10 +45,66 @@ def test_write_with_keeps_the_suffix_for_format_sniffing(tmp_path):
     assert seen == [".png"] and (tmp_path / "plot.png").read_bytes() == b"x"
 
 
-def test_same_file(tmp_path):
-    (tmp_path / "a.jpg").write_bytes(b"1")
-    assert files.same_file(tmp_path / "a.jpg", tmp_path / "." / "a.jpg")
-    assert not files.same_file(tmp_path / "a.jpg", tmp_path / "b.jpg")
+def test_the_writer_refuses_an_input_by_any_name(tmp_path):
+    """Inside `reading`, no writer replaces the input: by its path, another spelling of it, a
+    symlink to it or a hard link to it; the input stays byte-identical and no temp file is left."""
+    photo = tmp_path / "in" / "a.jpg"
+    photo.parent.mkdir()
+    photo.write_bytes(b"the user's photo")
+    (tmp_path / "link.jpg").symlink_to(photo)
+    os.link(photo, tmp_path / "hard.jpg")
+    spellings = [photo, tmp_path / "in" / ".." / "in" / "a.jpg", tmp_path / "link.jpg", tmp_path / "hard.jpg"]
+    with files.reading(str(photo)):
+        for target in spellings:
+            with pytest.raises(DataError, match=r"would overwrite the input .*a\.jpg"):
+                files.write_bytes(target, b"an annotated copy")
+        with pytest.raises(DataError):
+            files.write_with(photo, lambda tmp: tmp.write_bytes(b"x"))
+        files.write_text(tmp_path / "in" / "b.json", "{}")  # another file in the same folder is fine
+    assert photo.read_bytes() == b"the user's photo"
+    assert sorted(p.name for p in photo.parent.iterdir()) == ["a.jpg", "b.json"]
+    files.write_bytes(tmp_path / "hard.jpg", b"replaced")  # outside the block the guard is gone
+    assert photo.read_bytes() == b"the user's photo"  # (a rename replaces the link, not the data)
+
+
+def test_an_announced_output_is_refused_when_the_input_is_declared(tmp_path):
+    """An output announced first is refused the moment a reader declares it as an input (as the
+    dataset resolver does), before anything is written."""
+    ann = tmp_path / "ann.json"
+    ann.write_text('{"images": []}')
+    with files.reading(outputs={"--json": ann}):
+        with pytest.raises(DataError, match=r"--json .*ann\.json would overwrite the input"):
+            files.declare_inputs(iter([tmp_path / "img.png", ann]))
+    assert ann.read_text() == '{"images": []}'
+
+
+def test_inputs_are_read_lazily(tmp_path):
+    """A long list of inputs (a dataset's images) is not walked while outputs are new files."""
+    walked = []
+
+    def images():
+        walked.append(True)
+        yield tmp_path / "x.png"
+
+    with files.reading(images()):
+        files.write_text(tmp_path / "new.txt", "x")
+        assert walked == []
+        files.write_text(tmp_path / "new.txt", "y")  # an existing target: now the inputs are looked at
+        assert walked == [True]
+
+
+def test_a_command_that_writes_before_declaring_its_inputs_is_a_bug(tmp_path):
+    with files.command_scope():
+        with pytest.raises(files.UndeclaredInputs, match="command_inputs"):
+            files.write_text(tmp_path / "out.txt", "x")
+        files.command_inputs(tmp_path / "in.txt")
+        files.write_text(tmp_path / "out.txt", "x")
+    assert not (tmp_path / "in.txt").exists() and (tmp_path / "out.txt").read_text() == "x"
+
+
+def test_same_file_is_gone():
+    """The guard compares devices and inodes; the old helper was only used by its test."""
+    assert not hasattr(files, "same_file")
 
 
 def test_outputs_get_the_mode_open_would_give(tmp_path):

@@ -97,3 +97,87 @@ def test_no_detections_give_zeros_and_every_miss_in_the_background_column() -> N
     assert metrics["per_class_prf"]["a"] == {"P": 0.0, "R": 0.0, "F1": 0.0}
     diag = diagnose(coco, [])
     np.testing.assert_array_equal(diag.confusion, [[0, 0, 1], [0, 0, 4], [0, 0, 0]])
+
+
+def test_a_wrong_class_box_cannot_take_the_object_from_the_right_one() -> None:
+    # one cat (class a); a dog box (class b) on it at 0.9, a cat box on it at 0.8
+    coco = _coco([[7, 0, 0, 10, 10]], [3, 7])
+    dets = [_det(3, [0, 0, 10, 10], 0.9), _det(7, [0, 0, 10, 10], 0.8)]
+    metrics = evaluate_detections(coco, dets)
+    assert metrics["per_class_prf"]["a"] == {"P": 1.0, "R": 1.0, "F1": 1.0}
+    diag = diagnose(coco, dets)  # rows / columns: b, a, background
+    np.testing.assert_array_equal(diag.confusion, [[0, 0, 0], [0, 1, 0], [1, 0, 0]])  # cat found; the dog box: bg
+    # without the right-class box the dog box is the cat's confusion (true a, predicted b)
+    np.testing.assert_array_equal(confusion_matrix(coco, dets, 0.85, [3, 7]), [[0, 0, 0], [1, 0, 0], [0, 0, 0]])
+
+
+def test_crowd_regions_count_neither_way() -> None:
+    coco = _coco([[7, 0, 0, 50, 50], [7, 80, 80, 10, 10]], [3, 7])
+    coco.dataset["annotations"][0]["iscrowd"] = 1
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    dets = [_det(7, [5, 5, 20, 20], 0.9),  # a cat box in the cat crowd: ignored, as COCOeval does
+            _det(3, [5, 5, 20, 20], 0.8),  # a dog box there: a background false positive
+            _det(7, [80, 80, 10, 10], 0.7)]  # the one cat object
+    np.testing.assert_array_equal(confusion_matrix(coco, dets, 0.5, [3, 7]), [[0, 0, 0], [0, 1, 0], [1, 0, 0]])
+
+
+def _scene(seed: int) -> tuple[COCO, list[dict]]:
+    """8 images of 0-5 objects of 3 classes, 0-3 boxes near each (30% with a random class), 0-3
+    random boxes per image; uniform scores."""
+    rng = np.random.default_rng(seed)
+    anns, dets = [], []
+    for image in range(1, 9):
+        for _ in range(int(rng.integers(0, 6))):
+            cat, box = int(rng.choice([3, 7, 9])), [*rng.uniform(0, 150, 2), *rng.uniform(10, 50, 2)]
+            anns.append({"id": len(anns) + 1, "image_id": image, "category_id": cat, "bbox": box,
+                         "area": box[2] * box[3], "iscrowd": 0})
+            for _ in range(int(rng.integers(0, 4))):
+                shift = rng.uniform(-0.4, 0.4, 2) * box[2:]
+                predicted = cat if rng.random() < 0.7 else int(rng.choice([3, 7, 9]))
+                dets.append({"image_id": image, "category_id": predicted, "score": float(rng.random()),
+                             "bbox": [box[0] + shift[0], box[1] + shift[1], box[2], box[3]]})
+        for _ in range(int(rng.integers(0, 4))):
+            dets.append({"image_id": image, "category_id": int(rng.choice([3, 7, 9])),
+                         "bbox": [*rng.uniform(0, 150, 2), *rng.uniform(10, 50, 2)], "score": float(rng.random())})
+    coco = COCO()
+    coco.dataset = {"images": [{"id": i, "file_name": f"{i}.jpg", "width": 200, "height": 200} for i in range(1, 9)],
+                    "annotations": anns, "categories": [{"id": c, "name": str(c)} for c in (3, 7, 9)]}
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco, dets
+
+
+def test_matrix_agrees_with_per_class_prf_at_every_threshold() -> None:
+    off_diagonal = 0
+    for seed in range(4):
+        off_diagonal += _check_scene(*_scene(seed))
+    assert off_diagonal > 0  # the scenes do confuse classes
+
+
+def _check_scene(coco: COCO, dets: list[dict]) -> int:
+    """Rows sum to the objects, columns to the detections, the diagonal to the per-class TP (so
+    P and R read off the matrix are the per-class P and R), at four thresholds; returns how many
+    off-diagonal counts it saw."""
+    evaluator = run_cocoeval(coco, dets)
+    names = {c: str(c) for c in sorted({a["category_id"] for a in coco.dataset["annotations"]})}
+    curves = score_curves(evaluator, names)
+    cat_ids = [3, 7, 9]
+    objects = np.bincount([cat_ids.index(a["category_id"]) for a in coco.dataset["annotations"]], minlength=3)
+    off_diagonal = 0
+    for threshold in (0.0, 0.2, 0.5, 0.8):
+        matrix = confusion_matrix(coco, dets, threshold, cat_ids)
+        np.testing.assert_array_equal(matrix, confusion_matrix(coco, dets, threshold, cat_ids, evaluator))  # reused
+        kept = np.bincount([cat_ids.index(d["category_id"]) for d in dets if d["score"] >= threshold], minlength=3)
+        np.testing.assert_array_equal(matrix[:3].sum(axis=1), objects)  # each row: that class's objects
+        np.testing.assert_array_equal(matrix[:, :3].sum(axis=0), kept)  # each column: its detections
+        assert matrix[3, 3] == 0
+        at = curves.at(threshold)
+        for k, cat in enumerate(cat_ids):
+            scores, tp, _ = curves._matches[str(cat)] if str(cat) in at else (np.zeros(0), np.zeros(0), 0)
+            assert matrix[k, k] == int(tp[scores >= threshold].sum())  # the diagonal: per-class TP
+            if str(cat) in at:  # P and R read off the matrix are the per-class P and R
+                assert at[str(cat)]["R"] == pytest.approx(matrix[k, k] / matrix[k].sum())
+                assert at[str(cat)]["P"] == pytest.approx(matrix[k, k] / max(1, matrix[:, k].sum()))
+        off_diagonal += int(matrix[:3, :3].sum() - np.trace(matrix[:3, :3]))
+    return off_diagonal

@@ -79,7 +79,7 @@ def test_api_resizes_and_detects_as_the_official_code(official_file):
     assert hashlib.sha256(resized.tobytes()).hexdigest() == meta["resized_rgb_sha256"]  # the same pixels
     det = detector.predict(str(RESIZE / "image.jpg"), score=0.0)[0]
     assert len(det) == 300 and det.image_size == (417, 650)
-    assert _unmatched(torch.from_numpy(det.scores), torch.from_numpy(det.labels), torch.from_numpy(det.xyxy),
+    assert _unmatched(torch.from_numpy(det.scores), torch.from_numpy(det.class_ids), torch.from_numpy(det.xyxy),
                       1e-4, 0.65) == 0
 
 

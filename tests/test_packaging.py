@@ -152,3 +152,16 @@ def test_licence_file_matches_the_metadata():
     text = (ROOT / "LICENSE").read_text()
     assert "Apache License" in text and "Version 2.0, January 2004" in text and "END OF TERMS AND CONDITIONS" in text
     assert project["requires-python"] and project["urls"] and project["classifiers"]
+
+
+def test_every_folder_the_ci_script_creates_is_ignored_by_git():
+    """.ci/run makes its virtual environments inside the clone: `git status` must not offer them."""
+    from fnmatch import fnmatch
+
+    script = (ROOT / ".ci" / "run").read_text()
+    created = set(re.findall(r'-m venv "?([\w.\-]+)"?', script))
+    created |= set(re.findall(r"\$\{\w+:-([\w.\-]+)\}", script))  # "${LOW_VENV:-.venv-lowest}"
+    assert {".venv", ".venv-lowest"} <= created, created
+    patterns = [line.strip().rstrip("/") for line in (ROOT / ".gitignore").read_text().splitlines()
+                if line.strip() and not line.startswith(("#", "!"))]
+    assert all(any(fnmatch(folder, p) for p in patterns) for folder in created), (created, patterns)

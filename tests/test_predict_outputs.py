@@ -66,7 +66,36 @@ def test_predict_elsewhere_leaves_no_temporary_file(run, tmp_path):  # noqa: F81
     assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.jpg", "detections.json"]
 
 
+def test_one_naming_rule_for_images_and_videos(tmp_path):
+    """Every input writes OUT/<stem><suffix>, numbered when one of its names is taken: two
+    `clip.mp4` from two folders, two `a.png`, `A.png` and `a.png` (one file on a case-insensitive
+    disk); a video's .mp4 and .jsonl keep one stem."""
+    from dinokit.infer.outputs import output_paths
+
+    videos, images = output_paths(["x/clip.mp4", "y/clip.mp4", "z/a.mov"],
+                                  ["p/a.png", "q/a.png", "q/A.PNG", "r/clip.gif", "s/clip.jpg"], tmp_path)
+    assert [(v.name, j.name) for v, j in videos] == [("clip.mp4", "clip.jsonl"), ("clip_2.mp4", "clip_2.jsonl"),
+                                                     ("a.mp4", "a.jsonl")]
+    assert [i.name for i in images] == ["a.png", "a_2.png", "A_3.png", "clip.png", "clip.jpg"]
+
+
 av = extra("av")
+
+
+def test_two_videos_with_one_name_write_two_outputs(run, tmp_path, capsys):  # noqa: F811
+    """Videos from two folders with the same file name: neither replaces the other's outputs."""
+    from tests.test_infer_video import write_clip
+
+    for folder, frames in (("a", 2), ("b", 3)):
+        (tmp_path / folder).mkdir()
+        write_clip(tmp_path / folder / "clip.mp4", frames=frames)
+    out = tmp_path / "out"
+    argv = ["predict", str(tmp_path / "a" / "clip.mp4"), str(tmp_path / "b" / "clip.mp4"), "--checkpoint",
+            str(run.dir / "best.pt"), "--out", str(out), "--device", "cpu", "--score", "0"]
+    assert run_cli(argv) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["clip.jsonl", "clip.mp4", "clip_2.jsonl", "clip_2.mp4"]
+    assert [len((out / n).read_text().splitlines()) for n in ("clip.jsonl", "clip_2.jsonl")] == [2, 3]
+    assert "clip_2.mp4" in capsys.readouterr().out
 
 
 def test_predict_video_onto_itself_is_refused(run, tmp_path, capsys):  # noqa: F811

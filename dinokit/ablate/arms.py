@@ -4,7 +4,10 @@ An arm is a name plus ModelConfig overrides applied on top of the base configura
 `--data`, `--set`). Arms come from removal flags (leave-one-out or a full grid) or from a YAML
 study file (shipped ones: `dinokit ablate --list-studies`), whose `base:` settings every arm
 shares (the paper-faithful studies pin the paper's focal loss there, whatever the preset trains
-with). Everything here is validated before any training starts, so a typo in a study file costs
+with). The question a study asks is its `kind`: each arm against the baseline (`baseline`, the
+default, and always for removal flags: "what does removing this component cost?"), or, only when a
+study file declares `kind: steps`, each arm against the arm above it ("what does each step add?").
+Everything here is validated before any training starts, so a typo in a study file costs
 a one-line error, not an hour of training.
 """
 
@@ -22,6 +25,8 @@ from dinokit.studies.shipped import find
 from dinokit.yamlfile import read_mapping
 
 FULL = "full"
+BASELINE, STEPS = "baseline", "steps"  # what a study compares: each arm with the baseline, or each step
+KINDS = (BASELINE, STEPS)
 
 
 @dataclass(frozen=True)
@@ -44,7 +49,7 @@ REMOVALS: tuple[Removal, ...] = (
 )
 REMOVAL_BY_NAME = {r.name: r for r in REMOVALS}
 
-_STUDY_KEYS = {"description", "baseline", "base", "arms"}
+_STUDY_KEYS = {"description", "baseline", "base", "arms", "kind"}
 _SECTIONS = ("loss", "train")  # besides `model`: sections an arm may change, stored as "section.field"
 _ARM_KEYS = {"name", "model", "description", *_SECTIONS}
 
@@ -68,11 +73,13 @@ class Arm:
 
 @dataclass(frozen=True)
 class ArmSet:
-    """The arms of one ablation and the arm every other one is compared with."""
+    """The arms of one ablation, the arm every other one is compared with, and the question:
+    `kind` baseline (each arm against the baseline) or steps (each arm against the one above)."""
 
     arms: tuple[Arm, ...]
     baseline: str = FULL
     description: str = ""
+    kind: str = BASELINE
 
     @property
     def names(self) -> list[str]:
@@ -147,12 +154,17 @@ def load_study_file(path: str | Path) -> ArmSet:
         overrides = _section_overrides(item, where)
         own.append(bool(overrides))
         arms.append(Arm(str(item["name"]), {**shared_overrides, **overrides}, str(item.get("description", ""))))
+    kind = raw.get("kind", BASELINE)
+    if kind not in KINDS:
+        raise ConfigError(f"study file {path}: kind must be one of {', '.join(KINDS)}, got '{kind}'")
+    if kind == STEPS and len(arms) < 2:
+        raise ConfigError(f"study file {path}: kind steps needs two arms or more (each is compared with the one above)")
     baseline = raw.get("baseline")
     if baseline is None:
         plain = [a.name for a, changed in zip(arms, own) if not changed]
         baseline = plain[0] if plain else arms[0].name
     try:
-        return validate_arms(ArmSet(tuple(arms), str(baseline), str(raw.get("description", ""))))
+        return validate_arms(ArmSet(tuple(arms), str(baseline), str(raw.get("description", "")), kind))
     except ConfigError as exc:
         raise ConfigError(f"study file {path}: {exc}") from None
 

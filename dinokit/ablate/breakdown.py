@@ -1,10 +1,11 @@
 """What changed, beyond one AP number: per class, per object size and per error type.
 
 After training, each trial's best checkpoint is evaluated once more on the validation split
-(`analyse_checkpoint`), and the per-class AP, APs/APm/APl and the TIDE-style error counts are
+(`analyse_checkpoint`), and the per-class AP, APs/APm/APl and TIDE's error types (dAP) are
 stored with the trial. The report then pairs them by seed like every other number
 (`breakdown_table`): for each comparison of the study, the mean per-seed difference and its 95%
-paired-t interval (a descriptive interval, not a sequential verdict).
+paired-t interval. The table is exploratory: dozens of intervals without a multiplicity correction
+(about 1 in 20 excludes 0 by chance), so no cell is marked as significant and none is a verdict.
 """
 
 from __future__ import annotations
@@ -17,11 +18,11 @@ from typing import Any
 
 import pandas as pd
 
-from dinokit.ablate.errors import TYPES, error_counts
+from dinokit.ablate.error_types import DAP, tide_errors
 from dinokit.ablate.stats import PairedDiff, paired_difference
 
 SIZES = ("APs", "APm", "APl")
-ERRORS = (*TYPES, "dupl_rate")
+ERRORS = DAP  # TIDE: the AP50 points fixing each error type gains
 
 
 def analyse_checkpoint(path: str | Path, device: str = "auto") -> dict[str, Any]:
@@ -37,7 +38,7 @@ def analyse_checkpoint(path: str | Path, device: str = "auto") -> dict[str, Any]
     cfg = detector.config
     gt = build_dataset(resolve_source(cfg.data), cfg.data, "val", train=False).coco.dataset
     return {"per_class": {k: float(v) for k, v in metrics.get("per_class", {}).items()},
-            **{s: _number(metrics.get(s)) for s in SIZES}, "errors": error_counts(gt, detections)}
+            **{s: _number(metrics.get(s)) for s in SIZES}, "errors": tide_errors(gt, detections)}
 
 
 def _number(value: Any) -> float | None:
@@ -77,7 +78,8 @@ def breakdown(values: pd.DataFrame, comparisons: list[tuple[str, str, str]]) -> 
 
 def breakdown_table(diffs: pd.DataFrame, kinds: tuple[str, ...]) -> pd.DataFrame:
     """The human table for `kinds`: rows = classes / sizes / error types, columns = comparisons,
-    cells 'mean [low, high]' (AP in COCO points, errors per 100 objects), n/a where undefined."""
+    cells 'mean [low, high]' (AP in COCO points, errors per 100 objects), n/a where undefined; no
+    significance marks (exploratory: see the module's note)."""
     from dinokit.ablate.format import signed
 
     part = diffs[diffs["kind"].isin(kinds)] if not diffs.empty else diffs
@@ -90,8 +92,7 @@ def breakdown_table(diffs: pd.DataFrame, kinds: tuple[str, ...]) -> pd.DataFrame
             return "n/a"
         if pd.isna(r["low"]):
             return f"{signed(r['mean'], scale)} (1 pair)"
-        star = "" if r["low"] <= 0 <= r["high"] else " *"
-        return f"{signed(r['mean'], scale)} [{signed(r['low'], scale)}, {signed(r['high'], scale)}]{star}"
+        return f"{signed(r['mean'], scale)} [{signed(r['low'], scale)}, {signed(r['high'], scale)}]"
 
     table = part.assign(cell=part.apply(cell, axis=1))
     wide = table.pivot(index="key", columns="comparison", values="cell")
@@ -101,8 +102,10 @@ def breakdown_table(diffs: pd.DataFrame, kinds: tuple[str, ...]) -> pd.DataFrame
 
 BREAKDOWN_NOTE = (
     "Per class and object size: AP of each trial's best checkpoint on the validation split (COCO "
-    "points); error types (TIDE: cls, loc, both, dupl, bkg, missed) per 100 ground-truth objects for "
-    "detections with score >= 0.3, dupl_rate per 100 such detections. Each cell is the mean paired "
-    "difference (arm − reference, same seed) with its 95% paired-t interval; * marks intervals that "
-    "exclude 0; n/a: undefined (no objects of that size)."
+    "points); error types: TIDE's dAP (dAP_cls, dAP_loc, dAP_both, dAP_dupl, dAP_bkg, dAP_missed), the "
+    "AP50 points gained by fixing every error of that type alone, over every detection up to 100 per image "
+    "(no score threshold). Each cell is the mean paired "
+    "difference (arm − reference, same seed) with its 95% paired-t interval; n/a: undefined (no objects "
+    "of that size, or a trial analysed before dAP was stored). Exploratory: dozens of intervals without a multiplicity correction, so about 1 in 20 "
+    "excludes 0 by chance; none is a verdict and none is marked. Diverged trials have no analysis."
 )

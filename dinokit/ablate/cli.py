@@ -16,9 +16,11 @@ from rich.console import Console
 from dinokit.ablate import arms as arms_mod
 from dinokit.config import Config
 from dinokit.errors import DinokitError, fail
+from dinokit.files import command_inputs
+from dinokit.studies.shipped import find
 from dinokit.studies import launch as launch_mod
 from dinokit.studies.names import check_name
-from dinokit.studies.trials import study_config
+from dinokit.studies.trials import study_config, study_logging
 
 if TYPE_CHECKING:  # optuna, pandas and matplotlib load when a command runs: `dinokit --help` stays quick
     import pandas as pd
@@ -38,6 +40,9 @@ def ablation_name(removals: list[str], grid: bool, study: Optional[Path]) -> str
     return f"grid-{body}" if grid else ("leave-one-out" if not removals else body)
 
 
+# what a report writes into OUT/ablate/NAME (announced before training: none may be an input)
+REPORT_FILES = ("trials.csv", "summary.csv", "report.md", "report.html", "ap.png", "convergence.png",
+                "forest.png", "heatmap.png", "gallery.png", "selection.png")
 STUDY_SHAPES_VAL = 300  # studies validate on 300 built-in images (the first 100 are the default split)
 
 
@@ -95,10 +100,19 @@ def ablate(
                                        "is decided (helps, hurts, or no effect beyond --margin); --seeds is ignored."),
     margin: float = typer.Option(1.0, "--margin", help="Equivalence margin in the measure's COCO points."),
     max_seeds: int = typer.Option(20, "--max-seeds", help="Seed cap of --until-decided."),
-    max_hours: Optional[float] = typer.Option(None, "--max-hours", help="Hours of training rounds after which "
-                                              "--until-decided starts no new round (the study's total)."),
+    max_hours: Optional[float] = typer.Option(None, "--max-hours", help="Hours of training, summed over the "
+                                              "study's trials, after which --until-decided starts no trial."),
+    rule_kind: Optional[str] = typer.Option(None, "--rule", help="Decision rule of --until-decided: groupseq "
+                                            "(default: group-sequential for the seed cap), tmixture (any number of "
+                                            "seeds) or bounded (distribution-free, wide). A study keeps its rule."),
     decide_on: str = typer.Option("AP", "--decide-on", help="Measure of the verdicts: AP, AP50, auc, AP-tail or "
                                   "AP50-tail (mean over the last third of the evaluations)."),
+    logger: list[str] = typer.Option([], "--logger", help="Also log every trial to mlflow (one experiment named "
+                                     "after the study; extra [mlflow]) or tensorboard; repeatable."),
+    mlflow_uri: Optional[str] = typer.Option(None, "--mlflow-uri", help="MLflow tracking URI (implies --logger "
+                                             "mlflow; default $MLFLOW_TRACKING_URI, else sqlite in OUT/ablate/NAME)."),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="Retry trials that failed deterministically "
+                                      "(e.g. bad data), once their cause is fixed; transient failures are always retried."),
     launcher: str = launch_mod.LAUNCHER, partition: Optional[str] = launch_mod.PARTITION,
     time_: Optional[str] = launch_mod.TIME, gpus: int = launch_mod.GPUS_PER_TRIAL,
     cpus: Optional[int] = launch_mod.CPUS_PER_TRIAL, mem: Optional[str] = launch_mod.MEM,
@@ -115,6 +129,8 @@ def ablate(
     from dinokit.ablate import report as report_mod
     from dinokit.ablate import sequential as sequential_mod
     from dinokit.ablate import study as study_mod
+    from dinokit.ablate.decide import Rule
+    from dinokit.ablate.steps import comparisons
     from dinokit.infer.precision import set_trial_precision
 
     flags = {"no-cdn": no_cdn, "no-dn": no_dn, "no-lft": no_lft, "static-queries": static_queries,
@@ -131,36 +147,43 @@ def ablate(
     else:
         arm_set = arms_mod.grid(removals) if grid else arms_mod.leave_one_out(removals)
     name = check_name(name or ablation_name(removals, grid, study))
-    rule = sequential_mod.Rule(margin, decide_on, max_seeds, max_hours)
+    rule = Rule(margin, decide_on, tuple(comparisons(arm_set)), max_seeds,
+                **({} if rule_kind is None else {"kind": rule_kind}))
     if until_decided:
         sequential_mod.check_rule(rule)
+        sequential_mod.check_hours(max_hours)
     cfg = base_config(preset, data, sets, steps, time_budget, eval_every)
     set_trial_precision(cfg, precision)  # passed through to every trial's config
+    study_logging(cfg, name, out / "ablate" / name, logger, mlflow_uri)  # MLflow: one experiment, the study's
     meta = {"preset": preset, "data": cfg.data.data, "budget": budget_text(cfg),
             "evaluations": f"every {cfg.train.eval_every_steps} steps"}
     if sets:
         meta["overrides"] = " ".join(sets)
     if until_decided:
-        meta.update(sequential=True, rule={"margin": margin, "measure": decide_on})
+        meta.update(sequential=True)  # the rule itself is stored once, by the rounds (ablate/sequential.py)
     n_seeds = sequential_mod.SEED_SPACE if until_decided else seeds
     spec = study_mod.AblationSpec(name, arm_set, [cfg.train.seed + i for i in range(n_seeds)], cfg,
-                                  out / "ablate" / name, storage or "", meta)
+                                  out / "ablate" / name, storage or "", meta, retry_failed=retry_failed)
+    command_inputs(None if study is None else find(study, "ablate"), data,
+                   outputs={f"--out ({n})": spec.out_dir / n for n in REPORT_FILES})
     launch = launch_mod.Launch(launcher, partition, time_, gpus, cpus, mem, slurm_args, wait).check_storage(spec.storage)
     if until_decided:
         if launch.on_slurm and not launch.wait:
             raise DinokitError("--until-decided with --launcher slurm needs --wait: each round's verdicts "
                                "decide what the next round trains")
-        _, reason = sequential_mod.run_until_decided(spec, rule, jobs=jobs, say=_say, launch=launch)
+        _, reason = sequential_mod.run_until_decided(spec, rule, jobs=jobs, say=_say, launch=launch,
+                                                     max_hours=max_hours, kind_given=rule_kind is not None)
         _say(f"stopped: {reason}")
-        data_, summary = report_mod.render(spec.storage, name, spec.out_dir,
-                                           {"margin": margin, "measure": decide_on, "reason": reason})
+        data_, summary = report_mod.render(spec.storage, name, spec.out_dir, reason=reason)  # the stored rule
         _show(data_, summary, spec.out_dir)
+        _tag_verdicts(cfg, data_)
         return
     ledger = study_mod.run(spec, jobs=jobs, say=_say, launch=launch)
     if ledger is None:  # submitted to Slurm; the jobs train
         return
     data_, summary = report_mod.render(spec.storage, name, spec.out_dir)
     _show(data_, summary, spec.out_dir)
+    _tag_verdicts(cfg, data_)
     if ledger.live:
         _say(f"{len(ledger.live)} trial(s) still running in other processes: {_pairs(ledger.live)}")
     left = set(spec.pairs) - ledger.done - ledger.live
@@ -174,31 +197,43 @@ def report(
     name: str = typer.Argument(..., help="Ablation name (folder under OUT/ablate)."),
     storage: Optional[str] = typer.Option(None, "--storage", help="Optuna RDB URL (default: the run folder's)."),
     out: Path = typer.Option(Path("runs"), "--out", help="Root folder of the runs."),
-    margin: Optional[float] = typer.Option(None, "--margin", help="Add verdicts (helps / hurts / no effect "
-                                           "beyond +-margin COCO points) under the sequential rule."),
-    decide_on: str = typer.Option("AP", "--decide-on", help="Measure of the verdicts (see ablate --decide-on)."),
+    margin: Optional[float] = typer.Option(None, "--margin", help="Another margin (COCO points): on a sequential "
+                                           "study an exploratory view beside its verdicts; on a fixed-seed study "
+                                           "verdicts under the sequential rule."),
+    decide_on: Optional[str] = typer.Option(None, "--decide-on", help="Another measure, likewise (see ablate "
+                                            "--decide-on)."),
 ) -> None:
-    """Re-render an ablation's report from storage, without training."""
+    """Re-render an ablation's report from storage, without training. A sequential study's
+    verdicts are always those of the rule it stored."""
     from dinokit.ablate import report as report_mod
     from dinokit.studies.storage import default_storage
 
+    command_inputs()  # reads the study's storage, which no report file can be
     out_dir = out / "ablate" / name
     if storage is None:
         if not (out_dir / "study.db").is_file():
             raise DinokitError(f"no ablation named '{name}': {out_dir / 'study.db'} not found (see --out, --storage)")
         storage = default_storage(out_dir)
-    rule = None
-    if margin is not None:
-        from dinokit.ablate.sequential import Rule, check_rule
-
-        check_rule(Rule(margin, decide_on))
-        rule = {"margin": margin, "measure": decide_on, "rho": Rule().rho}
-    data_, summary = report_mod.render(storage, name, out_dir, rule)
+    data_, summary = report_mod.render(storage, name, out_dir, explore=(margin, decide_on))
     _show(data_, summary, out_dir)
+    if data_.rule:  # verdicts: onto the trials' MLflow runs, where the study logged to MLflow
+        from dinokit.ablate.study import read_trials
+
+        _tag_verdicts(read_trials(storage, name)[0].base, data_)
 
 
 def _say(message: str) -> None:
     console.print(message, highlight=False, markup=False, soft_wrap=True)
+
+
+def _tag_verdicts(base: Config, data_: ReportData) -> None:
+    """The report's verdicts as tags on the trials' MLflow runs (ablate/mlflow_tags.py)."""
+    from dinokit.ablate.mlflow_tags import tag_verdicts
+
+    tagged = tag_verdicts(base, data_)
+    if tagged:
+        _say(f"mlflow: verdicts tagged on {tagged} run(s) of experiment '{base.train.mlflow_experiment}' "
+             f"at {base.train.mlflow_uri}")
 
 
 def _pairs(pairs: set[tuple[str, int]]) -> str:
@@ -228,7 +263,8 @@ def _show(data_: ReportData, summary: pd.DataFrame, out_dir: Path) -> None:
 
     wide = console if console.is_terminal else Console(width=160)  # logs: no 80-column wrapping
     wide.print(rich_table(data_, summary))
-    for sec in data_.sections[:1] if data_.rule else []:  # the verdicts
+    for sec in (s for s in data_.sections if s.top):  # the verdicts (and an exploratory view, labelled)
+        _say(f"{sec.title}:")
         for row in sec.table.itertuples(index=False):
             _say("  " + " | ".join(str(v) for v in row))
     fails = data_.trials[data_.trials["state"] == "FAIL"] if not data_.trials.empty else data_.trials

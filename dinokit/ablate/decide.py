@@ -1,51 +1,55 @@
-"""Sequential verdicts: is a paired difference above 0, below 0, or inside +-margin?
+"""A study's rule and the one function that gives its verdicts: `decide(values, rule, ...)`.
 
-The rule is an always-valid confidence sequence for the mean of the paired differences
-(arm − reference, same seed), so a study may look after every seed and stop when it likes
-without inflating its error rates. It is Lai's (1976) t-mixture sequence for normal
-differences with unknown spread; with differences d_1..d_n, mean m, Q = sum (d_i − m)^2:
+A sequential study stores one `Rule` when it starts (kind, alpha, rho, margin, measure, its
+comparisons, the seed cap, the first look); every verdict the studio prints comes from `decide`
+under that stored rule: the rounds, the stop line, the terminal, report.md/html, the captions and
+`ablate report`. The rule's `kind` selects how the interval for a comparison's mean paired
+difference is computed at each look (`KINDS`: adding a kind is one entry there); what is built on
+it is shared: the running intersection over looks, the first decisive look, the verdict.
 
-    M_n(mu) = sqrt(rho / (n + rho)) * (1 − S^2 / ((n + rho) V))^(−n/2),
-    S = sum (d_i − mu),  V = sum (d_i − mu)^2
-
-is a nonnegative martingale under the hypothesis "mean = mu" whatever the spread (the scale
-is integrated out with the invariant measure, the standardised effect over N(0, 1/rho)), so by
-Ville's inequality P(exists n: M_n(mu) >= 1/alpha) <= alpha. The set {mu: M_n(mu) < 1/alpha}
-is the interval m +- sqrt(k Q / (n (n − k))) with c = (alpha^2 rho / (n + rho))^(1/n) and
-k = (1 − c)(n + rho) (all of R while n <= k). The study's K comparisons each get alpha / K
+The kinds (dinokit/ablate/rules/, one module each, with their simulations in tests/):
+'groupseq' (the default) is a group-sequential design for the study's seed cap: repeated t
+intervals with boundaries calibrated, before the first seed, for a look after every seed up to the
+cap (exact for independent normal paired differences; where no such design is narrower than the
+t-mixture at every look it computes as the t-mixture). 'tmixture' is Lai's t-mixture confidence
+sequence (normal differences, valid at any number of seeds, so its cap may be raised later).
+'bounded' is a betting confidence sequence valid for any distribution of differences within
++-100 points, wide at the spreads of a few AP points. The study's K comparisons each get alpha / K
 (Bonferroni): every interval covers its true difference at every look with probability
 >= 1 − alpha together, whatever the dependence between comparisons that share an arm.
 
+Where a comparison's data speaks against normality (skew, an outlying or a diverged seed:
+rules/check.py), its verdict says so and shows the distribution-free (bounded) interval beside it.
+
 A comparison's verdict is its first decisive look, in seed order: the interval above 0
-("helps"), below 0 ("hurts"), or inside (−margin, +margin) ("no effect beyond +-margin").
+("helps"), below 0 ("hurts"), or inside (−margin, +margin) ("no effect beyond +-margin"); when
+neither of its arms learned at this budget it gets no verdict (`NOT_LEARNED`, ablate/verdicts.py
+says when).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import asdict, dataclass
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 
+from dinokit.ablate import rules
+from dinokit.ablate.rules import groupseq
+from dinokit.ablate.rules.tmixture import cs_halfwidth
+
 ALPHA = 0.05
+BOUND = 1.0  # measures are fractions in [0, 1]: a paired difference lies within +-1 (the bounded rule)
 RHO = 0.25  # prior precision of the standardised effect: the interval is finite from 5 seeds at 1% (4 at 5%)
 LEGACY_RHO = 1.0  # studies stored without a rho ran under this one (finite only from 6 seeds at 1%)
-RULE_ATTR = "dinokit_rule"  # a sequential study's rule in its storage: margin, measure, rho, seconds used
+RULE_ATTR = "dinokit_rule"  # a sequential study's stored rule (Rule.to_dict) in its storage
+POINTS = 100.0  # measures are fractions in storage; a rule's margin is in COCO points
+MEASURES = {"AP": "AP", "AP50": "AP50", "auc": "auc", "AP-tail": "AP_tail", "AP50-tail": "AP50_tail"}
 HELPS, HURTS, EQUIVALENT, UNDECIDED = "helps", "hurts", "no effect", "undecided"
-
-
-def cs_halfwidth(n: np.ndarray | int, q: np.ndarray | float, alpha: float, rho: float = RHO) -> np.ndarray:
-    """Half-width of the confidence sequence after n pairs whose differences have sum of
-    squared deviations `q` (inf while it is unbounded, e.g. n < 2). Broadcasts over arrays."""
-    n = np.asarray(n, dtype=float)
-    q = np.asarray(q, dtype=float)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        c = np.exp(np.log(alpha * alpha * rho / (n + rho)) / n)
-        k = (1.0 - c) * (n + rho)
-        half = np.sqrt(k * q / (n * (n - k)))
-    return np.where((n >= 2) & (n > k), half, np.inf)
+NOT_LEARNED = "no verdict"  # neither arm learned at this budget: the numbers answer no question
+Comparison = tuple[str, str, str]  # (name, arm, reference)
 
 
 def per_comparison(k: int, alpha: float = ALPHA) -> float:
@@ -64,6 +68,95 @@ def verdict_of(low: float, high: float, margin: float) -> str:
     return UNDECIDED
 
 
+# --------------------------------------------------------------------------- the rule and its kinds
+
+
+@dataclass(frozen=True)
+class Rule:
+    """Everything a verdict depends on, stored once per study (`to_dict` / `from_dict`).
+
+    `margin` is in COCO points of `measure`; `comparisons` are the questions, each (name, arm,
+    reference), and their number splits alpha; `max_seeds` is the cap the rule was set for."""
+
+    margin: float = 1.0
+    measure: str = "AP"
+    comparisons: tuple[Comparison, ...] = ()
+    max_seeds: int = 20
+    kind: str = rules.DEFAULT
+    alpha: float = ALPHA
+    rho: float = RHO  # tmixture's mixture precision; a study keeps the one it started with
+
+    @property
+    def column(self) -> str:
+        return MEASURES[self.measure]
+
+    @property
+    def each(self) -> float:
+        """Each comparison's alpha."""
+        return per_comparison(len(self.comparisons), self.alpha)
+
+    @property
+    def first_look(self) -> int:
+        return first_look(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        raw = asdict(self)
+        raw["comparisons"] = [list(c) for c in self.comparisons]
+        return {**raw, "first_look": self.first_look}
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], comparisons: list[Comparison], max_seeds: int) -> "Rule":
+        """A stored rule; one stored before rules were complete keeps what it ran with: kind
+        tmixture, alpha 5%, rho 1 (LEGACY_RHO) when none is stored, the comparisons of its arm set
+        (`comparisons`) and, lacking a stored cap, `max_seeds`."""
+        stored = raw.get("comparisons")
+        return cls(float(raw["margin"]), str(raw["measure"]),
+                   tuple(tuple(c) for c in stored) if stored else tuple(comparisons),  # type: ignore[misc]
+                   int(raw.get("max_seeds", max_seeds)), str(raw.get("kind", "tmixture")),
+                   float(raw.get("alpha", ALPHA)), float(raw.get("rho", LEGACY_RHO)))
+
+
+@dataclass(frozen=True)
+class Kind:
+    """What one kind of rule is (its intervals are computed in dinokit/ablate/rules/)."""
+
+    anytime: bool  # valid at any number of seeds: a larger --max-seeds may continue a stored study
+    describe: Callable[[Rule], str]  # for the report: what the interval is
+    assumption: str  # what its error rates rest on
+
+
+def _describe_groupseq(rule: Rule) -> str:
+    if rules.effective_kind("groupseq", rule.each, rule.max_seeds, rule.rho) != "groupseq":
+        return (f"Lai's t-mixture confidence sequence (rho={rule.rho:g}; no group-sequential design for cap "
+                f"{rule.max_seeds} at this alpha is narrower at every look)")
+    return (f"a group-sequential repeated t interval (Pocock boundary calibrated for a look after every seed "
+            f"from {groupseq.FIRST} up to the cap of {rule.max_seeds})")
+
+
+KINDS: dict[str, Kind] = {
+    "groupseq": Kind(False, _describe_groupseq, rules.ASSUMES["groupseq"]),
+    "tmixture": Kind(True, lambda r: f"an always-valid confidence sequence (Lai's t-mixture, rho={r.rho:g})",
+                     rules.ASSUMES["tmixture"]),
+    "bounded": Kind(True, lambda r: "a distribution-free betting confidence sequence (Waudby-Smith & Ramdas "
+                    "2023) for differences within ±100 points", "independent paired differences (any distribution)"),
+}
+
+
+def _cap(rule: Rule, n: int) -> int:
+    """The cap the intervals are computed for: the rule's (an anytime rule's may be exceeded)."""
+    return rule.max_seeds if not KINDS[rule.kind].anytime else max(rule.max_seeds, n, 2)
+
+
+def check_assumptions(diffs: np.ndarray, diverged: np.ndarray, seeds: list[Any] | None = None) -> list[str]:
+    """What in a comparison's data its rule's normality may not cover (rules/check.py): skew, an
+    outlying seed, a diverged seed (it scores 0: an outlier no normal model expects). The
+    bounded rule assumes no shape, so nothing is flagged for it."""
+    return rules.assumption_flags(diffs, diverged, seeds)
+
+
+# --------------------------------------------------------------------------- verdicts
+
+
 @dataclass(frozen=True)
 class Decision:
     """One comparison's state after the seeds seen so far (differences in the measure's units)."""
@@ -73,112 +166,102 @@ class Decision:
     reference: str  # the arm it is compared with
     n: int  # pairs seen
     mean: float
-    low: float  # the confidence sequence's running interval (intersection over looks)
+    low: float  # the running interval (intersection over looks)
     high: float
     verdict: str
     decided_at: int  # pairs at the first decisive look (0 while undecided)
     sd: float = math.nan
+    flags: tuple[str, ...] = ()  # where the data may break the rule's assumption
+    arm_diverged: tuple[int, int] = (0, 0)  # (diverged trials, finished trials) of the arm
+    reference_diverged: tuple[int, int] = (0, 0)
+    free: tuple[float, float] | None = None  # the bounded rule's interval, shown where `flags` are raised
 
     @property
     def decided(self) -> bool:
+        """helps, hurts or no effect."""
+        return self.verdict in (HELPS, HURTS, EQUIVALENT)
+
+    @property
+    def final(self) -> bool:
+        """No more seeds are needed: decided, or no verdict because the arms did not learn."""
         return self.verdict != UNDECIDED
 
 
+_CODES = {rules.HELPS: HELPS, rules.HURTS: HURTS, rules.EQUIVALENT: EQUIVALENT, rules.UNDECIDED: UNDECIDED}
+
+
 def decide_sequence(diffs: list[float] | np.ndarray, margin: float, alpha: float,
-                    rho: float = RHO) -> tuple[float, float, str, int]:
-    """Look after every pair of `diffs` (in seed order): the running interval at the end, the
-    first decisive verdict and the number of pairs it took (0: undecided)."""
+                    rule: Rule | None = None, kind: str | None = None) -> tuple[float, float, str, int]:
+    """Look after every pair of `diffs` (in seed order) with `rule`'s kind (or `kind`) at
+    `alpha`: the running interval at the end, the first decisive verdict and the pairs it took
+    (0: undecided)."""
+    rule = rule or Rule()
+    kind = kind or rule.kind
     d = np.asarray(diffs, dtype=float)
-    low, high, verdict, at = -math.inf, math.inf, UNDECIDED, 0
-    for n in range(2, len(d) + 1):
-        head = d[:n]
-        mean = float(head.mean())
-        half = float(cs_halfwidth(n, float(((head - mean) ** 2).sum()), alpha, rho))
-        low, high = max(low, mean - half), min(high, mean + half)
-        if low > high:  # an empty intersection (chance <= alpha): keep the latest interval
-            low, high = mean - half, mean + half
-        if verdict == UNDECIDED:
-            verdict = verdict_of(low, high, margin)
-            at = n if verdict != UNDECIDED else 0
-    return low, high, verdict, at
+    if not len(d):
+        return -math.inf, math.inf, UNDECIDED, 0
+    cap = _cap(rule, len(d)) if kind == rule.kind else max(rule.max_seeds, len(d), 2)
+    run = rules.running_intervals(kind, d, alpha, cap=cap, rho=rule.rho, bound=BOUND)  # (n, 2)
+    code, at = rules.first_verdicts(run[None], margin)
+    return float(run[-1, 0]), float(run[-1, 1]), _CODES[int(code[0])], int(at[0])
 
 
-def decide(values: pd.DataFrame, comparisons: list[tuple[str, str, str]], margin: float,
-           alpha: float = ALPHA, rho: float = RHO) -> list[Decision]:
-    """Verdicts for `comparisons` ([(name, arm, reference)]) from `values` (index seed, one
-    column per arm; NaN where a trial is missing). Each gets alpha / len(comparisons)."""
-    each = per_comparison(len(comparisons), alpha)
+def decide(values: pd.DataFrame, rule: Rule, diverged: pd.DataFrame | None = None,
+           learned: dict[str, bool] | None = None) -> list[Decision]:
+    """THE verdicts of `rule.comparisons` under `rule` (every view of a study calls this).
+
+    `values`: index seed, one column per arm, the measure as a fraction (NaN where a trial is
+    missing); `diverged`: the same shape, True where the trial diverged (its value is 0 then);
+    `learned`: arm -> whether it learned at this budget. Each comparison gets rule.each."""
+    margin = rule.margin / POINTS
     out = []
-    for name, arm, ref in comparisons:
-        if arm in values and ref in values:
-            d = (values[arm] - values[ref]).dropna().sort_index().to_numpy(dtype=float)
-        else:
-            d = np.array([])
-        low, high, verdict, at = decide_sequence(d, margin, each, rho)
-        mean = float(d.mean()) if len(d) else math.nan
-        sd = float(d.std(ddof=1)) if len(d) > 1 else math.nan
-        out.append(Decision(name, arm, ref, len(d), mean, low, high, verdict, at, sd))
+    for name, arm, ref in rule.comparisons:
+        both = values[[arm, ref]].dropna().sort_index() if arm in values and ref in values else pd.DataFrame()
+        d = (both[arm] - both[ref]).to_numpy(dtype=float) if len(both) else np.array([])
+        low, high, verdict, at = decide_sequence(d, margin, rule.each, rule)
+        if learned is not None and not learned.get(arm, True) and not learned.get(ref, True):
+            verdict, at = NOT_LEARNED, 0
+        div = _diverged(diverged, both.index, arm, ref)
+        rests = at or len(d)  # a verdict rests on the pairs up to its decisive look
+        flags = tuple(check_assumptions(d[:rests], div[:rests], list(both.index[:rests]))) \
+            if rule.kind != "bounded" else ()
+        free = decide_sequence(d[:rests], margin, rule.each, rule, kind="bounded")[:2] if flags else None
+        out.append(Decision(name, arm, ref, len(d), float(d.mean()) if len(d) else math.nan, low, high, verdict, at,
+                            float(d.std(ddof=1)) if len(d) > 1 else math.nan, flags,
+                            _count(values, diverged, arm), _count(values, diverged, ref), free))
     return out
 
 
-def seeds_to_decide(mean: float, sd: float, margin: float, alpha: float, cap: int = 1000,
-                    rho: float = RHO) -> float:
-    """The pairs at which this rule's interval, centred on `mean` with the spread `sd` seen so
-    far, would first give a verdict (inf beyond `cap`, nan without a spread): the half-width must
-    fall below |mean| (helps/hurts) or below margin - |mean| (no effect)."""
-    if not (math.isfinite(mean) and math.isfinite(sd)):
-        return math.nan
-    distance = max(abs(mean), margin - abs(mean))
-    if distance <= 0:
-        return math.inf
-    n = np.arange(2, cap + 1)
-    ok = np.flatnonzero(cs_halfwidth(n, sd * sd * (n - 1), alpha, rho) < distance)
-    return float(n[ok[0]]) if len(ok) else math.inf
+def _diverged(diverged: pd.DataFrame | None, seeds: pd.Index, arm: str, ref: str) -> np.ndarray:
+    """Per pair (seed): did either trial diverge."""
+    if diverged is None or not len(seeds):
+        return np.zeros(len(seeds), dtype=bool)
+    cols = [c for c in (arm, ref) if c in diverged]
+    return diverged.reindex(index=seeds, columns=cols).fillna(False).astype(bool).any(axis=1).to_numpy()
+
+
+def _count(values: pd.DataFrame, diverged: pd.DataFrame | None, arm: str) -> tuple[int, int]:
+    n = int(values[arm].notna().sum()) if arm in values else 0
+    k = int(diverged[arm].fillna(False).astype(bool).sum()) if diverged is not None and arm in diverged else 0
+    return k, n
 
 
 def needed_arms(decisions: list[Decision]) -> list[str]:
-    """The arms an undecided comparison still needs, in first-seen order."""
-    return list(dict.fromkeys(a for d in decisions if not d.decided for a in (d.reference, d.arm)))
+    """The arms a comparison without its final verdict still needs, in first-seen order."""
+    return list(dict.fromkeys(a for d in decisions if not d.final for a in (d.reference, d.arm)))
 
 
-def decisions_table(decisions: list[Decision], margin: float, scale: float, unit: str,
-                    rho: float = RHO) -> pd.DataFrame:
-    """The report's verdict table: one row per comparison; `scale` turns fractions into points."""
-    from dinokit.ablate.format import signed
-    from dinokit.ablate.stats import seeds_needed
-
-    each = per_comparison(len(decisions))
-    rows: list[dict[str, Any]] = []
-    for d in decisions:
-        interval = "—" if math.isinf(d.low) or math.isnan(d.low) else \
-            f"[{signed(d.low, scale)}, {signed(d.high, scale)}]"
-        label = {HELPS: "helps", HURTS: "hurts", EQUIVALENT: f"no effect beyond ±{margin:g}",
-                 UNDECIDED: "undecided"}[d.verdict]
-        if d.verdict in (HELPS, HURTS) and -margin / scale < d.low and d.high < margin / scale:
-            label += f" (by less than {margin:g})"
-        fixed = seeds_needed(d.mean, d.sd)
-        rule = seeds_to_decide(d.mean, d.sd, margin / scale, each, rho=rho)
-        rows.append({"comparison": d.name, "verdict": label,
-                     "seeds": str(d.decided_at) if d.decided else f"{d.n} (not enough)",
-                     f"mean Δ{unit}": "—" if math.isnan(d.mean) else signed(d.mean, scale),
-                     "interval (always valid)": interval,
-                     f"sd of Δ{unit}": "—" if math.isnan(d.sd) else f"{scale * d.sd:.2f}",
-                     "this rule would need": _seeds(rule, d.decided),
-                     "fixed design would need": _seeds(fixed, d.decided)})
-    return pd.DataFrame(rows)
+def first_look(rule: Rule) -> int:
+    """The fewest pairs at which `rule` can give a verdict on one of its comparisons (with pairs
+    that all agree): no cap below it can decide anything."""
+    return rules.first_look(rule.kind, rule.each, cap=rule.max_seeds, rho=rule.rho, bound=BOUND)
 
 
-def _seeds(n: float, decided: bool) -> str:
-    return "—" if decided or math.isnan(n) else ("> 1000" if math.isinf(n) else f"{int(n)} seeds")
-
-
-def rule_text(margin: float, measure: str, k: int, alpha: float = ALPHA, rho: float = RHO) -> str:
-    """One paragraph for the report: what the verdicts mean."""
-    return (f"Verdicts on {measure} (COCO points), margin ±{margin:g}. Each interval is an always-valid "
-            f"confidence sequence (Lai's t-mixture, rho={rho:g}) at {100 * alpha:g}% / {k} comparison(s) "
-            f"(Bonferroni), so looking after every seed does not inflate the error rates. helps: the "
-            f"interval lies above 0; hurts: below 0; no effect: inside ±{margin:g}. 'seeds' is the number "
-            "of paired seeds at the first decisive look. 'sd of Δ' is the seeds' spread of the paired "
-            "difference: it sets the cost of a verdict. For an undecided comparison, 'this rule would need' is "
-            "the seeds at which this interval would give a verdict if the mean and the spread seen so far hold; "
-            "'fixed design would need' is the paired t test's estimate (80% power, 5% two-sided).")
+def seeds_to_decide(mean: float, sd: float, margin: float, alpha: float, cap: int = 1000,
+                    rule: Rule | None = None) -> float:
+    """The pairs at which `rule`'s interval at `alpha`, for differences with the mean `mean` and
+    the spread `sd` seen so far, would first give a verdict (inf beyond `cap`, or beyond the
+    rule's own cap where it is set for one; nan without a spread)."""
+    rule = rule or Rule()
+    cap = min(cap, rule.max_seeds) if not KINDS[rule.kind].anytime else cap
+    return rules.seeds_to_decide(rule.kind, mean, sd, margin, alpha, cap=cap, rho=rule.rho, bound=BOUND)

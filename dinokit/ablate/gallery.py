@@ -85,6 +85,7 @@ def make_gallery(done: pd.DataFrame, arms: list[str], path: Path, device: str = 
     when no seed has every arm's checkpoint (e.g. a report rebuilt on another machine)."""
     import dinokit
     from dinokit.data.coco import build_dataset, resolve_source
+    from dinokit.infer.detections import read_image
     from dinokit.infer.draw import draw_detections
 
     seed = gallery_seed(done, arms)
@@ -106,7 +107,7 @@ def make_gallery(done: pd.DataFrame, arms: list[str], path: Path, device: str = 
         boxes = torch.cat([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], dim=1)  # (N, 4) xyxy pixels
         labels = [dataset.cat_ids.index(a["category_id"]) for a in anns]
         texts = [name_of.get(a["category_id"], "?") for a in anns]
-        truth.append(_cell(draw_detections(Image.open(file).convert("RGB"), boxes, labels, texts)))
+        truth.append(_cell(draw_detections(read_image(Path(file)), boxes, labels, texts)))  # read, then closed
     columns.append(truth)
     for arm in arms:
         found = detectors[arm].predict(files, score=SCORE)

@@ -3,7 +3,9 @@
 Every process or machine working on one study reads the same ledger (the study's storage,
 dinokit/studies/storage.py): a pair is done when a trial for it is COMPLETE, taken while a live
 trial holds it, and free again when its holder died (same host: its pid is gone; elsewhere: its
-heartbeat stopped for `studies.storage.GRACE_S` seconds).
+heartbeat stopped for `studies.storage.GRACE_S` seconds). A pair whose latest attempt failed
+deterministically (user attr `deterministic`: a DinokitError such as bad data) is `broken`: not
+retried as if the failure were transient, until `--retry-failed` says its cause was fixed.
 """
 
 from __future__ import annotations
@@ -57,11 +59,13 @@ class Ledger:
     live: set[Pair] = field(default_factory=set)  # queued or running (maybe in another process)
     failed_now: set[Pair] = field(default_factory=set)  # failed in this run: left for the next
     attempted: set[Pair] = field(default_factory=set)  # failed at some point
+    broken: set[Pair] = field(default_factory=set)  # latest attempt failed deterministically
     waiting: int = 0
 
     @classmethod
     def read(cls, study: optuna.Study, run_id: str) -> "Ledger":
         led = cls()
+        latest: dict[Pair, FrozenTrial] = {}
         for t in study.get_trials(deepcopy=False):
             p = pair_of(t)
             led.waiting += t.state == TrialState.WAITING
@@ -73,9 +77,13 @@ class Ledger:
                 led.live.add(p)
             elif t.state == TrialState.FAIL:
                 led.attempted.add(p)
+                latest[p] = t if p not in latest or latest[p].number < t.number else latest[p]
                 if t.user_attrs.get("run_id") == run_id:
                     led.failed_now.add(p)
+        led.broken = {p for p, t in latest.items() if t.user_attrs.get("deterministic")} - led.done
         return led
 
-    def pending(self, pairs: list[Pair]) -> list[Pair]:
-        return [p for p in pairs if p not in self.done | self.live | self.failed_now]
+    def pending(self, pairs: list[Pair], retry_failed: bool = False) -> list[Pair]:
+        """Pairs to train now; deterministic failures only with `retry_failed`."""
+        skip = self.done | self.live | self.failed_now | (set() if retry_failed else self.broken)
+        return [p for p in pairs if p not in skip]

@@ -114,8 +114,10 @@ def plot_convergence(name: str, arms: list[str], baseline: str, hist: pd.DataFra
     save_figure(fig, path)
 
 
-def plot_forest(name: str, baseline: str, summary: pd.DataFrame, path: Path) -> None:
-    """Paired differences vs the baseline with 95% CIs: one row per (arm, quantity)."""
+def plot_forest(name: str, baseline: str, summary: pd.DataFrame, path: Path, descriptive: bool = False) -> None:
+    """Paired differences vs the baseline with 95% paired-t CIs: one row per (arm, quantity).
+    `descriptive`: the study has verdicts (its rule's), so the intervals are drawn without any
+    mark of significance and the title says they are not the verdicts."""
     colour = arm_colors(summary["arm"].tolist())
     rows = [(f"{r['arm']}: {label}", r[f"d{key}"], r[f"d{key}_low"], r[f"d{key}_high"], colour[r["arm"]])
             for _, r in summary.iterrows() if r["arm"] != baseline for key, label in FOREST
@@ -128,21 +130,23 @@ def plot_forest(name: str, baseline: str, summary: pd.DataFrame, path: Path) -> 
         y = len(rows) - 1 - i
         if not pd.isna(low):  # a difference of points lies in [-100, 100]
             ax.plot([clip_points(100 * low, -100), clip_points(100 * high, -100)], [y, y], "-", color=c, linewidth=2)
-        resolved = not pd.isna(low) and not low <= 0 <= high
+        resolved = descriptive or (not pd.isna(low) and not low <= 0 <= high)
         ax.plot([100 * mean], [y], "o", color=c, markerfacecolor=c if resolved else "white", markersize=7)
     ax.axvline(0.0, color="k", linewidth=0.8)
     ax.set_yticks(range(len(rows)), [r[0] for r in reversed(rows)], fontsize="small")
-    ax.set(xlabel=f"arm − {baseline} (COCO points, paired by seed, 95% CI)",
-           title=f"{name}: paired differences (filled dot: CI excludes 0)")
+    ax.set(xlabel=f"arm − {baseline} (COCO points, paired by seed, 95% paired-t CI)",
+           title=f"{name}: paired differences, " + ("descriptive intervals\n(fixed-design, not the verdicts: "
+                                                    "see the report's Verdicts)" if descriptive else
+                                                    "fixed seeds (filled dot: CI excludes 0)"))
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     save_figure(fig, path)
 
 
 def plot_heatmap(name: str, diffs: pd.DataFrame, path: Path) -> None:
-    """Rows = classes and sizes, columns = comparisons (`diffs`: key, comparison, mean, low,
-    high in AP fractions); colour = mean paired difference in COCO points (red: lower, blue:
-    higher), hatched where the 95% interval straddles 0, grey 'n/a' where undefined."""
+    """Rows = classes and sizes, columns = comparisons (`diffs`: key, comparison, mean in AP
+    fractions); colour = mean paired difference in COCO points (red: lower, blue: higher), grey
+    'n/a' where undefined. Exploratory (ablate/breakdown.py): no cell is marked significant."""
     import numpy as np
     from matplotlib.patches import Rectangle
 
@@ -168,14 +172,10 @@ def plot_heatmap(name: str, diffs: pd.DataFrame, path: Path) -> None:
                 ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, color="#dddddd"))
                 ax.text(j, i, "n/a", ha="center", va="center", fontsize="small", color="#555555")
                 continue
-            low, high = cell.loc[(k, c), "low"], cell.loc[(k, c), "high"]
-            if pd.isna(low) or low <= 0 <= high:
-                ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="///", edgecolor="#666666",
-                                       linewidth=0))
             ax.text(j, i, f"{round(grid[i, j], 1) + 0.0:+.1f}", ha="center", va="center", fontsize="small")
     ax.set_xticks(range(len(cols)), cols, rotation=20, ha="right", fontsize="small")
     ax.set_yticks(range(len(keys)), keys, fontsize="small")
     fig.colorbar(image, ax=ax, label="mean paired Δ AP (COCO points)")
-    ax.set(title=f"{name}: what changed per class and size (hatched: 95% CI straddles 0)")
+    ax.set(title=f"{name}: what changed per class and size\n(exploratory mean paired differences, not verdicts)")
     fig.tight_layout()
     save_figure(fig, path)

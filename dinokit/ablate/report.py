@@ -1,118 +1,39 @@
 """The ablation report: per-arm statistics over seeds, paired differences, tables and files.
 
-Input is plain pandas (one row per trial, one row per evaluation), so the report can be rebuilt
-from storage at any time and tested on hand-made tables. AP-type numbers are fractions in
-[0, 1] in the CSV and COCO points (x100) in the tables, as in papers. Every file is written to a
-temporary name and moved into place, so a crash never leaves a half-written report.
+Input is plain pandas (ablate/records.py: one row per trial, one row per evaluation), so the
+report can be rebuilt from storage at any time and tested on hand-made tables. AP-type numbers are
+fractions in [0, 1] in the CSV and COCO points (x100) in the tables, as in papers. Every file is
+written to a temporary name and moved into place, so a crash never leaves a half-written report.
+
+A study with a rule shows one verdict per comparison, the rule's (Verdicts); every other
+interval here (the per-arm and step tables' paired-t intervals, forest.png) is fixed-design and
+labelled descriptive: on seeds a sequential study chose to stop at, it is not a test.
 """
 
 from __future__ import annotations
 
 import html
 import math
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from dinokit.ablate.arms import ArmSet, arm_config, setting
-from dinokit.ablate.decide import LEGACY_RHO
+from dinokit.ablate import findings
+from dinokit.ablate.arms import STEPS
+from dinokit.ablate.decide import Rule
 from dinokit.ablate.format import MIN_SEEDS_FOR_CI, delta_cell, mean_std, params_cell, reached_cell, seeds_cell
 from dinokit.ablate.plots import plot_ap, plot_convergence, plot_forest, plot_heatmap
-from dinokit.ablate.steps import is_cumulative, step_differences
-from dinokit.ablate.stats import (
-    THRESHOLDS, PairedDiff, curve_stats, paired_difference, seeds_needed, threshold_column,
-)
-from dinokit.config import Config
+from dinokit.ablate.records import ReportData, completed, report_data  # noqa: F401 (report_data: re-exported)
+from dinokit.ablate.steps import comparisons, step_differences
+from dinokit.ablate.stats import THRESHOLDS, PairedDiff, paired_difference, seeds_needed, threshold_column
+from dinokit.ablate.verdicts import decisions_for, verdict_label
 from dinokit.files import write_text, write_with
 
 METRICS = ("AP", "AP50", "AP75", "APs")
-ALL_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR100")
 CURVE = ("auc", *(threshold_column(t) for t in THRESHOLDS))  # per-trial convergence numbers
 COMPARED = (*METRICS, *CURVE)  # each gets a paired difference vs the baseline and a power estimate
-SWITCHES = ("queries", "denoising", "neg_target", "lft", "dn_draws", "attention")
-
-
-@dataclass
-class ReportData:
-    """Everything a report shows. `trials`: one row per trial (columns: trial, state, arm, seed,
-    metrics, train_time, params, error, switches); `history`: one row per evaluation (trial, arm,
-    seed, step, metrics)."""
-
-    name: str
-    arms: list[str]
-    baseline: str
-    trials: pd.DataFrame
-    history: pd.DataFrame = field(default_factory=pd.DataFrame)
-    seeds: list[int] = field(default_factory=list)
-    meta: dict[str, Any] = field(default_factory=dict)  # shown as-is: preset, data, budget, ...
-    arm_settings: dict[str, str] = field(default_factory=dict)  # arm -> "field=value, ..."
-    arm_set: ArmSet | None = None  # a cumulative one also gets the step table
-    analyses: dict[int, dict[str, Any]] = field(default_factory=dict)  # trial -> per-class/size/errors
-    rule: dict[str, Any] | None = None  # {margin, measure[, reason]}: the Verdicts section
-    sequential: bool = False  # seeds run in rounds: arms not needed are not "missing"
-    sections: list[Any] = field(default_factory=list)  # findings.Section, filled by write_report
-
-
-def report_data(name: str, arm_set: ArmSet, base: Config, seeds: list[int], records: list[dict[str, Any]],
-                meta: dict[str, Any]) -> ReportData:
-    """Tables from stored trial records ({trial, state, arm, seed, attrs, started, finished}).
-
-    Metrics are the trial's final evaluation (the last step mark); each row also carries its
-    curve's AUC and steps-to-threshold, and the arm's resolved switches (and any other field an
-    arm overrides), so trials.csv alone says what was trained and how it converged.
-    """
-    configs = {a.name: arm_config(base, a) for a in arm_set.arms}
-    extra = dict.fromkeys(k for a in arm_set.arms for k in a.overrides if k not in SWITCHES)
-    rows, hist, analyses = [], [], {}
-    for rec in records:
-        if rec["arm"] not in configs:
-            continue
-        ua, cfg = rec["attrs"], configs[rec["arm"]]
-        history = ua.get("history", [])
-        last = history[-1] if history else {}
-        metrics = {**ua.get("metrics", {}), **{m: last[m] for m in ALL_METRICS if isinstance(last.get(m), float)}}
-        row: dict[str, Any] = {k: rec[k] for k in ("trial", "state", "arm", "seed")}
-        row.update({m: metrics.get(m, math.nan) for m in ALL_METRICS})
-        row.update(train_time=ua.get("train_time", math.nan), params=ua.get("params", math.nan),
-                   steps=last.get("step"), error=ua.get("error", ""),
-                   run_dir=ua.get("run_dir", ""), host=ua.get("host", ""), slurm_job=ua.get("slurm_job", ""),
-                   started=_iso(rec.get("started")), finished=_iso(rec.get("finished")))
-        row.update({k: setting(cfg, k) for k in (*SWITCHES, *extra)})
-        rows.append(row)
-        if rec["state"] == "COMPLETE" and isinstance(ua.get("analysis"), dict):
-            analyses[int(rec["trial"])] = ua["analysis"]
-        if rec["state"] == "COMPLETE":
-            hist += [{"trial": rec["trial"], "arm": rec["arm"], "seed": rec["seed"], **h} for h in history]
-    trials, history = pd.DataFrame(rows), pd.DataFrame(hist)
-    if not history.empty:  # only the curves of the trials the table uses
-        history = history[history["trial"].isin(completed(trials)["trial"])]
-    if not trials.empty:
-        trials = trials.merge(curve_stats(history), on="trial", how="left")
-    settings = {a.name: (", ".join(f"{k}={_show(v)}" for k, v in a.overrides.items()) or "base config")
-                + (f" — {a.description}" if a.description else "") for a in arm_set.arms}
-    meta = {**({"description": arm_set.description} if arm_set.description else {}), **meta,
-            "baseline": arm_set.baseline}
-    return ReportData(name, arm_set.names, arm_set.baseline, trials, history, list(seeds), meta, settings, arm_set,
-                      analyses)
-
-
-def _iso(when: Any) -> str:
-    return when.isoformat(timespec="seconds") if isinstance(when, datetime) else ""
-
-
-def _show(value: Any) -> str:
-    return str(value).lower() if isinstance(value, bool) else str(value)
-
-
-def completed(trials: pd.DataFrame) -> pd.DataFrame:
-    """Finished trials, one per (arm, seed) (the latest if storage ever holds two)."""
-    if trials.empty or "state" not in trials:
-        return trials.iloc[0:0]
-    done = trials[trials["state"] == "COMPLETE"]
-    return done.sort_values("trial").drop_duplicates(["arm", "seed"], keep="last")
 
 
 def summarize(trials: pd.DataFrame, arms: list[str], baseline: str) -> pd.DataFrame:
@@ -143,6 +64,7 @@ def summarize(trials: pd.DataFrame, arms: list[str], baseline: str) -> pd.DataFr
         row["pairs"] = row["dAP_n"]
         failed = trials[(trials["arm"] == arm) & (trials["state"] == "FAIL")] if not trials.empty else trials
         row["failed"] = len(failed)
+        row["diverged"] = int(g["diverged"].notna().sum()) if "diverged" in g else 0
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -151,9 +73,10 @@ def display_table(summary: pd.DataFrame, baseline: str) -> pd.DataFrame:
     """The human table: strings, one row per arm (shared by markdown, HTML and the terminal)."""
     rows = []
     for _, r in summary.iterrows():
+        notes = [f"{int(r[k])} {k}" for k in ("diverged", "failed") if r.get(k, 0)]
         rows.append({
             "arm": r["arm"],
-            "seeds": str(int(r["n"])) + (f" ({int(r['failed'])} failed)" if r["failed"] else ""),
+            "seeds": str(int(r["n"])) + (f" ({', '.join(notes)})" if notes else ""),
             **{m: mean_std(r[f"{m}_mean"], r[f"{m}_std"]) for m in METRICS},
             f"ΔAP vs {baseline} [95% CI]": delta_cell(r, baseline),
             "seeds for ΔAP": seeds_cell(r, baseline),
@@ -179,25 +102,34 @@ def convergence_table(summary: pd.DataFrame, baseline: str) -> pd.DataFrame:
 
 
 def steps_table(data: ReportData) -> pd.DataFrame | None:
-    """For a cumulative study (each arm changes one setting from the one above): what each step
-    adds, paired by seed; None for any other study."""
-    if data.arm_set is None or not is_cumulative(data.arm_set):
+    """For a `kind: steps` study: what each step adds, paired by seed; None for any other study.
+    With a rule, the step's one verdict is the rule's (the same as in Verdicts); without one,
+    which descriptive intervals exclude 0."""
+    if data.arm_set is None or data.arm_set.kind != STEPS:
         return None
+    verdicts = {(d.arm, d.reference): verdict_label(d, data.rule) for d in data.decisions} if data.rule else {}
     rows = []
     for _, r in step_differences(completed(data.trials), data.arm_set).iterrows():
-        rows.append({"step": r["step"], "change": r["change"], "pairs": int(r["dAP50_n"]),
-                     **{f"Δ{label} [95% CI]": delta_cell(r, "", col) for col, label in
-                        (("AP", "AP"), ("AP50", "AP50"), ("auc", "AP50 AUC"))},
-                     "resolved": ", ".join(label for col, label in (("AP", "AP"), ("AP50", "AP50"), ("auc", "AUC"))
-                                           if r[f"d{col}_resolved"] and r[f"d{col}_n"] >= MIN_SEEDS_FOR_CI) or "no",
-                     "seeds for ΔAP50": seeds_cell(r, "", "AP50"), "seeds for ΔAUC": seeds_cell(r, "", "auc")})
+        above = r["step"].split(" → ")[0]
+        row = {"step": r["step"], "change": r["change"], "pairs": int(r["dAP50_n"]),
+               **{f"Δ{label} [95% CI, descriptive]": delta_cell(r, "", col) for col, label in
+                  (("AP", "AP"), ("AP50", "AP50"), ("auc", "AP50 AUC"))}}
+        if data.rule is not None:
+            row["verdict (the rule's)"] = verdicts.get((r["arm"], above), "—")
+        else:
+            row["CI excludes 0 (descriptive)"] = ", ".join(
+                label for col, label in (("AP", "AP"), ("AP50", "AP50"), ("auc", "AUC"))
+                if r[f"d{col}_resolved"] and r[f"d{col}_n"] >= MIN_SEEDS_FOR_CI) or "no"
+        rows.append({**row, "seeds for ΔAP50": seeds_cell(r, "", "AP50"), "seeds for ΔAUC": seeds_cell(r, "", "auc")})
     return pd.DataFrame(rows)
 
 
 STEPS_NOTE = (
-    "Each row is one step of the cumulative table: the arm against the arm above it, paired by "
-    "seed (same 95% paired-t interval and seed estimate as above). 'resolved' names the measures "
-    "whose interval excludes 0, from 3 pairs or more."
+    "Each row is one step of a `kind: steps` study: the arm against the arm above it, paired by "
+    "seed (the same descriptive 95% paired-t interval and seed estimate as above). With a rule, "
+    "'verdict' is the step's one verdict, the same as in Verdicts; the intervals beside it assume "
+    "seeds fixed in advance, which a sequential study's are not, so they describe and do not decide. "
+    "Without a rule, 'CI excludes 0' names the measures whose interval excludes 0, from 3 pairs or more."
 )
 
 
@@ -218,6 +150,9 @@ def failures(trials: pd.DataFrame) -> pd.DataFrame:
     bad = trials[trials["state"] == "FAIL"].sort_values("trial")
     errors = bad["error"] if "error" in bad else pd.Series("", index=bad.index)
     errors = errors.fillna("").astype(str).replace("", "interrupted (worker stopped without reporting)")
+    if "deterministic" in bad:
+        errors = errors.where(~bad["deterministic"].fillna(False).astype(bool),
+                              errors + " (deterministic: not retried; fix it, then --retry-failed)")
     return pd.DataFrame({"trial": bad["trial"], "arm": bad["arm"], "seed": bad["seed"], "error": errors})
 
 
@@ -232,12 +167,14 @@ def missing_pairs(data: ReportData) -> list[str]:
 
 NOTE = (
     "AP metrics are COCO points (x100) at the final step mark: mean ± sample standard deviation "
-    "over seeds. ΔAP is the mean over seeds of (arm − baseline) AP, each arm paired with the "
-    "baseline run of the same seed; the interval is the 95% paired-t confidence interval (n − 1 "
-    "degrees of freedom). An interval that excludes 0 means the effect is resolved at this budget; "
-    "† marks intervals from fewer than 3 pairs (1 degree of freedom: very wide, barely informative). "
-    "'seeds for Δ' is how many paired seeds a paired t test (two-sided, 5% significance) needs to "
-    "resolve the observed difference with 80% power, if the differences keep their observed spread."
+    "over seeds; a diverged trial counts with AP 0 (its arm's 'seeds' says how many diverged). "
+    "ΔAP is the mean over seeds of (arm − baseline) AP, each arm paired with the baseline run of "
+    "the same seed; the interval is the 95% paired-t confidence interval (n − 1 degrees of freedom), "
+    "descriptive: it assumes the seeds were fixed in advance and one comparison, so where the report "
+    "has Verdicts, they are the answer and this interval is not. † marks intervals from fewer than 3 "
+    "pairs (1 degree of freedom: very wide, barely informative). 'seeds for Δ' is how many paired "
+    "seeds a paired t test (two-sided, 5% significance) needs to resolve the observed difference with "
+    "80% power, if the differences keep their observed spread."
 )
 CURVE_NOTE = (
     "Every trial is evaluated at the same step marks. AP50 AUC is the area under the AP50-vs-step "
@@ -257,7 +194,7 @@ def render_markdown(data: ReportData, summary: pd.DataFrame) -> str:
         if key != "description":
             out.append(f"- **{key}**: {value}")
     out.append("")
-    for sec in data.sections[:1] if data.rule else []:
+    for sec in _top(data, True):
         out += _md_section(sec)
     out += ["## Results", "", _md_table(display_table(summary, data.baseline)), "", NOTE, ""]
     steps = steps_table(data)
@@ -266,7 +203,7 @@ def render_markdown(data: ReportData, summary: pd.DataFrame) -> str:
     out += ["## Convergence", "", _md_table(convergence_table(summary, data.baseline)), "", CURVE_NOTE, ""]
     out += ["![AP50 against step](convergence.png)", "", "![paired differences](forest.png)", "",
             "![AP per arm](ap.png)", ""]
-    for sec in data.sections[1:] if data.rule else data.sections:
+    for sec in _top(data, False):
         out += _md_section(sec)
     if data.arm_settings:
         settings = pd.DataFrame({"arm": list(data.arm_settings), "settings": list(data.arm_settings.values())})
@@ -278,6 +215,11 @@ def render_markdown(data: ReportData, summary: pd.DataFrame) -> str:
     if missing:
         out += ["## Not finished", "", ", ".join(missing), ""]
     return "\n".join(out)
+
+
+def _top(data: ReportData, top: bool) -> list[Any]:
+    """The sections above the per-arm table (the verdicts), or the others."""
+    return [sec for sec in data.sections if sec.top == top]
 
 
 def _md_section(sec: Any) -> list[str]:
@@ -315,7 +257,7 @@ def render_html(data: ReportData, summary: pd.DataFrame) -> str:
         "</style></head><body>",
         f"<h1>Ablation: {esc(data.name)}</h1><ul>",
         *(f"<li><b>{esc(str(k))}</b>: {esc(str(v))}</li>" for k, v in meta.items()),
-        "</ul>", *(x for sec in (data.sections[:1] if data.rule else []) for x in _html_section(sec, table)),
+        "</ul>", *(x for sec in _top(data, True) for x in _html_section(sec, table)),
         "<h2>Results</h2>", table(display_table(summary, data.baseline)),
         f"<p>{esc(NOTE)}</p>",
         *([] if (steps := steps_table(data)) is None else ["<h2>Steps</h2>", table(steps), f"<p>{esc(STEPS_NOTE)}</p>"]),
@@ -323,7 +265,7 @@ def render_html(data: ReportData, summary: pd.DataFrame) -> str:
         f"<p>{esc(CURVE_NOTE)}</p>",
         "<p><img src='convergence.png' alt='AP50 against step'> <img src='forest.png' alt='paired differences'>"
         " <img src='ap.png' alt='AP per arm'></p>",
-        *(x for sec in (data.sections[1:] if data.rule else data.sections) for x in _html_section(sec, table)),
+        *(x for sec in _top(data, False) for x in _html_section(sec, table)),
     ]
     if data.arm_settings:
         parts += ["<h2>Arms</h2>", table(pd.DataFrame({"arm": list(data.arm_settings),
@@ -348,19 +290,18 @@ def write_csv(path: Path, table: pd.DataFrame) -> None:
 def write_report(data: ReportData, out_dir: Path, gallery: bool = True) -> pd.DataFrame:
     """Write trials.csv, summary.csv, report.md, report.html, ap.png, convergence.png and
     forest.png (and heatmap.png, gallery.png when the trials carry what they need); return the
-    summary (one row per arm, every statistic, fractions not points)."""
-    from dinokit.ablate import findings
-
+    summary (one row per arm, every statistic, fractions not points). The verdicts are those of
+    `data.rule` (the study's stored rule), computed once here for every view of them."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = summarize(data.trials, data.arms, data.baseline)
     done = completed(data.trials)
-    rule = data.rule or {}  # a study stored without rho ran under decide.LEGACY_RHO
-    data.sections = ([findings.verdict_section(data, float(rule["margin"]), str(rule["measure"]),
-                                               str(rule.get("reason", "")), float(rule.get("rho", LEGACY_RHO)))]
-                     if data.rule else [])
-    data.sections += findings.breakdown_sections(data, done, out_dir, plot_heatmap)
-    data.sections += findings.gallery_section(data, done, out_dir) if gallery else []
+    data.decisions = decisions_for(data, data.rule) if data.rule is not None else []
+    comps = list(data.rule.comparisons) if data.rule is not None else \
+        comparisons(data.arm_set) if data.arm_set is not None else []
+    data.sections = findings.verdict_sections(data, data.decisions)
+    data.sections += findings.breakdown_sections(data, done, comps, data.decisions, out_dir, plot_heatmap)
+    data.sections += findings.gallery_section(data, done, data.decisions, out_dir) if gallery else []
     trials = data.trials.sort_values("trial") if not data.trials.empty else data.trials
     write_csv(out_dir / "trials.csv", trials)
     write_csv(out_dir / "summary.csv", summary)
@@ -369,23 +310,41 @@ def write_report(data: ReportData, out_dir: Path, gallery: bool = True) -> pd.Da
     write_text(out_dir / "report.html", render_html(data, summary))
     plot_ap(data.name, data.baseline, summary, completed(data.trials), out_dir / "ap.png")
     plot_convergence(data.name, data.arms, data.baseline, data.history, out_dir / "convergence.png")
-    plot_forest(data.name, data.baseline, summary, out_dir / "forest.png")
+    plot_forest(data.name, data.baseline, summary, out_dir / "forest.png", descriptive=data.rule is not None)
     return summary
 
 
-def render(storage_url: str, name: str, out_dir: Path, rule: dict[str, Any] | None = None,
-           gallery: bool = True) -> tuple[ReportData, pd.DataFrame]:
+def render(storage_url: str, name: str, out_dir: Path, explore: tuple[float | None, str | None] | None = None,
+           reason: str = "", gallery: bool = True) -> tuple[ReportData, pd.DataFrame]:
     """Rebuild `out_dir`'s report from storage alone; returns the data and the per-arm summary.
-    `rule` ({margin, measure}) adds the Verdicts section; a sequential study's own rule is the
-    default."""
+
+    A sequential study's verdicts are always those of its stored rule; `explore` (margin, measure:
+    `ablate report --margin/--decide-on`) adds a labelled exploratory view beside them when it
+    differs from the rule. A fixed-seed study stored no rule: `explore` gives it one at report time
+    (the tmixture interval is valid at any number of seeds), and the report says where it came from."""
+    from dinokit.ablate.sequential import check_rule, stored_rule
     from dinokit.ablate.study import read_trials, safe_url
 
     spec, records = read_trials(storage_url, name)
-    sequential = spec.meta.get("sequential", False)
+    rule = stored_rule(storage_url, name, spec.arm_set)
+    sequential = bool(spec.meta.get("sequential", False)) or rule is not None
     seeds = sorted({r["seed"] for r in records}) if sequential else spec.seeds
     meta = {**{k: v for k, v in spec.meta.items() if k not in ("sequential", "rule")}, "seeds": ", ".join(map(str, seeds)),
             "storage": safe_url(storage_url)}
     data = report_data(name, spec.arm_set, spec.base, seeds, records, meta)
-    data.sequential = bool(sequential)
-    data.rule = rule or spec.meta.get("rule")
+    data.sequential, data.rule, data.reason = sequential, rule, reason
+    if explore is not None and explore != (None, None):
+        margin, measure = explore
+        if rule is None:
+            asked = Rule(1.0 if margin is None else margin, measure or "AP", tuple(comparisons(spec.arm_set)),
+                         max(2, len(seeds)))
+            check_rule(asked, cap=False)
+            data.rule = asked
+            data.rule_note = ("This study ran a fixed number of seeds and stored no rule: this one was given on "
+                              "`ablate report` after the data was seen.")
+        else:
+            asked = Rule(rule.margin if margin is None else margin, measure or rule.measure, rule.comparisons,
+                         rule.max_seeds, rule.kind, rule.alpha, rule.rho)
+            check_rule(asked, cap=False)
+            data.explore = asked if (asked.margin, asked.measure) != (rule.margin, rule.measure) else None
     return data, write_report(data, Path(out_dir), gallery)

@@ -1,9 +1,10 @@
-"""The steps of a cumulative study: each row against the row above it, paired by seed.
+"""The questions a study asks (`comparisons`) and the steps of a `kind: steps` study.
 
-A study whose arms each change exactly one setting from the arm before them (the paper's
-component table, `--study paper_table`) asks "what does each step add?", not "what is
-still missing compared with the baseline?". The per-arm table answers the second; this one
-answers the first with the same paired statistics (95% paired-t interval, seeds needed).
+A study file that declares `kind: steps` (the paper's component table, `--study paper_table`)
+asks "what does each step add?": each arm against the arm above it. Every other study, and
+always one made from removal flags (`ablate --no-cdn --no-dn`), asks "what does each arm change
+against the baseline?". The per-arm table answers the second in every study; the step table
+answers the first with descriptive paired statistics (95% paired-t interval, seeds needed).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from dinokit.ablate.arms import ArmSet
+from dinokit.ablate.arms import STEPS, ArmSet
 from dinokit.ablate.stats import PairedDiff, paired_difference, seeds_needed
 
 STEP_METRICS = ("AP", "AP50", "auc")  # the final AP, AP50 and the AP50 curve's mean height
@@ -26,8 +27,10 @@ def changes(before: dict[str, Any], after: dict[str, Any]) -> dict[str, tuple[An
             if before.get(k) != after.get(k)}
 
 
-def is_cumulative(arm_set: ArmSet) -> bool:
-    """Three or more arms, each changing exactly one setting from the arm above it."""
+def legacy_steps(arm_set: ArmSet) -> bool:
+    """How studies stored before `kind` existed were read: three or more arms, each changing
+    exactly one setting from the arm above it, were steps (removal flags of one field included).
+    Only for those stored studies, so that they keep the question they were decided on."""
     arms = arm_set.arms
     return len(arms) >= 3 and all(len(changes(a.overrides, b.overrides)) == 1 for a, b in zip(arms, arms[1:]))
 
@@ -38,9 +41,9 @@ def step_differences(done: pd.DataFrame, arm_set: ArmSet) -> pd.DataFrame:
     (the columns the report's cell formatters read). `done`: one finished trial per (arm, seed)."""
     rows = []
     for before, after in zip(arm_set.arms, arm_set.arms[1:]):
-        (key, (old, new)), = changes(before.overrides, after.overrides).items()
-        row: dict[str, Any] = {"arm": after.name, "step": f"{before.name} → {after.name}",
-                               "change": f"{key}: {_value(old)} → {_value(new)}"}
+        change = "; ".join(f"{key}: {_value(old)} → {_value(new)}"
+                           for key, (old, new) in changes(before.overrides, after.overrides).items())
+        row: dict[str, Any] = {"arm": after.name, "step": f"{before.name} → {after.name}", "change": change}
         a = done[done["arm"] == after.name].set_index("seed") if len(done) else done
         b = done[done["arm"] == before.name].set_index("seed") if len(done) else done
         for col in STEP_METRICS:
@@ -58,9 +61,9 @@ def _value(v: Any) -> str:
 
 
 def comparisons(arm_set: ArmSet) -> list[tuple[str, str, str]]:
-    """The questions a study asks, as (name, arm, reference): each step of a cumulative study
+    """The questions a study asks, as (name, arm, reference): each step of a `kind: steps` study
     (the arm against the arm above it), otherwise each arm against the baseline."""
-    if is_cumulative(arm_set):
+    if arm_set.kind == STEPS:
         arms = arm_set.arms
         return [(f"{a.name} → {b.name}", b.name, a.name) for a, b in zip(arms, arms[1:])]
     return [(f"{a} vs {arm_set.baseline}", a, arm_set.baseline) for a in arm_set.names if a != arm_set.baseline]

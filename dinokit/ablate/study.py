@@ -8,7 +8,10 @@ Who trains which pair:
 - a `GridSampler` over (arm, seed) hands out fresh pairs; the first n trials of a study get
   n distinct grid points by construction, whatever the number of workers;
 - pairs that failed or were interrupted in an earlier run are queued again (`enqueue_trial`);
-  a pair that failed in this run waits for the next run (no retry loops);
+  a pair that failed in this run waits for the next run (no retry loops). A deterministic failure
+  (a DinokitError: bad data, a refused setting) is not queued again: it would fail the same way
+  (`retry_failed`, `--retry-failed`, after fixing its cause). A diverged trial is not a failure:
+  it is COMPLETE with `diverged` = the step, an outcome of its arm (ablate/records.py scores it);
 - before training, a trial checks the ledger: if its pair is COMPLETE or held by a live trial
   with a lower number, it steps aside (PRUNED, user attr `skipped`). Trials record their pair
   before this check, so of two trials racing for a pair exactly one trains it;
@@ -31,21 +34,25 @@ from typing import Any, Callable
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from dinokit.ablate.arms import Arm, ArmSet, arm_config, validate_arms
-from dinokit.ablate.decide import LEGACY_RHO, RULE_ATTR
+from dinokit.ablate.arms import BASELINE, STEPS, Arm, ArmSet, arm_config, validate_arms
 from dinokit.ablate.ledger import Ledger, Pair, holder_of, pair_of
+from dinokit.ablate.outcomes import diverged_at, forget_copied, record_divergence, study_seconds
 from dinokit.ablate.pairing import SharedInit
+from dinokit.ablate.steps import legacy_steps
 from dinokit.config import Config, check_budget, diff_configs, plain
 from dinokit.errors import DinokitError, run_worker
 from dinokit.studies.launch import Launch
 from dinokit.studies.pool import run_pool
 from dinokit.studies.slurm import submit_workers
 from dinokit.studies.storage import default_storage, open_storage, safe_url
-from dinokit.studies.trials import DEFAULT_TRAINER, history_row, load_trainer
+from dinokit.studies.trials import (
+    DEFAULT_TRAINER, SECONDS, history_row, label_trial, load_trainer, seconds_attr,
+)
 from dinokit.studies.workers import reap_dead, sign, threads_per_job
 
-# may differ between the processes and machines that share one study
-_LOCAL = ("train.threads", "train.out", "train.name", "train.seed", "train.device", "data.workers")
+# may differ between the processes and machines that share one study (and runs of it: the loggers)
+_LOCAL = ("train.threads", "train.out", "train.name", "train.seed", "train.device", "data.workers",
+          "train.tensorboard", "train.mlflow", "train.tags")
 Say = Callable[[str], None]
 
 
@@ -62,7 +69,8 @@ class AblationSpec:
     meta: dict[str, Any] = field(default_factory=dict)  # shown in the report (preset, data, budget)
     trainer: str | Callable[..., Any] = DEFAULT_TRAINER  # "module:function" or a function like train()
     wanted: list[Pair] | None = None  # a sequential round: only these pairs (None: every arm x seed)
-    deadline: float | None = None  # time.time() after which no worker starts another trial (--max-hours)
+    max_seconds: float | None = None  # the study's trial-seconds after which no worker starts a trial (--max-hours)
+    retry_failed: bool = False  # retry pairs that failed deterministically (their cause was fixed)
 
     def __post_init__(self) -> None:
         self.out_dir = Path(self.out_dir)
@@ -77,12 +85,15 @@ class AblationSpec:
     def identity(self) -> dict[str, Any]:
         """What a rerun must match to resume this study; stored in the study itself."""
         return plain({"arms": [a.to_dict() for a in self.arm_set.arms], "baseline": self.arm_set.baseline,
-                       "description": self.arm_set.description, "seeds": list(self.seeds),
+                       "description": self.arm_set.description, "kind": self.arm_set.kind, "seeds": list(self.seeds),
                        "base": self.base.to_dict(), "meta": self.meta})
 
     @classmethod
     def from_identity(cls, name: str, ident: dict[str, Any], storage: str, out_dir: Path) -> "AblationSpec":
         arms = ArmSet(tuple(Arm.from_dict(a) for a in ident["arms"]), ident["baseline"], ident.get("description", ""))
+        # a study stored before `kind` keeps the question it was run with
+        arms = ArmSet(arms.arms, arms.baseline, arms.description,
+                      ident.get("kind") or (STEPS if legacy_steps(arms) else BASELINE))
         return cls(name, arms, list(ident["seeds"]), Config.from_dict(ident["base"]), out_dir, storage,
                    dict(ident.get("meta", {})))
 
@@ -126,6 +137,9 @@ def prepare(spec: AblationSpec) -> optuna.Study:
     where = f"ablation '{spec.name}' in {safe_url(spec.storage)}"
     if [stored[k] for k in ("arms", "seeds", "baseline")] != [mine[k] for k in ("arms", "seeds", "baseline")]:
         raise DinokitError(f"{where} has other arms or seeds; use another --name (or delete its folder)")
+    if stored.get("kind", mine["kind"]) != mine["kind"]:
+        raise DinokitError(f"{where} asks another question (kind {stored['kind']}, not {mine['kind']}); "
+                           "use another --name")
     changed = [d for d in diff_configs(stored["base"], mine["base"]) if not d.startswith(_LOCAL)]
     if changed:
         raise DinokitError(f"{where} was started with other settings ({changed[0]}); use another --name")
@@ -147,6 +161,7 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> float:
         sign(trial, run_id=self.run_id)
+        forget_copied(trial)
         arm = trial.suggest_categorical("arm", self.spec.arm_set.names)
         seed = trial.suggest_categorical("seed", list(self.spec.seeds))
         if self.spec.wanted is not None and (arm, seed) not in self.spec.wanted:  # not this round's
@@ -161,26 +176,34 @@ class Objective:
         cfg = arm_config(self.spec.base, self.spec.arm_set.get(arm))
         cfg.train.seed, cfg.train.threads = int(seed), cfg.train.threads or self.threads
         cfg.train.out, cfg.train.name = str(self.spec.out_dir), run_name((arm, seed), attempt)
+        label_trial(cfg, self.spec.name, arm=arm, seed=seed, trial=trial.number)  # MLflow tags, the model card
         tag = f"trial {trial.number}: {arm} seed {seed}"
         history: list[dict[str, Any]] = []
+        start = time.perf_counter()
 
         def on_epoch(row: dict[str, Any]) -> None:
             history.append(history_row(row))
             trial.set_user_attr("history", history)  # partial curves survive an interruption
+            trial.set_user_attr(SECONDS, seconds_attr(trial.number, time.perf_counter() - start))
             if isinstance(row.get("AP50"), (int, float)):  # the convergence curve, mark by mark
                 trial.report(float(row["AP50"]), step=int(row.get("step", len(history))))
 
         self.say(f"{tag} ({cfg.train.name})")
-        start = time.perf_counter()
         try:
             init = SharedInit(plain(self.spec.base.model.__dict__), int(seed))  # paired initial weights
             result = load_trainer(self.spec.trainer)(cfg, progress=self.progress, on_epoch=on_epoch, init_model=init)
         except BaseException as exc:  # KeyboardInterrupt too: the trial is failed, then we stop
+            trial.set_user_attr(SECONDS, seconds_attr(trial.number, time.perf_counter() - start))
+            step = diverged_at(exc)
+            if step is not None:  # an outcome of the arm, not a missing pair: counted (ablate/records.py)
+                return record_divergence(trial, step, getattr(exc, "run_dir", None), history, tag, self.say)
             text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             reason = "interrupted (KeyboardInterrupt)" if isinstance(exc, KeyboardInterrupt) else \
                 f"{type(exc).__name__}: {text}"
             trial.set_user_attr("error", reason[:500])
             trial.set_user_attr("traceback", traceback.format_exc(limit=-8)[-4000:])
+            if isinstance(exc, DinokitError):  # the same input fails the same way: not retried as transient
+                trial.set_user_attr("deterministic", True)
             self.say(f"{tag} FAILED: {reason}")
             raise
         wall = time.perf_counter() - start
@@ -200,6 +223,7 @@ class Objective:
             trial.set_user_attr(key, value)
         (Path(result.run_dir) / "last.pt").unlink(missing_ok=True)  # resume state; trials restart instead
         _analyse(trial, Path(result.run_dir) / "best.pt", cfg.train.device, self.say)
+        trial.set_user_attr(SECONDS, seconds_attr(trial.number, time.perf_counter() - start))
         self.say(f"{tag} AP {100 * best.get('AP', 0.0):.1f} ({elapsed:.0f} s)")
         return best.get("AP", 0.0)
 
@@ -229,12 +253,12 @@ def work(spec: AblationSpec, run_id: str, threads: int, progress: bool = True, s
     study = optuna.load_study(study_name=spec.name, storage=storage, sampler=_sampler(spec))
     objective = Objective(spec, run_id, threads, progress, say)
     for _ in range(20 * len(spec.pairs) + 20):  # each round finishes one trial; bounded for safety
-        if spec.deadline is not None and time.time() >= spec.deadline:
+        if spec.max_seconds is not None and study_seconds(study) >= spec.max_seconds:
             say(f"ablation {spec.name}: the time cap is reached; no new trial starts")
             return
         reap_dead(study, storage)
         ledger = Ledger.read(study, run_id)
-        pending = ledger.pending(spec.pairs)
+        pending = ledger.pending(spec.pairs, spec.retry_failed)
         if not pending and not ledger.waiting:
             return
         if not ledger.waiting:  # retries go through the queue; fresh pairs come from the grid
@@ -269,13 +293,14 @@ def run(spec: AblationSpec, jobs: int = 1, progress: bool = True, say: Say = pri
     study = prepare(spec)
     run_id = uuid.uuid4().hex[:12]
     ledger = Ledger.read(study, run_id)
-    todo = ledger.pending(spec.pairs)
+    # and the trials storage's retry callback queued (a stale heartbeat): live, yet they need a worker
+    todo = len(ledger.pending(spec.pairs, spec.retry_failed)) + ledger.waiting
     grid = (f"{len(spec.arm_set.arms)} arms x {len(spec.seeds)} seeds = {len(spec.pairs)} trials"
             if spec.wanted is None else f"this round {len(spec.pairs)} trials")
-    say(f"ablation {spec.name}: {grid}, {len(ledger.done)} done, {len(todo)} to run ({safe_url(spec.storage)})")
+    say(f"ablation {spec.name}: {grid}, {len(ledger.done)} done, {todo} to run ({safe_url(spec.storage)})")
     threads = threads_per_job(jobs)
     if todo and launch is not None and launch.on_slurm:
-        workers = [partial(_job_worker, spec, launch.threads) for _ in range(min(jobs, len(todo)))]
+        workers = [partial(_job_worker, spec, launch.threads) for _ in range(min(jobs, todo))]
         report = (f"dinokit ablate report {spec.name} --storage '{safe_url(spec.storage)}' "
                   f"--out {spec.out_dir.parent.parent}")
         if not submit_workers(launch, workers, spec.out_dir / "slurm", report, say, f"dinokit-ablate-{spec.name}"):
@@ -283,7 +308,7 @@ def run(spec: AblationSpec, jobs: int = 1, progress: bool = True, say: Say = pri
     elif todo and jobs == 1:
         work(spec, run_id, threads, progress, say)
     elif todo:
-        run_pool([partial(_worker_main, spec, run_id, threads) for _ in range(min(jobs, len(todo)))], say)
+        run_pool([partial(_worker_main, spec, run_id, threads) for _ in range(min(jobs, todo))], say)
     return Ledger.read(study, run_id)
 
 
@@ -308,8 +333,4 @@ def read_trials(storage_url: str, name: str) -> tuple[AblationSpec, list[dict[st
         if pair is not None and t.state != TrialState.WAITING and "skipped" not in t.user_attrs:
             records.append({"trial": t.number, "state": t.state.name, "arm": pair[0], "seed": pair[1],
                             "attrs": t.user_attrs, "started": t.datetime_start, "finished": t.datetime_complete})
-    spec = AblationSpec.from_identity(name, ident, storage_url, Path("."))
-    stored_rule = study.user_attrs.get(RULE_ATTR)
-    if stored_rule is not None and isinstance(spec.meta.get("rule"), dict):  # the rho its rounds decided with
-        spec.meta["rule"] = {**spec.meta["rule"], "rho": float(stored_rule.get("rho", LEGACY_RHO))}
-    return spec, records
+    return AblationSpec.from_identity(name, ident, storage_url, Path(".")), records

@@ -14,8 +14,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from dinokit.data.formats import relocate, voc_to_coco, yolo_to_coco
-from dinokit.files import write_json
+from dinokit.data.formats import relocate, source_files, voc_to_coco, yolo_to_coco
+from dinokit.files import command_inputs, write_json
 from dinokit.data.shapes import write_shapes
 from dinokit.errors import DataError
 
@@ -47,6 +47,7 @@ def check(
     from dinokit.data.check import check_data, write_label_plots
     from dinokit.runtime.rundir import new_run_dir
 
+    command_inputs(data, outputs={"--json": json_out})  # the dataset's files join as it is resolved
     report = check_data(data, read_images=not quick)
     console = Console()
     print_report(report, console)
@@ -71,6 +72,7 @@ def convert(
         raise DataError(f"data path does not exist: {src}")
     if out.suffix.lower() != ".json":
         raise DataError(f"--out must be a .json file, got {out}")
+    command_inputs(source_files(src.parent if src.is_file() else src), outputs={"--out": out})
     which = split.value if split else None
     coco = voc_to_coco(src, which) if fmt is SourceFormat.voc else yolo_to_coco(src, which)
     root = src.parent if src.is_file() else src  # file_names are relative to the dataset folder
@@ -89,6 +91,7 @@ def shapes(
     seed: int = typer.Option(0, "--seed", help="Same seed, same dataset."),
 ) -> None:
     """Write the built-in synthetic shapes dataset as COCO JSON + JPEG images."""
+    command_inputs()  # reads nothing; OUT must not exist or be empty (checked by write_shapes)
     write_shapes(out, train, val, size, seed)
     typer.echo(f"wrote {out}: {train} train + {val} val images of {size}x{size} px "
                f"(use it with --data {out})")

@@ -12,7 +12,7 @@ import contextlib
 import hashlib
 import io
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -33,7 +33,7 @@ from dinokit.data.transforms import box_cleanup, eval_transforms, train_transfor
 from dinokit.data.validate import load_coco, read_coco_json
 from dinokit.data.decode import UndecodableImage, check_images, decode_image
 from dinokit.errors import DataError
-from dinokit.files import write_json
+from dinokit.files import declare_inputs, write_json
 
 CONVERTER_VERSION = 3  # bump when formats.py changes its output: cached conversions are redone
 
@@ -64,7 +64,31 @@ class DataSource:
 
 
 def resolve_source(cfg: DataConfig) -> DataSource:
-    """Turn `cfg.data` ("shapes", a COCO/VOC/YOLO folder, a COCO JSON or a YOLO yaml) into a DataSource."""
+    """Turn `cfg.data` ("shapes", a COCO/VOC/YOLO folder, a COCO JSON or a YOLO yaml) into a
+    DataSource; its files join the running command's inputs (no output may replace them)."""
+    source = _resolve(cfg)
+    splits = (source.train_json, source.val_json, source.test_json)
+    declare_inputs(source_files(source), once=("data", *splits))
+    return source
+
+
+def source_files(source: DataSource) -> Iterator[Path]:
+    """The dataset's own files, lazily: each split's annotation JSON and the images it lists; for a
+    converted VOC / YOLO dataset, its annotation files and images (the JSONs are the cache's)."""
+    if source.kind in ("voc", "yolo"):
+        yield from formats.source_files(source.train_images)
+        return
+    splits = [(source.train_json, source.train_images), (source.val_json, source.val_images)]
+    if source.test_json is not None and source.test_images is not None:
+        splits.append((source.test_json, source.test_images))
+    for json_path, images in splits:
+        yield json_path
+        with contextlib.suppress(DataError):  # a broken file is reported by the reader, not here
+            for image in read_coco_json(json_path)["images"]:
+                yield images / str(image["file_name"])
+
+
+def _resolve(cfg: DataConfig) -> DataSource:
     if cfg.data == "shapes":
         root = shapes_dir(cfg)
         ann = root / "annotations"

@@ -13,7 +13,7 @@ import os
 import random
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from PIL import Image
 
@@ -160,6 +160,17 @@ def _image_index(src: Path) -> dict[str, list[Path]]:
             index.setdefault(path.name.lower(), []).append(path)
             index.setdefault(f"stem:{path.stem.lower()}", []).append(path)
     return index
+
+
+ANNOTATION_EXTS = (".xml", ".txt", ".yaml", ".yml", ".csv")  # VOC XML, YOLO labels and data.yaml, split lists
+
+
+def source_files(root: Path) -> Iterator[Path]:
+    """Every file of a VOC / YOLO dataset below `root` that a conversion reads (annotations, split
+    lists, images), lazily: the inputs that no output may replace."""
+    for path in Path(root).rglob("*"):
+        if path.suffix.lower() in IMAGE_EXTS + ANNOTATION_EXTS and path.is_file():
+            yield path
 
 
 def _find_image(index: dict[str, list[Path]], rec: dict[str, Any], src: Path) -> Path:

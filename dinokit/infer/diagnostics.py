@@ -1,11 +1,13 @@
 """What a practitioner reads after evaluation: precision, recall and F1 at the F1-optimal score
 threshold, the PR curves and the confusion matrix, all from pycocotools' COCOeval.
 
-No matcher of our own: per-class P/R/F1 against the score threshold come from COCOeval's
-per-detection match results (`evalImgs`: dtMatches / dtScores / dtIgnore / gtIgnore at IoU 0.5,
-the records that its `accumulate` turns into AP), the PR curve is its accumulated `precision`
-array, and the confusion matrix is a class-agnostic COCOeval (`params.useCats = 0`) run on the
-detections above the threshold, so a box of the wrong class still finds its ground truth.
+No matcher of our own for what P, R and AP count: per-class P/R/F1 against the score threshold
+come from COCOeval's per-detection match results (`evalImgs`: dtMatches / dtScores / dtIgnore /
+gtIgnore at IoU 0.5, the records that its `accumulate` turns into AP), the PR curve is its
+accumulated `precision` array, and the confusion matrix's diagonal is the same per-class match
+records above the threshold (so it equals the per-class true positives behind P and R); only the
+detections and objects those leave unmatched are then paired across classes for the off-diagonal
+cells.
 
 The precision *array* is not used for P at a threshold: it is COCO's interpolated envelope (the
 best precision at any higher recall), which overstates the precision of the detections actually
@@ -28,19 +30,13 @@ THRESHOLDS = np.linspace(0.0, 1.0, 1001)  # score thresholds of the F1 curve
 BACKGROUND = "background"
 
 
-def run_cocoeval(coco_gt: Any, detections: list[dict[str, Any]], class_agnostic: bool = False,
-                 max_dets: int | None = None) -> Any:
-    """COCOeval bbox after `evaluate()` and `accumulate()` (silenced). `class_agnostic` matches a
-    detection to a ground truth of any class (useCats 0); `max_dets` replaces the last maxDets."""
+def run_cocoeval(coco_gt: Any, detections: list[dict[str, Any]]) -> Any:
+    """A per-class COCOeval bbox after `evaluate()` and `accumulate()` (silenced)."""
     from pycocotools.cocoeval import COCOeval
 
     with contextlib.redirect_stdout(io.StringIO()):
         coco_dt = coco_gt.loadRes([plain_detection(d) for d in detections])
         evaluator = COCOeval(coco_gt, coco_dt, iouType="bbox")
-        if class_agnostic:
-            evaluator.params.useCats = 0
-        if max_dets is not None:
-            evaluator.params.maxDets = [1, 10, max(100, max_dets)]
         evaluator.evaluate()
         evaluator.accumulate()
     return evaluator
@@ -166,43 +162,87 @@ def threshold_metrics(curves: ScoreCurves) -> dict[str, Any]:
 
 
 def confusion_matrix(coco_gt: Any, detections: list[dict[str, Any]], threshold: float,
-                     cat_ids: list[int]) -> np.ndarray:
+                     cat_ids: list[int], evaluator: Any = None) -> np.ndarray:
     """(K+1, K+1) counts: rows the true class, columns the predicted class, the last row and
-    column background. From a class-agnostic COCOeval at IoU 0.5 on the detections >= `threshold`:
-    a matched pair lands on (true, predicted), an unmatched detection on (background, predicted),
-    a missed ground truth on (true, background). Crowd regions and matches to them are left out."""
+    column background, for the detections scoring >= `threshold` at IoU 0.5.
+
+    The diagonal is the per-class P/R's own matching (a per-class COCOeval's match records, the
+    ones `score_curves` reads), so it equals each class's true positives at the threshold: a box
+    of the wrong class cannot take an object from a right-class box. Then, per image, each
+    detection that matched nothing, highest score first, takes the unmatched object of another
+    class it overlaps most (IoU >= 0.5): (true, predicted). A detection left over lands on
+    (background, predicted), an object left over on (true, background). So row k sums to class k's
+    objects and column k to its detections (those COCOeval keeps: 100 per class and image).
+    Crowd regions and the detections COCOeval matches to them count neither way.
+    `evaluator`: a per-class COCOeval of these detections (any threshold), to reuse."""
     index = {c: i for i, c in enumerate(cat_ids)}
     k = len(cat_ids)
     matrix = np.zeros((k + 1, k + 1), dtype=np.int64)
     kept = [d for d in detections if float(d["score"]) >= threshold and int(d["category_id"]) in index]
-    gt_anns = [a for a in coco_gt.dataset.get("annotations", []) if int(a["category_id"]) in index]
     if not kept:
-        for a in gt_anns:
-            if not a.get("iscrowd", 0):
+        for a in coco_gt.dataset.get("annotations", []):
+            if not a.get("iscrowd", 0) and int(a["category_id"]) in index:
                 matrix[index[int(a["category_id"])], k] += 1
         return matrix
-    per_image = max(np.unique([int(d["image_id"]) for d in kept], return_counts=True)[1])
-    evaluator = run_cocoeval(coco_gt, kept, class_agnostic=True, max_dets=int(per_image))
+    evaluator = evaluator if evaluator is not None else run_cocoeval(coco_gt, kept)
     p = evaluator.params
     t = int(np.argmin(np.abs(np.asarray(p.iouThrs) - IOU)))
-    dt_anns = evaluator.cocoDt.anns
-    for record in evaluator.evalImgs[:len(p.imgIds)]:  # area "all" of the one (agnostic) category
-        if record is None:
+    n_images, n_areas = len(p.imgIds), len(p.areaRng)
+    left_dets: dict[int, list[tuple[float, int]]] = {}  # image -> (score, detection id) unmatched
+    left_gts: dict[int, list[int]] = {}  # image -> ground-truth ids unmatched
+    for c, cat_id in enumerate(p.catIds):
+        if cat_id not in index:
             continue
-        matched_gt = set()
-        for dt_id, gt_id, ignore in zip(record["dtIds"], record["dtMatches"][t], record["dtIgnore"][t]):
-            if ignore:
+        for record in evaluator.evalImgs[c * n_areas * n_images:(c * n_areas + 1) * n_images]:  # area "all"
+            if record is None:
                 continue
-            predicted = index[int(dt_anns[dt_id]["category_id"])]
-            if gt_id > 0:
-                matched_gt.add(int(gt_id))
-                matrix[index[int(coco_gt.anns[int(gt_id)]["category_id"])], predicted] += 1
-            else:
-                matrix[k, predicted] += 1
-        for gt_id, ignore in zip(record["gtIds"], record["gtIgnore"]):
-            if not ignore and int(gt_id) not in matched_gt and int(coco_gt.anns[gt_id]["category_id"]) in index:
-                matrix[index[int(coco_gt.anns[gt_id]["category_id"])], k] += 1
+            image = int(record["image_id"])
+            for dt_id, score, gt_id, ignore in zip(record["dtIds"], record["dtScores"], record["dtMatches"][t],
+                                                   record["dtIgnore"][t]):
+                if ignore or score < threshold:
+                    continue
+                if gt_id > 0:
+                    matrix[index[cat_id], index[cat_id]] += 1
+                else:
+                    left_dets.setdefault(image, []).append((float(score), int(dt_id)))
+            for gt_id, dt_id, ignore in zip(record["gtIds"], record["gtMatches"][t], record["gtIgnore"]):
+                if not ignore and not _matched_above(evaluator, dt_id, threshold):
+                    left_gts.setdefault(image, []).append(int(gt_id))
+    for image in set(left_dets) | set(left_gts):
+        _cross_class(matrix, index, evaluator.cocoDt.anns, coco_gt.anns, left_dets.get(image, []),
+                     left_gts.get(image, []))
     return matrix
+
+
+def _matched_above(evaluator: Any, dt_id: float, threshold: float) -> bool:
+    """Whether a ground truth's COCOeval match (a detection id, 0 for none) scores >= `threshold`."""
+    return dt_id > 0 and float(evaluator.cocoDt.anns[int(dt_id)]["score"]) >= threshold
+
+
+def _cross_class(matrix: np.ndarray, index: dict[int, int], dt_anns: dict[int, Any], gt_anns: dict[int, Any],
+                 dets: list[tuple[float, int]], gts: list[int]) -> None:
+    """One image's leftovers into the off-diagonal and background cells (see confusion_matrix)."""
+    from pycocotools import mask
+
+    k = len(index)
+    dets = sorted(dets, key=lambda d: -d[0])
+    det_cls = [index[int(dt_anns[d]["category_id"])] for _, d in dets]
+    gt_cls = [index.get(int(gt_anns[g]["category_id"]), -1) for g in gts]
+    iou = np.zeros((len(dets), len(gts)))  # (D, G)
+    if dets and gts:
+        iou = np.asarray(mask.iou([dt_anns[d]["bbox"] for _, d in dets], [gt_anns[g]["bbox"] for g in gts],
+                                  [0] * len(gts)), dtype=np.float64).reshape(len(dets), len(gts))
+    free = np.asarray([c >= 0 for c in gt_cls], dtype=bool)  # (G,)
+    for i, predicted in enumerate(det_cls):
+        other = free & (np.asarray(gt_cls) != predicted) & (iou[i] >= IOU)  # (G,)
+        if other.any():
+            j = int(np.argmax(np.where(other, iou[i], -1.0)))
+            free[j] = False
+            matrix[gt_cls[j], predicted] += 1
+        else:
+            matrix[k, predicted] += 1
+    for j in np.flatnonzero(free):
+        matrix[gt_cls[j], k] += 1
 
 
 def normalise_rows(matrix: np.ndarray) -> np.ndarray:
@@ -253,5 +293,5 @@ def diagnose(coco_gt: Any, detections: list[dict[str, Any]], evaluator: Any = No
     precision = evaluator.eval["precision"]  # (T, R, K, A, M), -1 where a class has no ground truth
     pr = {names[c]: np.clip(precision[t, :, k, 0, -1], 0, None) for k, c in enumerate(p.catIds) if c in names}
     threshold = metrics["score_threshold"]
-    confusion = confusion_matrix(coco_gt, detections, threshold if threshold == threshold else 1.0, cat_ids)
+    confusion = confusion_matrix(coco_gt, detections, threshold if threshold == threshold else 1.0, cat_ids, evaluator)
     return Diagnostics(metrics, curves, np.asarray(p.recThrs), pr, labels, confusion)

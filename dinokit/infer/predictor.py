@@ -181,10 +181,10 @@ def _detections(
     boxes = det["boxes"][keep].float().cpu()  # (K, 4) xyxy pixels
     boxes[:, 0::2] = boxes[:, 0::2].clamp(0, shape[1])
     boxes[:, 1::2] = boxes[:, 1::2].clamp(0, shape[0])
-    labels = det["labels"][keep].cpu().long().numpy()
+    class_ids = det["labels"][keep].cpu().long().numpy()  # (K,) the detector's class index
     classes = backend.classes
-    names = [classes[k] if 0 <= k < len(classes) else str(k) for k in labels.tolist()]
+    names = [classes[k] if 0 <= k < len(classes) else str(k) for k in class_ids.tolist()]
     return Detections(
-        xyxy=boxes.numpy().astype(np.float32), scores=det["scores"][keep].float().cpu().numpy(), labels=labels,
+        xyxy=boxes.numpy().astype(np.float32), scores=det["scores"][keep].float().cpu().numpy(), class_ids=class_ids,
         names=names, image_size=shape, source=source, category_ids=list(backend.cat_ids), image=image,
     )

@@ -1,7 +1,8 @@
 """Any checkpoint file -> a dinokit checkpoint dict or a ready model.
 
-The one place that knows both formats: a dinokit checkpoint passes through, an official
-IDEA-Research/DINO file is converted in memory. Training (`--weights`, `--resume`), evaluation,
+The one place that knows the formats: a dinokit checkpoint passes through, an official
+IDEA-Research/DINO file is converted in memory, a model folder (config.json + model.safetensors,
+interop/hub.py) is read into the same dict. Training (`--weights`, `--resume`), evaluation,
 prediction and export all read checkpoints through here, so the data flows one way:
 file -> `read_torch_file` -> official conversion (if needed) -> checkpoint dict -> model.
 """
@@ -19,6 +20,7 @@ from dinokit.checkpoint import (
 )
 from dinokit.config import Config
 from dinokit.errors import CheckpointError
+from dinokit.interop.hub import folder_checkpoint, is_model_folder
 from dinokit.interop.keys import CLASS_DEPENDENT, check_state
 from dinokit.interop.official import official_checkpoint, official_settings, official_state
 from dinokit.model.dino import build_model
@@ -27,7 +29,10 @@ from dinokit.model.dino import build_model
 def load_checkpoint(path: str | Path, official_overrides: list[str] | None = None) -> dict[str, Any]:
     """Load a dinokit checkpoint on the CPU with the safe (weights-only) unpickler. An official
     IDEA-Research/DINO checkpoint is converted in memory (`official_overrides`: settings its
-    shapes cannot tell, e.g. model.nheads=8; see `dinokit.interop.official`)."""
+    shapes cannot tell, e.g. model.nheads=8; see `dinokit.interop.official`). A model folder
+    (`dinokit export --format hf`) is read from its safetensors, without pickle."""
+    if is_model_folder(path):
+        return folder_checkpoint(path)
     return as_checkpoint(read_torch_file(path), path, official_overrides)
 
 
@@ -65,6 +70,8 @@ def model_and_checkpoint(path: str | Path, device: torch.device) -> tuple[nn.Mod
 def detector_checkpoint(weights: str | None, official_overrides: list[str] | None = None) -> dict[str, Any] | None:
     """The checkpoint `--weights` names when it is a whole detector (dinokit or official), else
     None (a torchvision weights name, or a file of backbone weights)."""
+    if weights is not None and is_model_folder(weights):
+        return folder_checkpoint(weights)
     if weights is None or not names_torch_file(weights) or not Path(weights).is_file():
         return None
     raw = read_torch_file(Path(weights))

@@ -98,8 +98,16 @@ def official_checkpoint(state: dict[str, Tensor], overrides: list[str] | None = 
 
 
 def convert_official(source: str | Path, out: str | Path, overrides: list[str] | None = None) -> tuple[Path, Config]:
-    """`dinokit convert official`: read an official file and save it as a dinokit checkpoint."""
+    """`dinokit convert official`: read an official file and save it as a dinokit checkpoint
+    (never over `source`)."""
+    from dinokit.files import reading
+
     source = Path(source)
+    with reading(source, outputs={"--out": out}):
+        return _convert(source, out, overrides)
+
+
+def _convert(source: Path, out: str | Path, overrides: list[str] | None) -> tuple[Path, Config]:
     raw = read_torch_file(source)
     state = official_state(raw)
     if state is None:

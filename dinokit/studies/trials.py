@@ -42,6 +42,39 @@ def study_config(preset: str, data: Optional[str], sets: list[str], steps: Optio
     return cfg
 
 
+def study_logging(cfg: Config, name: str, out_dir: Path, loggers: list[str] | None = None,
+                  mlflow_uri: str | None = None) -> Config:
+    """`--logger NAME ...` / `--mlflow-uri` of ablate and tune, into the base config.
+
+    With MLflow on (`--logger mlflow`), every trial of study `name` logs a run into one
+    experiment named after the study, in one store: `train.mlflow_uri`, else $MLFLOW_TRACKING_URI,
+    else a sqlite store in the study folder. Both are fixed in the base config here (so a later
+    `ablate report` finds the runs) and the experiment is created now, before workers start, so
+    parallel workers never race to create the store. Returns `cfg`, changed in place."""
+    from dinokit.training.loggers import logger_fields
+
+    for key, value in logger_fields(list(loggers or []), mlflow_uri).items():
+        if value is not None:
+            setattr(cfg.train, key, value)
+    if not cfg.train.mlflow:
+        return cfg
+    from dinokit.training.mlflow_log import open_experiment, tracking_uri
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cfg.train.mlflow_uri = tracking_uri(cfg.train, out_dir)
+    cfg.train.mlflow_experiment = cfg.train.mlflow_experiment or name
+    open_experiment(cfg.train.mlflow_uri, cfg.train.mlflow_experiment)
+    return cfg
+
+
+def label_trial(cfg: Config, study: str, **labels: Any) -> Config:
+    """A trial's labels in its config (`train.tags`): the study and, e.g., its arm, seed and
+    trial number. The loggers record them (MLflow tags, to compare arms in MLflow's UI) and the
+    trial's checkpoint keeps them (a model card names its study). Returns `cfg`, changed in place."""
+    cfg.train.tags = {**cfg.train.tags, "study": study, **{k: str(v) for k, v in labels.items()}}
+    return cfg
+
+
 def load_trainer(trainer: str | Trainer) -> Trainer:
     """A trainer given as a function, or as "module:function" (what a spawned worker can import)."""
     if callable(trainer):
@@ -54,3 +87,24 @@ def history_row(row: dict[str, Any]) -> dict[str, Any]:
     """An evaluation row as plain JSON numbers and strings (storage user attributes are JSON)."""
     return {k: float(v) if isinstance(v, float) else v for k, v in row.items()
             if v is None or isinstance(v, (bool, int, float, str))}
+
+
+SECONDS = "seconds"  # a trial's own wall time so far, {"trial": its number, "s": seconds}, kept as it runs
+
+
+def seconds_attr(number: int, seconds: float) -> dict[str, float]:
+    """The value of a trial's `SECONDS` attribute, tagged with its own number: a trial that
+    storage's retry callback copies from a stale one inherits the attribute, not the time."""
+    return {"trial": number, "s": round(float(seconds), 2)}
+
+
+def trial_seconds(attrs: dict[str, Any], number: int) -> float:
+    """The seconds trial `number` spent (0 when unknown), from its own attributes: what a time cap
+    adds up, so the tally lives in storage trial by trial (a killed round keeps what its trials
+    recorded, and machines sharing one storage add, never overwrite). Trials from before the
+    attribute count their recorded `wall_time`."""
+    own = attrs.get(SECONDS)
+    if isinstance(own, dict) and own.get("trial") == number and isinstance(own.get("s"), (int, float)):
+        return float(own["s"])
+    wall = attrs.get("wall_time")
+    return float(wall) if isinstance(wall, (int, float)) and not isinstance(own, dict) else 0.0

@@ -1,5 +1,6 @@
 """TensorBoard logs of a training run (optional extra `[tensorboard]`): every loss term and the
-lr at each step, each evaluation's metrics, under `<run>/tensorboard/`."""
+lr at each step, each evaluation's metrics, under `<run>/tensorboard/`. One of the loggers behind
+training/loggers.py's interface."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ class Board:
                 self.writer.add_scalar(f"val/{name}", float(value), step)
         self.writer.flush()
 
-    def close(self) -> None:
+    def close(self, ending: str = "finished") -> None:
         self.writer.close()
 
 

@@ -22,6 +22,7 @@ from torch.profiler import record_function
 from dinokit.config import Config, check_budget, save_yaml, total_steps
 from dinokit.training import distributed as dist_utils
 from dinokit.checkpoint import save_checkpoint
+from dinokit.files import declare_inputs
 from dinokit.training.console import TrainConsole
 from dinokit.runtime.device import process_device
 from dinokit.infer.evaluator import run_evaluation, write_run_diagnostics
@@ -30,17 +31,27 @@ from dinokit.data.coco import preflight_images, same_images_note
 from dinokit.interop.load import detector_checkpoint, load_checkpoint, load_initial_weights
 from dinokit.training.optim import LrSchedule, apply_gradients, build_ema, build_optimizer
 from dinokit.training.rng import capture_rng, nondeterminism_error, seed_everything
-from dinokit.training.board import Board, open_board
+from dinokit.training.loggers import Loggers, open_loggers
 from dinokit.training import losslog, state as run_state
 from dinokit.training.samples import TrainLoader
 from dinokit.training.signals import StopRequest, StopRun
-from dinokit.runtime.rundir import find_resume_dir, new_run_dir, safe_name
+from dinokit.runtime.rundir import RUN_FILES, find_resume_dir, new_run_dir, safe_name
 from dinokit.training.patience import patience_reason
 from dinokit.training.plots import plot_curves, plot_results, write_metrics_csv
 from dinokit.training.compiled import ShapeBuckets, TrainingStep, resolve_compile
 from dinokit.errors import DataError, DinokitError
 
 MAX_BAD_STEPS = 20  # consecutive non-finite gradient steps before giving up
+
+
+class Diverged(DinokitError):
+    """Training diverged: MAX_BAD_STEPS steps in a row with non-finite gradients from `step` on
+    (1-based). A study records it as an outcome of its arm, not as a failed run (ablate/study.py)."""
+
+    def __init__(self, step: int, message: str) -> None:
+        super().__init__(message)
+        self.step = step
+        self.run_dir: Path | None = None  # set by the trainer: the run folder of the diverged run
 
 
 @dataclass
@@ -68,6 +79,10 @@ def train(
     run (ablations: the weights the arms share come from one reference build)."""
     cfg = copy.deepcopy(cfg)
     check_budget(cfg.train)
+    if cfg.train.mlflow:  # a missing package fails before any data or run folder is made
+        from dinokit.training.mlflow_log import require_mlflow
+
+        require_mlflow()
     device = process_device(cfg.train.device)
     info = dist_utils.init_distributed(device)
     try:
@@ -153,7 +168,7 @@ class Trainer:
             if note:
                 self.console.message(note)
         self.model: nn.Module = self.raw_model
-        self.board: Board | None = None  # TensorBoard, opened with the run folder
+        self.board: Loggers | None = None  # TensorBoard and/or MLflow (training/loggers.py), opened with the run folder
 
     # ------------------------------------------------------------------ run
 
@@ -163,11 +178,12 @@ class Trainer:
         if self.info.is_main:
             run_dir = find_resume_dir(t.out, t.name) if resume else new_run_dir(t.out, safe_name(t.name))
         self.run_dir = Path(dist_utils.broadcast_object(str(run_dir), self.info))
-        if resume:
+        if resume:  # the run's files are rewritten: none may be a file the run started from (--config)
+            declare_inputs(outputs={f"--resume ({name})": self.run_dir / name for name in RUN_FILES})
             self._restore(load_checkpoint(self.run_dir / "last.pt"))
         if self.info.is_main:
             save_yaml(self.cfg, self.run_dir / "config.yaml")
-        self.board = open_board(self.run_dir, t.tensorboard) if self.info.is_main else None
+        self.board = open_loggers(self.run_dir, self.cfg, self.console.message) if self.info.is_main else None
         if self.info.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
             # every DINO switch keeps all parameters in the graph (even for batches without boxes)
@@ -188,14 +204,18 @@ class Trainer:
         except StopRun:  # the caller ended the run (a pruned trial): nothing to resume
             (self.run_dir / "last.pt").unlink(missing_ok=True)
             if self.board is not None:
-                self.board.close()
+                self.board.close("stopped")
             raise
         except Exception as exc:  # bad data, divergence, out of memory: keep the steps done so far
+            if self.board is not None:
+                self.board.close("failed")
             saved = ""
             if self.step > 0 and self._saved_step != self.step:
                 self._save_last(collective=False)
                 saved = (f" (saved {self.run_dir / 'last.pt'} at step {self.step}: continue with "
                          f"dinokit train --resume --out {t.out} --name {self.run_dir.name})")
+            if isinstance(exc, Diverged):
+                exc.run_dir = self.run_dir
             refused = nondeterminism_error(exc, self.device) if t.deterministic else None
             if refused is not None:  # an op without a deterministic kernel: one line, not a traceback
                 raise type(refused)(f"{refused}{saved}") from exc
@@ -217,7 +237,7 @@ class Trainer:
     def _result(self, interrupted: bool) -> TrainResult:
         self._read_losses()
         if self.board is not None:
-            self.board.close()
+            self.board.close("interrupted" if interrupted else "finished")
         return TrainResult(
             self.run_dir, dict(self.best), list(self.history), self.params, interrupted, self.step, self.info.rank
         )
@@ -287,9 +307,9 @@ class Trainer:
         else:  # identical on every rank: gradients are all-reduced before the norm
             self._bad_steps += 1
             if self._bad_steps >= MAX_BAD_STEPS:
-                raise DinokitError(
-                    f"training diverged: {MAX_BAD_STEPS} steps in a row with non-finite gradients (lower train.lr?)"
-                )
+                start = self.step + 2 - MAX_BAD_STEPS  # self.step counts the steps before this one
+                raise Diverged(start, f"training diverged at step {start}: {MAX_BAD_STEPS} steps in a row with "
+                                      "non-finite gradients (lower train.lr?)")
         self.scaler.update()  # fp16: a smaller scale after an overflow, a larger one after enough clean steps
         self.step += 1
         self.epoch_step += 1

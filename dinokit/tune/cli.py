@@ -12,7 +12,7 @@ from rich.console import Console
 from dinokit.errors import DinokitError
 from dinokit.studies import launch as launch_mod
 from dinokit.studies.names import check_name
-from dinokit.studies.trials import study_config
+from dinokit.studies.trials import study_config, study_logging
 
 console = Console()
 
@@ -34,13 +34,18 @@ def tune(
     precision: Optional[str] = typer.Option(None, "--precision",
                                             help="Every trial's train.precision: fp32, bf16, fp16 (CUDA) or auto."),
     list_spaces: bool = typer.Option(False, "--list-spaces", help="Print the shipped search spaces' names and paths."),
+    logger: list[str] = typer.Option([], "--logger", help="Also log every trial to mlflow (one experiment named "
+                                     "after the study; extra [mlflow]) or tensorboard; repeatable."),
+    mlflow_uri: Optional[str] = typer.Option(None, "--mlflow-uri", help="MLflow tracking URI (implies --logger "
+                                             "mlflow; default $MLFLOW_TRACKING_URI, else sqlite in OUT/tune/NAME)."),
     launcher: str = launch_mod.LAUNCHER, partition: Optional[str] = launch_mod.PARTITION,
     time_: Optional[str] = launch_mod.TIME, gpus: int = launch_mod.GPUS_PER_TRIAL,
     cpus: Optional[int] = launch_mod.CPUS_PER_TRIAL, mem: Optional[str] = launch_mod.MEM,
     slurm_args: list[str] = launch_mod.SLURM_ARGS, wait: bool = launch_mod.WAIT,
 ) -> None:
     """Search hyperparameters with Optuna TPE and pruning; each trial is a training run."""
-    from dinokit.studies.shipped import listing
+    from dinokit.files import command_inputs
+    from dinokit.studies.shipped import find, listing
 
     if list_spaces:
         print(listing("tune"))
@@ -55,7 +60,9 @@ def tune(
     search_space = load_space(space)
     name = check_name(name or space.stem)
     cfg = set_trial_precision(study_config(preset, data, sets, steps, time_budget), precision)
+    study_logging(cfg, name, out / "tune" / name, logger, mlflow_uri)  # MLflow: one experiment, the study's
     spec = search.TuneSpec(name, search_space, cfg, out / "tune" / name, trials, storage or "", seed)
+    command_inputs(find(space, "tune"), data, outputs={f"--out ({n})": spec.out_dir / n for n in report_mod.FILES})
     launch = launch_mod.Launch(launcher, partition, time_, gpus, cpus, mem, slurm_args, wait).check_storage(spec.storage)
     study = search.run(spec, jobs=jobs, say=lambda m: console.print(m, highlight=False, markup=False, soft_wrap=True),
                        launch=launch)

@@ -64,6 +64,9 @@ def _plots(study: optuna.Study, out_dir: Path) -> list[str]:
     return written
 
 
+FILES = ("best.yaml", "trials.csv", "history.png", "curves.png", "report.md")  # what render writes
+
+
 def render(study: optuna.Study, base: Config, out_dir: Path, top: int = 10) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Write best.yaml, trials.csv, history.png, curves.png and report.md into out_dir."""
     import warnings

@@ -30,13 +30,14 @@ from dinokit.studies.launch import Launch
 from dinokit.studies.pool import run_pool
 from dinokit.studies.slurm import submit_workers
 from dinokit.studies.storage import default_storage, open_storage, safe_url
-from dinokit.studies.trials import DEFAULT_TRAINER, history_row, load_trainer
+from dinokit.studies.trials import DEFAULT_TRAINER, history_row, label_trial, load_trainer
 from dinokit.studies.workers import reap_dead, sign, threads_per_job
 from dinokit.training.signals import StopRun
 from dinokit.tune.space import SearchSpace, apply_values, check_space
 
 RANK_LAST = 3  # a trial's value: the mean of its last evaluations, this many
-_LOCAL = ("train.threads", "train.out", "train.name", "train.device", "data.workers")  # may differ per worker
+_LOCAL = ("train.threads", "train.out", "train.name", "train.device", "data.workers",  # may differ per worker
+          "train.tensorboard", "train.mlflow", "train.tags")  # and per run: the loggers
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)
 Say = Callable[[str], None]
 
@@ -122,6 +123,7 @@ class Objective:
         cfg = apply_values(self.spec.base, values)
         cfg.train.threads = cfg.train.threads or self.threads
         cfg.train.out, cfg.train.name = str(self.spec.out_dir), f"trial-{trial.number}"
+        label_trial(cfg, self.spec.name, trial=trial.number, seed=cfg.train.seed)  # MLflow tags
         metric = self.spec.space.metric
         history: list[dict[str, Any]] = []
 
