@@ -292,7 +292,7 @@ def test_card_of_a_study_trial_shows_the_study_verdicts(exported, tmp_path):
     spec = study_mod.AblationSpec("cdn-study", leave_one_out(["no-cdn"]), [1, 2, 3, 4], cfg, tmp_path / "cdn-study",
                                   trainer=_study_trainer)
     study_mod.run(spec, say=lambda m: None)
-    render(spec.storage, spec.name, spec.out_dir, {"margin": 1.0, "measure": "AP"}, gallery=False)
+    render(spec.storage, spec.name, spec.out_dir, (1.0, "AP"), gallery=False)  # explore: (margin, measure)
     report = (spec.out_dir / "report.md").read_text()
     verdicts = report.split("## Verdicts", 1)[1].split("\n## ", 1)[0]
     row = next(line for line in verdicts.splitlines() if line.startswith("| no-cdn vs full"))
