@@ -94,8 +94,11 @@ test -s ir/model.xml && test -s ir/model.bin
 dinokit predict photo.png --checkpoint ir/model.xml --score 0 --out pred_ov --json pred_ov.json
 test -s pred_ov.json
 python -c 'import nncf, dinokit.infer.openvino_int8, dinokit.infer.graph_module'
-dinokit ablate --list-studies | grep '^paper_table ' >/dev/null  # not grep -q: its early exit breaks the pipe (pipefail)
-dinokit tune --list-spaces | grep '^tune_tiny ' >/dev/null
+# the shipped files come from the installed package (ablations/ mapped in as dinokit/ablations/); the
+# listings are read whole first (grep -q leaving a pipe early would fail the writer under pipefail)
+studies="$(dinokit ablate --list-studies)" spaces="$(dinokit tune --list-spaces)"
+grep -q "^paper_table .*/site-packages/dinokit/ablations/studies/paper_table.yaml$" <<<"$studies"
+grep -q "^tune_tiny .*/site-packages/dinokit/ablations/spaces/tune_tiny.yaml$" <<<"$spaces"
 dinokit ablate --study paper_table --steps 2 --seeds 1 "${SMALL[@]}"
 test -s runs/ablate/paper_table/report.md
 dinokit tune --space tune_tiny --trials 1 --steps 2 "${SMALL[@]}"
@@ -111,10 +114,14 @@ from pathlib import Path
 
 in_wheel = {n for n in zipfile.ZipFile(sys.argv[1]).namelist() if not n.split("/")[0].endswith(".dist-info")}
 try:  # a clean clone: the tracked files; elsewhere every file but caches
-    listed = subprocess.run(["git", "ls-files", "dinokit"], capture_output=True, text=True, check=True).stdout.split()
+    listed = subprocess.run(["git", "ls-files", "dinokit", "ablations"], capture_output=True, text=True,
+                            check=True).stdout.split()
 except (OSError, subprocess.CalledProcessError):
-    listed = [str(p) for p in Path("dinokit").rglob("*") if p.is_file()]
+    listed = [str(p) for folder in ("dinokit", "ablations") for p in Path(folder).rglob("*") if p.is_file()]
+# the repository's ablations/ is dinokit/ablations/ in the wheel (pyproject.toml: package-dir)
+listed = ["dinokit/" + p if p.startswith("ablations/") else p for p in listed]
 package = {p for p in listed if "__pycache__" not in p and not p.endswith(".pyc")}
+assert {"dinokit/ablations/studies/paper_table.yaml", "dinokit/ablations/spaces/tune_tiny.yaml"} <= in_wheel
 missing, extra = sorted(package - in_wheel), sorted(in_wheel - package)
 assert not missing, f"files of the package missing from the wheel (declare them in pyproject.toml): {missing}"
 assert not extra, f"files in the wheel that are not the package's: {extra}"

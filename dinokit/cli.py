@@ -18,7 +18,7 @@ from dinokit.ablate.cli import app as ablate_app
 from dinokit.tune.cli import tune as tune_command
 from dinokit.config import ConfigError
 from dinokit.data.cli import app as data_app
-from dinokit.explain.cli import explain as explain_command
+from dinokit.explain_cli import explain as explain_command
 from dinokit.info_cli import convert_app, info as info_command
 from dinokit.errors import DinokitError, fail
 from dinokit.studies import launch as launch_mod
@@ -127,7 +127,9 @@ def train(
     if launch.on_slurm:  # this same command (these flags) as one job of DDP processes
         flags = {k: v for k, v in locals().items() if k != "launch"}
         logs = Path(out or "runs") / "train" / "slurm"
-        return launch_mod.submit_command(launch, "dinokit.cli:train", flags, logs, _say)
+        from dinokit.studies.slurm import submit_command
+
+        return submit_command(launch, "dinokit.cli:train", flags, logs, _say)
     from dinokit.api import train as api_train
     from dinokit.training.loggers import logger_fields
 
@@ -403,7 +405,7 @@ def push(
 app.add_typer(convert_app, name="convert", help="Convert weights from other DINO implementations.")
 app.command("info")(info_command)  # dinokit/info_cli.py
 app.command("tune")(tune_command)  # dinokit/tune/cli.py
-app.command("explain")(explain_command)  # dinokit/explain/cli.py
+app.command("explain")(explain_command)  # dinokit/explain_cli.py
 
 
 # --------------------------------------------------------------------------- entry point

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 DAEMONS = ("munged", "slurmctld", "slurmd")
+CLIENTS = ("sbatch", "srun", "squeue", "scancel")
 
 
 @dataclass
@@ -38,6 +39,7 @@ class Cluster:
 def missing() -> str:
     """Why no cluster can be started here ('' when it can)."""
     absent = [d for d in DAEMONS if shutil.which(d, path="/usr/sbin:/usr/bin:/sbin:/bin") is None]
+    absent += [c for c in CLIENTS if shutil.which(c) is None]  # the jobs are submitted from this PATH
     if absent:
         return f"Slurm is not installed ({', '.join(absent)} missing): apt-get install slurm-wlm munge"
     if os.geteuid() != 0 and subprocess.run(["sudo", "-n", "true"], capture_output=True).returncode != 0:

@@ -8,31 +8,25 @@ as COCOeval does (the ignored box is no error and covers nothing); the crowd sce
 the counts with tidecv's errors on ignored detections taken out, and the last test pins the case
 where an ignored box overlaps an object.
 
-Skips without tidecv, with the reason; with DINOKIT_REQUIRE_TIDECV=1 (set by .ci/run) it fails instead.
+Skips without tidecv, with the reason; with DINOKIT_REQUIRE_EXTRAS=1 (set by .ci/run) it fails instead
+(tests/services.py).
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import numpy as np
 import pytest
 
 from dinokit.ablate.error_types import TYPES, tide_errors
+from tests.services import extra
 
 SHORT = {"cls": "Cls", "loc": "Loc", "both": "Both", "dupl": "Dupe", "bkg": "Bkg", "missed": "Miss"}
 
 
 def _tidecv() -> Any:
-    try:
-        import tidecv
-    except ImportError as exc:
-        reason = f"tidecv is not installed (pip install tidecv, or the test extra): {exc}"
-        if os.environ.get("DINOKIT_REQUIRE_TIDECV") == "1":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return tidecv
+    return extra("tidecv")  # in the test extra
 
 
 def _scene(seed: int, crowd: bool) -> tuple[dict[str, Any], list[dict[str, Any]]]:

@@ -5,7 +5,6 @@ report in a real browser (headless Chromium; skipped where it is not installed).
 from __future__ import annotations
 
 import math
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from matplotlib.colors import to_hex
 from dinokit.ablate import plots
 from dinokit.ablate.report import ReportData, completed, summarize, write_report
 from dinokit.ablate.stats import curve_auc
+from tests.services import chromium, needs
 
 ARMS = ["full", "no-cdn", "no-lft"]
 
@@ -105,10 +105,10 @@ def test_auc_without_numpy_trapezoid(monkeypatch: pytest.MonkeyPatch) -> None:
     assert curve_auc(np.array([0.0, 10.0, 20.0]), np.array([0.0, 1.0, 1.0])) == pytest.approx(0.75)
 
 
-CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
+CHROMIUM = chromium()
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium here (apt-get install chromium)")
+@needs("CHROMIUM", "" if CHROMIUM else "no Chromium here (apt-get install chromium)")
 def test_html_report_renders_in_headless_chromium(tmp_path: Path) -> None:
     """The same command as scripts in the README: the screenshot shows the report, not a blank page."""
     write_report(_data(_trials(3)), tmp_path)

@@ -21,10 +21,11 @@ import pytest
 from optuna.trial import TrialState
 
 from dinokit.errors import DinokitError
+from tests.services import POSTGRES_URL as URL
+from tests.services import needs, unavailable
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, needs("POSTGRES")]  # _storage() tells whether it can run
 ROOT = Path(__file__).resolve().parents[1]
-URL = os.environ.get("DINOKIT_TEST_POSTGRES", "")
 SMALL = [
     "data.shapes_train=8", "data.shapes_val=4", "data.image_size=64", "data.min_size=64",
     "model.backbone=mobilenet_v3_small", "model.enc_layers=1", "model.dec_layers=2",
@@ -44,9 +45,7 @@ def _storage() -> optuna.storages.RDBStorage:
             return open_storage(URL)
         except DinokitError as exc:
             reason = f"PostgreSQL at DINOKIT_TEST_POSTGRES not usable: {exc}"
-    if os.environ.get("DINOKIT_REQUIRE_POSTGRES") == "1":
-        pytest.fail(reason)
-    pytest.skip(reason)
+    unavailable("POSTGRES", reason)
 
 
 def _cmd(out: Path, name: str) -> list[str]:

@@ -241,60 +241,6 @@ def test_two_processes_share_one_storage_without_double_training(tmp_path: Path,
     assert len(pd.read_csv(folder / "trials.csv")) >= 1
 
 
-def _workers_of(pid: int) -> list[int]:
-    """The spawned worker processes whose parent is `pid` (read from /proc)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            if ppid == pid and b"spawn_main" in (entry / "cmdline").read_bytes():
-                found.append(int(entry.name))
-        except (OSError, IndexError, ValueError):
-            continue
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
-@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads worker processes from /proc (Linux)")
-def test_sigterm_to_the_parent_stops_its_workers(tmp_path: Path, cache: Path) -> None:
-    """`kill` on `dinokit ablate --jobs 2` reaches the workers: they stop and record their trials
-    as interrupted instead of training on as orphans."""
-    sets = [x for s in SMALL for x in ("--set", s)]
-    cmd = [sys.executable, "-m", "dinokit.ablate.cli", "--no-lft", "--seeds", "2", "--jobs", "2", "--name", "term",
-           "--steps", "5000", "--eval-every", "2500", "--out", str(tmp_path / "runs"), *sets]
-    db = tmp_path / "runs" / "ablate" / "term" / "study.db"
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=_env(cache), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and (not db.exists() or _states(db)[1] < 2):
-            assert proc.poll() is None, proc.stderr.read().decode()
-            time.sleep(1)
-        assert _states(db)[1] == 2, "both workers are training"
-        workers = _workers_of(proc.pid)
-        assert len(workers) == 2
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=180)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode != 0
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and any(_alive(w) for w in workers):
-        time.sleep(0.5)
-    assert not any(_alive(w) for w in workers), "no worker trains on after its parent is gone"
-    states = [t.state for t in _trials(db, "term")]
-    assert optuna.trial.TrialState.RUNNING not in states and optuna.trial.TrialState.COMPLETE not in states
-
-
 def test_a_diverged_trial_is_recorded_as_an_outcome_and_not_retried(tmp_path: Path, cache: Path) -> None:
     """The real trainer with a learning rate that blows up: the trial is COMPLETE with
     'diverged at step S', scores 0, and a rerun does not train its seed again."""

@@ -11,6 +11,7 @@ from PIL import Image
 import dinokit
 from dinokit.errors import DinokitError
 from dinokit.infer.draw import class_color, draw_detections, draw_scale
+from tests.services import extra
 
 FAST = [
     "data.shapes_train=8", "data.shapes_val=4", "data.shapes_size=64", "data.image_size=64", "data.min_size=64",
@@ -125,7 +126,7 @@ def test_conversions(detector, photo, tmp_path):
     assert [d["label"] for d in det.to_dict()["detections"]] == [detector.class_names[k] for k in det.class_ids]
     with pytest.warns(DeprecationWarning, match="class_ids"):
         assert det.labels is det.class_ids  # the old name still answers, with a warning
-    sv = pytest.importorskip("supervision")
+    sv = extra("supervision")
     converted = det.to_supervision()
     assert isinstance(converted, sv.Detections) and len(converted) == len(det)
     assert np.allclose(converted.xyxy, det.xyxy) and np.allclose(converted.confidence, det.scores)
@@ -138,7 +139,7 @@ def test_conversions(detector, photo, tmp_path):
 
 
 def test_evaluate_and_export(detector, run, tmp_path):
-    pytest.importorskip("onnxruntime")
+    extra("onnxruntime")
     import json
 
     from pycocotools.coco import COCO

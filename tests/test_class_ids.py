@@ -17,6 +17,7 @@ import dinokit
 from dinokit.data.shapes import write_shapes
 from dinokit.infer.evaluator import evaluate_detections
 from tests.cli_helpers import run_cli
+from tests.services import extra
 from tests.train_helpers import MICRO_MODEL, isolated_cache
 
 # shapes' ids 1..6 -> 0, 3, 4, 9, 10, 11 and an extra category 20 ("unused") without annotations
@@ -71,8 +72,8 @@ def test_ids_map_back_end_to_end(run, dataset, workdir, capsys):
 
 
 def test_onnx_keeps_the_category_ids(run, dataset, workdir):
-    pytest.importorskip("onnx")
-    pytest.importorskip("onnxruntime")
+    extra("onnx")
+    extra("onnxruntime")
     path = dinokit.load(run.dir / "best.pt", "cpu").export(workdir / "ids.onnx")
     onnx_detector = dinokit.load(path, "cpu")
     data = json.loads((dataset / "annotations" / "instances_val.json").read_text())

@@ -12,8 +12,9 @@ from dinokit.config import DataConfig
 from dinokit.data.coco import build_dataset, resolve_source
 from dinokit.data.formats import voc_to_coco, yolo_to_coco
 from dinokit.errors import DataError
+from tests.services import SHARED, needs, shared_missing
 
-RACCOON = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "raccoon"
+RACCOON = SHARED / "datasets" / "raccoon"
 
 
 @pytest.fixture(autouse=True)
@@ -93,7 +94,7 @@ def test_voc_bad_xml(tmp_path):
         voc_to_coco(root, "test")
 
 
-@pytest.mark.skipif(not RACCOON.is_dir(), reason="../shared (the raccoon photographs) is not next to this repo")
+@needs("SHARED", shared_missing(RACCOON))  # the raccoon photographs
 def test_raccoon_voc_uses_the_authors_split(tmp_path):
     train, val = voc_to_coco(RACCOON, "train"), voc_to_coco(RACCOON, "val")
     assert (len(train["images"]), len(val["images"])) == (160, 40)

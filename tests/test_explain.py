@@ -15,12 +15,14 @@ from PIL import Image
 import dinokit
 from dinokit.checkpoint import make_checkpoint, save_checkpoint
 from dinokit.config import Config
-from dinokit.explain.report import OUTPUT_FILES, write_selection
+from dinokit.explain.build import write_selection
+from dinokit.explain.report import OUTPUT_FILES
 from dinokit.model.dino import build_model
 from dinokit.model.heads import inverse_sigmoid
 from dinokit.model.sampling import sample_levels_grid
 from tests.cli_helpers import run_cli
 from tests.model_helpers import micro_config
+from tests.services import SHARED, needs, shared_missing
 
 CLASSES = ["a", "b", "c", "d", "e"]
 W, H = 200, 120  # the synthetic image (wider than tall: the resize to 96 px changes both sides)
@@ -259,10 +261,10 @@ def test_bad_input_is_one_line(mixed_ckpt, image_file, tmp_path, capsys, args, m
     assert code == 2 and err.startswith("error: ") and "\n" not in err and message in err, err
 
 
-OFFICIAL = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "official_small"
+OFFICIAL = SHARED / "reference" / "official_small"
 
 
-@pytest.mark.skipif(not (OFFICIAL / "weights_fp16.pt").is_file(), reason="../shared/reference absent")
+@needs("SHARED", shared_missing(OFFICIAL / "weights_fp16.pt"))
 def test_official_checkpoint_undoes_the_official_resize(tmp_path):
     """Item 3-4 for a converted official checkpoint: explain resizes as the official code
     (shorter side 800) and its detections, in the original 640x480 pixels, are predict's."""

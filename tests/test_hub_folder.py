@@ -4,7 +4,8 @@ library parses; the folder loads from disk and as hf://owner/name from a pre-fil
 cache with HF_HUB_OFFLINE=1, and predicts exactly what its checkpoint predicts; `dinokit push`
 makes the Hub calls it should (the upload itself needs a token and the network: stood in for).
 
-Skips without huggingface_hub / safetensors; with DINOKIT_REQUIRE_HUB=1 (CI) that is a failure."""
+Skips without huggingface_hub / safetensors; with DINOKIT_REQUIRE_EXTRAS=1 (CI) that is a failure
+(tests/services.py)."""
 
 from __future__ import annotations
 
@@ -20,11 +21,11 @@ import pytest
 import torch
 
 from tests.cli_helpers import run_cli
+from tests.services import extra
 from tests.test_api import FAST
 
-if os.environ.get("DINOKIT_REQUIRE_HUB") != "1":
-    pytest.importorskip("huggingface_hub", reason="extra [hub] not installed")
-    pytest.importorskip("safetensors", reason="extra [hub] not installed")
+extra("huggingface_hub", "hub")
+extra("safetensors", "hub")
 
 import huggingface_hub  # noqa: E402
 from huggingface_hub import ModelCard  # noqa: E402

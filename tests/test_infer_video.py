@@ -10,9 +10,10 @@ import pytest
 
 from dinokit.errors import DataError
 from tests.cli_helpers import run_cli
+from tests.services import extra
 from tests.test_api import detector, run  # noqa: F401  (module fixtures: a 2-step tiny model)
 
-av = pytest.importorskip("av")
+av = extra("av")
 
 
 def write_clip(path, frames: int = 5, size=(64, 48)) -> None:

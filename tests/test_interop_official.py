@@ -19,12 +19,13 @@ from dinokit.errors import CheckpointError
 from dinokit.model.dino import build_model
 from dinokit.model.postprocess import postprocess
 from tests.cli_helpers import run_cli
+from tests.services import SHARED, needs, shared_missing
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
-SMALL = SHARED / "official_small"
-KEYS_JSON = SHARED / "dino_official_r50_4scale_keys.json"
-needs_small = pytest.mark.skipif(not (SMALL / "weights_fp16.pt").is_file(), reason="../shared/reference absent")
-needs_keys = pytest.mark.skipif(not KEYS_JSON.is_file(), reason="../shared/reference absent")
+REFERENCE = SHARED / "reference"
+SMALL = REFERENCE / "official_small"
+KEYS_JSON = REFERENCE / "dino_official_r50_4scale_keys.json"
+needs_small = needs("SHARED", shared_missing(SMALL / "weights_fp16.pt"))
+needs_keys = needs("SHARED", shared_missing(KEYS_JSON))
 
 SMALL_SETTINGS = ["model.nheads=4"]  # the one setting the small model's shapes cannot tell
 TOL = 1e-4

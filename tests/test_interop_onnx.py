@@ -9,8 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
-onnx = pytest.importorskip("onnx")
-pytest.importorskip("onnxruntime")
+from tests.services import extra
+
+onnx = extra("onnx")
+extra("onnxruntime")
 
 from dinokit.cli import main  # noqa: E402
 from dinokit.config import load_preset  # noqa: E402

@@ -1,6 +1,7 @@
 """The launcher flags without a cluster: checks that fail with one line before anything is created,
-sbatch's time forms, and the sbatch script submitit will run (this Python, this PYTHONPATH, the
-flags as sbatch options). The jobs themselves run in tests/test_launch_slurm.py."""
+sbatch's time forms, one line where Slurm is not installed, and the sbatch script submitit will run
+(this Python, this PYTHONPATH, the flags as sbatch options; submitit needs Slurm's srun on PATH to
+write it). The jobs themselves run in tests/test_launch_slurm.py."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from pathlib import Path
 import pytest
 
 from dinokit.errors import DinokitError
-from dinokit.studies.launch import Launch, job_attrs
+from dinokit.studies.launch import Launch
+from dinokit.studies.workers import job_attrs
 from tests.cli_helpers import run_cli
+from tests.services import extra, needs, slurm_missing
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -49,8 +52,9 @@ def test_job_id_is_recorded_only_inside_slurm(monkeypatch) -> None:
     assert job_attrs() == {"slurm_job": "4711"}
 
 
+@needs("SLURM", slurm_missing())  # submitit builds no script without srun on PATH
 def test_sbatch_script_runs_this_python_with_these_flags(tmp_path: Path, monkeypatch) -> None:
-    pytest.importorskip("submitit")
+    extra("submitit", "cluster")
     from dinokit.studies.slurm import _executor
 
     monkeypatch.setenv("PYTHONPATH", "/my tree")
@@ -72,3 +76,19 @@ def test_local_launch_is_the_default_and_accepts_sqlite() -> None:
     assert not launch.on_slurm and launch.threads == 1
     with pytest.raises(DinokitError, match="database server"):
         Launch("slurm").check_storage("sqlite:////tmp/study.db")
+
+
+def test_slurm_launcher_without_slurm_is_one_line(tmp_path: Path, monkeypatch, capsys) -> None:
+    """A machine without Slurm's commands: `--launcher slurm` says so in one line (submitit's own
+    RuntimeError would be a traceback), whatever the command."""
+    extra("submitit", "cluster")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no sbatch, no srun
+    assert run_cli(["train", "--launcher", "slurm", "--steps", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err == "error: --launcher slurm needs Slurm's commands on PATH: sbatch and srun not found (run it on " \
+                  "a cluster's login node)\n", err
+    from dinokit.studies.slurm import submit
+
+    with pytest.raises(DinokitError, match="needs Slurm's commands on PATH"):
+        submit(Launch("slurm"), [print], tmp_path / "logs")

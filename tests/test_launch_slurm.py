@@ -5,7 +5,7 @@ DDP processes.
 
 Needs Debian's slurm-wlm and munge, root (or sudo) to start the daemons, and a PostgreSQL URL in
 DINOKIT_TEST_POSTGRES. Without them the tests skip with the reason; `.ci/run` sets
-DINOKIT_REQUIRE_SLURM=1, and then a missing piece is a failure.
+DINOKIT_REQUIRE_SLURM=1, and then a missing piece is a failure (tests/services.py).
 """
 
 from __future__ import annotations
@@ -25,33 +25,28 @@ import pytest
 from optuna.trial import TrialState
 
 from tests import slurm_cluster
+from tests.services import needs, unavailable
 from tests.test_ablate_postgres import SMALL, URL  # the same tiny trials and the same server
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, needs("SLURM")]  # the cluster fixture tells whether it can run
 ROOT = Path(__file__).resolve().parents[1]
 PAIRS = {(a, s) for a in ("full", "no-lft") for s in (42, 43)}
-
-
-def _unavailable(reason: str) -> None:
-    if os.environ.get("DINOKIT_REQUIRE_SLURM") == "1":
-        pytest.fail(reason)
-    pytest.skip(reason)
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[slurm_cluster.Cluster]:
     """The one-node cluster, started for these tests and stopped after them."""
     if not URL:
-        _unavailable("no PostgreSQL server for the study: set DINOKIT_TEST_POSTGRES=postgresql://user:pass@host/db")
+        unavailable("SLURM", "no PostgreSQL server for the study: set DINOKIT_TEST_POSTGRES=postgresql://user:pass@host/db")
     reason = slurm_cluster.missing()
     if reason:
-        _unavailable(reason)
+        unavailable("SLURM", reason)
     folder = tmp_path_factory.mktemp("slurm")
     os.chmod(folder, 0o755)  # the daemons run as root, the jobs as this user
     try:
         cluster = slurm_cluster.start(folder)
     except (RuntimeError, subprocess.CalledProcessError) as exc:
-        _unavailable(f"the one-node Slurm cluster did not start: {exc}")
+        unavailable("SLURM", f"the one-node Slurm cluster did not start: {exc}")
     yield cluster
     slurm_cluster.stop(cluster)
 

@@ -15,13 +15,12 @@ from PIL import Image
 import dinokit
 from dinokit.data.transforms import eval_transforms, official_size
 from tests.cli_helpers import run_cli
+from tests.services import SHARED, needs, shared_missing
 
-REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
+REFERENCE = SHARED / "reference"
 RESIZE = REFERENCE / "official_small_resize"
 WEIGHTS = REFERENCE / "official_small" / "weights_fp16.pt"
-needs_reference = pytest.mark.skipif(
-    not (RESIZE / "postprocessed.pt").is_file() or not WEIGHTS.is_file(), reason="../shared/reference absent"
-)
+needs_reference = needs("SHARED", shared_missing(RESIZE / "postprocessed.pt", WEIGHTS))
 
 
 def test_official_size_rule():

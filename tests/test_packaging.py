@@ -73,18 +73,47 @@ def test_lower_bounds_are_the_lowest_tested_versions():
     assert all(f"{n}=={v}" in ci for n, v in TESTED_PAIR.items())
 
 
+def _setuptools() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+
+
+def _package_dir(package: str) -> Path:
+    """Where a package's files are in the repository: `package-dir`'s mapping, else its name."""
+    mapping = _setuptools().get("package-dir", {})
+    parts = package.split(".")
+    for i in range(len(parts), 0, -1):
+        if ".".join(parts[:i]) in mapping:
+            return ROOT / mapping[".".join(parts[:i])] / Path(*parts[i:])
+    return ROOT / Path(*parts)
+
+
+def test_every_package_is_listed_and_ablations_is_mapped_in():
+    """pyproject.toml names the packages one by one (one of them, dinokit.ablations, is the
+    repository's ablations/): a new folder under dinokit/ missing from the list would be missing
+    from every wheel."""
+    listed = _setuptools()["packages"]
+    found = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "dinokit").rglob("__init__.py")}
+    assert set(listed) - found == {"dinokit.ablations", "dinokit.ablations.studies", "dinokit.ablations.spaces"}
+    assert found <= set(listed), f"packages missing from pyproject.toml: {sorted(found - set(listed))}"
+    assert _setuptools()["package-dir"] == {"dinokit.ablations": "ablations"}
+    assert not (ROOT / "dinokit" / "ablations").exists()  # one copy: the build maps it in, nothing is generated
+    for package in listed:
+        assert _package_dir(package).is_dir(), package
+
+
 def test_every_data_file_of_the_package_is_declared_package_data():
     """A wheel holds the .py modules and what `[tool.setuptools.package-data]` names: a data file
-    added under dinokit/ without a matching pattern would be missing from every install."""
+    added under dinokit/ or ablations/ without a matching pattern would be missing from every install."""
     from fnmatch import fnmatch
 
-    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
-    data = [p for p in (ROOT / "dinokit").rglob("*") if p.is_file() and p.suffix not in (".py", ".pyc")]
-    assert any(p.suffix == ".yaml" for p in data)  # the shipped studies and spaces
+    declared = _setuptools()["package-data"]
+    data = [p for folder in ("dinokit", "ablations") for p in (ROOT / folder).rglob("*")
+            if p.is_file() and p.suffix not in (".py", ".pyc")]
+    assert {p.parent.name for p in data if p.suffix == ".yaml"} == {"studies", "spaces"}  # what ships
     for path in data:
         owners = [(pkg, pat) for pkg, pats in declared.items() for pat in pats
-                  if path.is_relative_to(ROOT / pkg.replace(".", "/"))
-                  and fnmatch(path.relative_to(ROOT / pkg.replace(".", "/")).as_posix(), pat)]
+                  if path.is_relative_to(_package_dir(pkg))
+                  and fnmatch(path.relative_to(_package_dir(pkg)).as_posix(), pat)]
         assert owners, f"{path.relative_to(ROOT)} is not package data in pyproject.toml: no wheel would hold it"
 
 
@@ -98,6 +127,23 @@ def test_version_has_one_home_and_the_cli_prints_it(capsys):
     assert run_cli(["--version"]) == 0 and capsys.readouterr().out == f"dinokit {__version__}\n"
     assert run_cli(["info", "--json", "--size", "64", "--set", "model.backbone=mobilenet_v3_small"]) == 0
     assert json.loads(capsys.readouterr().out)["versions"]["dinokit"] == __version__  # as checkpoints record it
+
+
+def test_the_python_versions_agree():
+    """One lowest Python: requires-python, the classifiers, the README and the interpreter running
+    these tests (tomllib, imported above, is 3.11's) agree on it."""
+    project = _project()
+    found = re.fullmatch(r">=\s*3\.(\d+)", project["requires-python"].split("#")[0].strip())
+    assert found, project["requires-python"]
+    lowest = (3, int(found.group(1)))
+    named = sorted((3, int(c.rsplit(".", 1)[1])) for c in project["classifiers"]
+                   if re.fullmatch(r"Programming Language :: Python :: 3\.\d+", c))
+    assert named and named[0] == lowest, f"classifiers name {named}, requires-python {lowest}"
+    assert sys.version_info[:2] >= lowest
+    readme = (ROOT / "README.md").read_text()
+    assert f"Python {lowest[0]}.{lowest[1]} or newer" in readme
+    older = {f"3.{m}" for m in range(lowest[1])}
+    assert not older & set(re.findall(r"Python (3\.\d+)", readme)), "the README names an older Python"
 
 
 def test_licence_file_matches_the_metadata():

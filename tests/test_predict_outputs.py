@@ -12,6 +12,7 @@ from PIL import Image
 
 from dinokit.errors import DinokitError
 from tests.cli_helpers import run_cli
+from tests.services import extra
 from tests.test_api import detector, run  # noqa: F401  (module fixtures: a 2-step tiny model)
 
 
@@ -78,7 +79,7 @@ def test_one_naming_rule_for_images_and_videos(tmp_path):
     assert [i.name for i in images] == ["a.png", "a_2.png", "A_3.png", "clip.png", "clip.jpg"]
 
 
-av = pytest.importorskip("av")
+av = extra("av")
 
 
 def test_two_videos_with_one_name_write_two_outputs(run, tmp_path, capsys):  # noqa: F811

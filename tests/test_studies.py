@@ -11,7 +11,7 @@ from dinokit.ablate.arms import load_study_file
 from dinokit.config import ConfigError
 from dinokit.errors import DinokitError
 from dinokit.studies.names import check_name, valid_name
-from dinokit.studies.shipped import find, listing, shipped
+from dinokit.studies.shipped import find, home, listing, shipped
 from dinokit.studies.trials import DEFAULT_TRAINER, load_trainer, study_config
 from dinokit.tune.space import SpaceError, load_space
 from tests.cli_helpers import run_cli
@@ -47,21 +47,23 @@ def test_study_config_is_shared_and_not_step_seeded() -> None:
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_studies_and_spaces_ship_inside_the_package(tmp_path: Path, monkeypatch) -> None:
-    import dinokit
-
+def test_studies_and_spaces_have_one_home_in_ablations(tmp_path: Path, monkeypatch) -> None:
+    """In a clone (and an editable install) the shipped files are the repository's ablations/;
+    a wheel holds the same files as dinokit/ablations/ (.ci/wheel_check.sh runs them from one)."""
     monkeypatch.chdir(tmp_path)  # found by name from any folder, not from the clone's
-    package = Path(dinokit.__file__).resolve().parent
+    assert home() == ROOT / "ablations"
     assert list(shipped("ablate")) == ["paper_table", "seed_variants", "successors"]
     assert list(shipped("tune")) == ["tune_tiny", "tune_tiny_recipe"]
-    for kind in ("ablate", "tune"):
+    for kind, folder in (("ablate", "studies"), ("tune", "spaces")):
         for path in shipped(kind).values():
-            assert path.resolve().is_relative_to(package) and path.is_file()
+            assert path.parent == ROOT / "ablations" / folder and path.is_file()
     assert len(load_study_file("paper_table").arms) == 6 and load_study_file("successors.yaml").baseline == "dino"
     assert load_space("tune_tiny").params and find("seed_variants", "ablate") == shipped("ablate")["seed_variants"]
     # one copy: no second set of these files anywhere in the repository
-    copies = [p for p in ROOT.rglob("paper_table.yaml") if ".venv" not in p.parts and "build" not in p.parts]
-    assert copies == [shipped("ablate")["paper_table"].resolve()]
+    for name in ("paper_table.yaml", "tune_tiny.yaml"):
+        copies = [p for p in ROOT.rglob(name)  # not in venvs, build or run folders
+                  if not any(part.startswith(".") or part in ("build", "dist", "runs") for part in p.relative_to(ROOT).parts)]
+        assert len(copies) == 1 and copies[0].parent.parent == ROOT / "ablations", copies
 
 
 def test_a_file_of_that_name_wins_and_a_missing_name_lists_what_ships(tmp_path: Path, monkeypatch) -> None:

@@ -3,20 +3,17 @@ experiment named after the study, tagged with its arm and seed (tune: its trial 
 real sqlite store read back through MlflowClient; rendering an ablation's verdicts tags them on
 its trials' runs.
 
-Skips without mlflow; with DINOKIT_REQUIRE_MLFLOW=1 (CI) that is a failure."""
+Skips without mlflow; with DINOKIT_REQUIRE_EXTRAS=1 (CI) that is a failure (tests/services.py)."""
 
 from __future__ import annotations
 
-import os
-
-import pytest
 import yaml
 
 from tests.cli_helpers import run_cli
+from tests.services import extra
 from tests.test_api import FAST
 
-if os.environ.get("DINOKIT_REQUIRE_MLFLOW") != "1":
-    pytest.importorskip("mlflow", reason="extra [mlflow] not installed")
+extra("mlflow", "mlflow")
 
 from mlflow.tracking import MlflowClient  # noqa: E402
 

@@ -3,13 +3,12 @@ folder; --no-tensorboard writes none. Needs the tensorboard package (the test ex
 
 from __future__ import annotations
 
-import pytest
-
 import dinokit
 from tests.cli_helpers import run_cli
+from tests.services import extra
 from tests.test_api import FAST
 
-pytest.importorskip("tensorboard")
+extra("tensorboard")
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
 

@@ -4,11 +4,10 @@ data, and the pictures and best checkpoint as artifacts, into a real local store
 default in the run folder), read back through MlflowClient; `--resume` continues the same run;
 a logging failure mid-run stops the logging, not the training. The imports stay lazy.
 
-Skips without mlflow; with DINOKIT_REQUIRE_MLFLOW=1 (CI) that is a failure."""
+Skips without mlflow; with DINOKIT_REQUIRE_EXTRAS=1 (CI) that is a failure (tests/services.py)."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,10 +17,10 @@ import pytest
 from dinokit.config import load_preset
 from dinokit.errors import DinokitError
 from tests.cli_helpers import run_cli
+from tests.services import extra
 from tests.test_api import FAST
 
-if os.environ.get("DINOKIT_REQUIRE_MLFLOW") != "1":
-    pytest.importorskip("mlflow", reason="extra [mlflow] not installed")
+extra("mlflow", "mlflow")
 
 from mlflow.tracking import MlflowClient  # noqa: E402
 

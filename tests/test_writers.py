@@ -273,8 +273,10 @@ def test_converted_json_has_no_nan(tmp_path):
 
 
 def test_a_failed_onnx_export_leaves_the_previous_file(tmp_path, monkeypatch):
-    onnx = pytest.importorskip("onnx")
-    pytest.importorskip("onnxruntime")
+    from tests.services import extra
+
+    onnx = extra("onnx")
+    extra("onnxruntime")
     from dinokit.checkpoint import make_checkpoint, save_checkpoint
     from dinokit.config import apply_overrides, load_preset
     from dinokit.infer.export import export_onnx

@@ -57,7 +57,7 @@ def make_selection_sheet(checkpoints: dict[str, Path], image: Path, path: Path, 
     """Each arm's `dinokit explain` selection figure of `image`, one row per arm, in `path`."""
     import tempfile
 
-    from dinokit.explain.report import write_selection
+    from dinokit.explain.build import write_selection
 
     panels = []
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -29,10 +30,15 @@ def forget_copied(trial: optuna.Trial) -> None:
 
 
 def diverged_at(exc: BaseException) -> int | None:
-    """The step at which training diverged, when `exc` says it did (training/trainer.py)."""
-    from dinokit.training.trainer import Diverged
+    """The step at which training diverged, when `exc` says it did (training/trainer.py's Diverged).
 
-    return exc.step if isinstance(exc, Diverged) else None
+    Called while a trial's exception is handled, so it imports nothing: a SIGTERM that interrupted
+    the trainer's own import leaves that module half-built, and importing it again here would raise
+    a new error in place of the KeyboardInterrupt, losing it (the worker would train on). A Diverged
+    can only exist once its module is loaded."""
+    trainer = sys.modules.get("dinokit.training.trainer")
+    diverged = getattr(trainer, "Diverged", None)
+    return exc.step if isinstance(diverged, type) and isinstance(exc, diverged) else None
 
 
 def record_divergence(trial: optuna.Trial, step: int, run_dir: Path | None, history: list[dict[str, Any]],

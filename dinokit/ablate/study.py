@@ -22,7 +22,6 @@ Who trains which pair:
 from __future__ import annotations
 
 import os
-import signal
 import time
 import traceback
 import uuid
@@ -42,12 +41,14 @@ from dinokit.ablate.pairing import SharedInit
 from dinokit.ablate.steps import legacy_steps
 from dinokit.config import Config, check_budget, diff_configs, plain
 from dinokit.errors import DinokitError, run_worker
-from dinokit.studies.launch import Launch, submit_workers
+from dinokit.studies.launch import Launch
+from dinokit.studies.pool import run_pool
+from dinokit.studies.slurm import submit_workers
 from dinokit.studies.storage import default_storage, open_storage, safe_url
 from dinokit.studies.trials import (
     DEFAULT_TRAINER, SECONDS, history_row, label_trial, load_trainer, seconds_attr,
 )
-from dinokit.studies.workers import fail_trial_on_sigterm, reap_dead, sign, threads_per_job
+from dinokit.studies.workers import reap_dead, sign, threads_per_job
 
 # may differ between the processes and machines that share one study (and runs of it: the loggers)
 _LOCAL = ("train.threads", "train.out", "train.name", "train.seed", "train.device", "data.workers",
@@ -273,7 +274,6 @@ def _worker_main(spec: AblationSpec, run_id: str, threads: int) -> None:
     def say(message: str) -> None:
         print(f"[worker {os.getpid()}] {message}", flush=True)
 
-    fail_trial_on_sigterm()  # the parent forwards its SIGTERM (see _forward_sigterm)
     run_worker(lambda: work(spec, run_id, threads, progress=False, say=say))
 
 
@@ -308,51 +308,8 @@ def run(spec: AblationSpec, jobs: int = 1, progress: bool = True, say: Say = pri
     elif todo and jobs == 1:
         work(spec, run_id, threads, progress, say)
     elif todo:
-        _spawn(spec, run_id, threads, min(jobs, todo), say)
+        run_pool([partial(_worker_main, spec, run_id, threads) for _ in range(min(jobs, todo))], say)
     return Ledger.read(study, run_id)
-
-
-def _forward_sigterm(procs: list[Any]) -> Any:
-    """A SIGTERM to this process (`kill`, a job scheduler) reaches its workers too: each stops and
-    records its trial as interrupted, as on Ctrl-C; without this they train on as orphans. Returns
-    the previous handler (None where no handler can be set: not the main thread)."""
-
-    def forward(signum: int, frame: Any) -> None:
-        for p in procs:
-            if p.is_alive():
-                p.terminate()  # SIGTERM: the trainer saves and the trial is marked interrupted
-        raise KeyboardInterrupt
-
-    try:
-        return signal.signal(signal.SIGTERM, forward)
-    except ValueError:
-        return None
-
-
-def _spawn(spec: AblationSpec, run_id: str, threads: int, n: int, say: Say) -> None:
-    """`n` worker processes ('spawn': no forked torch or database state) on the same storage."""
-    import multiprocessing
-
-    ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_worker_main, args=(spec, run_id, threads)) for _ in range(n)]
-    for p in procs:
-        p.start()
-    previous = _forward_sigterm(procs)
-    try:
-        for p in procs:
-            p.join()
-    except KeyboardInterrupt:  # the workers got the same Ctrl-C (or the forwarded SIGTERM): let them record it
-        for p in procs:
-            p.join(timeout=30)
-            if p.is_alive():
-                p.terminate()
-        raise
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-    bad = [p.exitcode for p in procs if p.exitcode]
-    if bad:
-        say(f"{len(bad)} worker process(es) exited with an error (codes {bad}); rerun to retry their trials")
 
 
 # --------------------------------------------------------------------------- reading back

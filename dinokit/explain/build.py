@@ -1,5 +1,6 @@
 """One image -> `Explanation`: the test-time resize, the captured forward, the detections and
-the chosen queries, all in the original image's pixels."""
+the chosen queries, all in the original image's pixels; and `write_selection`, the one call the
+ablation studio's gallery makes for each arm's selection.png."""
 
 from __future__ import annotations
 
@@ -118,3 +119,18 @@ def explain_source(
     elif isinstance(boxes, list):
         truth = truth_from_records(boxes, list(backend.classes), "boxes")
     return explain_image(backend, image, name, transform, device, truth=truth, **options)
+
+
+def write_selection(checkpoint: str | Path, image: str | Path, path: str | Path, device: str = "cpu") -> Path:
+    """Load `checkpoint`, explain `image` and write only its selection.png to `path` (for the
+    ablation report's gallery: each arm's anchors side by side). Returns `path`."""
+    from dinokit.data.transforms import eval_transforms
+    from dinokit.explain.figures import selection_figure
+    from dinokit.explain.report import save_figure
+    from dinokit.infer.detections import read_image
+    from dinokit.infer.predictor import load_backend
+
+    backend = load_backend(checkpoint, "torch", torch.device(device))
+    exp = explain_image(backend, read_image(Path(image)), str(image), eval_transforms(backend.cfg.data),
+                        torch.device(device))
+    return save_figure(selection_figure(exp), Path(path))

@@ -4,10 +4,11 @@ the detections table and links to the JSON. Plain HTML, no scripts, no external 
 from __future__ import annotations
 
 from html import escape
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from dinokit.explain.explanation import Explanation
+# dinokit.explain.explanation.Explanation, by name only: Explanation.save() calls report.py, which
+# calls this module, so importing it back (even for type checking) would close a circle
+Explanation = Any
 
 TITLES = {"selection": "Query selection", "sampling": "Cross-attention", "refinement": "Box refinement",
           "denoising": "Contrastive denoising"}

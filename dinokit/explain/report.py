@@ -1,5 +1,5 @@
-"""Writing an `Explanation` to a folder (PNGs, explain.json, explain.html), and the one-call
-`write_selection` the ablation studio's gallery uses for each arm's selection.png."""
+"""Writing an `Explanation` to a folder (PNGs, explain.json, explain.html). Nothing here imports
+the modules that build an `Explanation` (explanation.py, build.py): they call this one."""
 
 from __future__ import annotations
 
@@ -38,21 +38,3 @@ def write_explanation(exp: Explanation, folder: Path) -> dict[str, Path]:
         files = {name: path.name for name, path in written.items()}
         written["html"] = write_text(folder / "explain.html", render_html(exp, files))
     return written
-
-
-def write_selection(checkpoint: str | Path, image: str | Path, path: str | Path, device: str = "cpu") -> Path:
-    """Load `checkpoint`, explain `image` and write only its selection.png to `path` (for the
-    ablation report's gallery: each arm's anchors side by side). Returns `path`."""
-    import torch
-
-    from dinokit.data.transforms import eval_transforms
-    from dinokit.explain.build import explain_image
-    from dinokit.explain.figures import selection_figure
-    from dinokit.infer.detections import read_image
-    from dinokit.infer.predictor import load_backend
-
-    backend = load_backend(checkpoint, "torch", torch.device(device))
-    exp = explain_image(backend, read_image(Path(image)), str(image), eval_transforms(backend.cfg.data),
-                        torch.device(device))
-    return save_figure(selection_figure(exp), Path(path))
-

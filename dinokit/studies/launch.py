@@ -1,5 +1,6 @@
 """Where the work of `ablate`, `tune` and `train` runs: this machine (`--launcher local`, the
-default) or Slurm jobs (`--launcher slurm`, through submitit: dinokit/studies/slurm.py).
+default) or Slurm jobs (`--launcher slurm`, through submitit: dinokit/studies/slurm.py, which
+takes a `Launch` and submits; this module imports nothing of it).
 
 The flags are defined once here and shared by the three commands; `Launch` checks them before
 anything is created or submitted. The jobs of a study share its Optuna storage, so that storage
@@ -8,11 +9,9 @@ must be a database server (PostgreSQL): SQLite is one file on one machine.
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import typer
 
@@ -21,7 +20,6 @@ from dinokit.errors import DinokitError
 LAUNCHERS = ("local", "slurm")
 _TIME_RE = re.compile(r"^(\d+-)?\d+(:\d{1,2}){0,2}$")  # sbatch --time's forms
 _MEM_RE = re.compile(r"^\d+[KMGT]?$", re.IGNORECASE)
-JOB_ATTR = "slurm_job"  # the trial's user attr naming the Slurm job that trained it
 
 # --------------------------------------------------------------------------- the shared flags
 
@@ -43,8 +41,8 @@ GPUS_PER_NODE: Any = typer.Option(0, "--gpus-per-node", help="With --launcher sl
 
 
 # the flags' parameter names and their defaults: a job runs its command with these (it is the Slurm job)
-_LOCAL_FLAGS: dict[str, Any] = {"launcher": "local", "partition": None, "time_": None, "gpus": 0, "cpus": None,
-                                "mem": None, "slurm_args": [], "wait": False, "nodes": 1, "gpus_per_node": 0}
+LOCAL_FLAGS: dict[str, Any] = {"launcher": "local", "partition": None, "time_": None, "gpus": 0, "cpus": None,
+                               "mem": None, "slurm_args": [], "wait": False, "nodes": 1, "gpus_per_node": 0}
 
 
 @dataclass
@@ -118,46 +116,3 @@ class Launch:
             raise DinokitError("--launcher slurm needs a database server that every job reaches, e.g. "
                                "--storage postgresql://user:pass@host/db (SQLite is one file on one machine)")
         return self
-
-
-def job_attrs() -> dict[str, str]:
-    """What a trial records about the Slurm job it runs in (nothing outside Slurm)."""
-    job = os.environ.get("SLURM_JOB_ID")
-    return {JOB_ATTR: job} if job else {}
-
-
-def submit_workers(launch: Launch, workers: list[Callable[[], None]], logs: Path, progress: str,
-                   say: Callable[[str], None], name: str = "dinokit") -> bool:
-    """One Slurm job per worker; say their ids and the progress command. With --wait, wait for
-    them and return True (the caller reports), else return False at once."""
-    from dinokit.studies import slurm
-
-    jobs = slurm.submit(launch, workers, logs, name)
-    say(f"submitted {len(jobs)} Slurm job(s): {' '.join(jobs)} (logs: {logs})")
-    say(f"progress: {progress}")
-    if not launch.wait:
-        say(f"cancel: scancel {' '.join(jobs)}")
-        return False
-    states = slurm.wait(jobs)
-    say("jobs ended: " + ", ".join(f"{j} {s}" for j, s in states.items()))
-    return True
-
-
-def submit_command(launch: Launch, target: str, params: dict[str, Any], logs: Path,
-                   say: Callable[[str], None]) -> None:
-    """Run a CLI command again in Slurm (`module:function` called with the same `params`, but
-    --launcher local) as one job of --nodes x --gpus-per-node processes in one DDP group."""
-    from dinokit.studies import slurm
-
-    local = {**params, **{k: v for k, v in _LOCAL_FLAGS.items() if k in params}}
-    job = slurm.submit_ddp(launch, target, local, logs)
-    log = logs / f"{job}_0_log.out"
-    say(f"submitted Slurm job {job} on {launch.nodes} node(s) (logs: {logs})")
-    if not launch.wait:
-        say(f"progress: tail -f {log}")
-        return
-    state = slurm.wait([job])[job]
-    text = log.read_text(errors="replace") if log.is_file() else ""
-    say("\n".join(line for line in text.splitlines()[-5:] if line.strip()))
-    if state != "COMPLETED":
-        raise DinokitError(f"Slurm job {job} ended {state}; see {log} and {logs / f'{job}_0_log.err'}")

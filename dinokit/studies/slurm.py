@@ -1,4 +1,6 @@
-"""Slurm jobs through submitit (the optional `dinokit[cluster]` extra).
+"""Slurm jobs through submitit (the optional `dinokit[cluster]` extra): `submit_workers` (a
+study's workers, one job each) and `submit_command` (`train` as one multi-node job), both
+configured by a checked `Launch` (dinokit/studies/launch.py).
 
 Each job runs this Python (`sys.executable`) with this process's PYTHONPATH and DINOKIT_CACHE,
 so the jobs import the same dinokit as the command that submitted them. Job states come from
@@ -11,18 +13,17 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 from dinokit.errors import DinokitError, run_worker
+from dinokit.studies.launch import LOCAL_FLAGS, Launch
 from dinokit.studies.workers import fail_trial_on_sigterm
-
-if TYPE_CHECKING:  # launch.py calls this module; the type alone comes back (no import cycle)
-    from dinokit.studies.launch import Launch
 
 ACTIVE = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED", "REQUEUE_HOLD",
           "REQUEUE_FED", "RESIZING", "SIGNALING", "STAGE_OUT", "PREEMPTED"}
@@ -34,6 +35,10 @@ def _executor(launch: Launch, logs: Path, name: str, tasks_per_node: int = 1) ->
         import submitit
     except ImportError:
         raise DinokitError("--launcher slurm needs submitit: pip install 'dinokit[cluster]'") from None
+    absent = [c for c in ("sbatch", "srun") if shutil.which(c) is None]
+    if absent:  # submitit itself would raise a RuntimeError (a traceback) for a missing srun
+        raise DinokitError(f"--launcher slurm needs Slurm's commands on PATH: {' and '.join(absent)} not found "
+                           "(run it on a cluster's login node)")
     logs.mkdir(parents=True, exist_ok=True)
     executor = submitit.SlurmExecutor(folder=logs, python=shlex.quote(sys.executable))
     setup = [f"export {k}={shlex.quote(os.environ[k])}" for k in _PASSED_ENV if os.environ.get(k)]
@@ -112,3 +117,36 @@ def wait(jobs: list[str], poll_s: float = 5.0) -> dict[str, str]:
         if not any(s in ACTIVE for s in now.values()):
             return now
         time.sleep(poll_s)
+
+
+def submit_workers(launch: Launch, workers: list[Callable[[], None]], logs: Path, progress: str,
+                   say: Callable[[str], None], name: str = "dinokit") -> bool:
+    """One Slurm job per worker; say their ids and the progress command. With --wait, wait for
+    them and return True (the caller reports), else return False at once."""
+    jobs = submit(launch, workers, logs, name)
+    say(f"submitted {len(jobs)} Slurm job(s): {' '.join(jobs)} (logs: {logs})")
+    say(f"progress: {progress}")
+    if not launch.wait:
+        say(f"cancel: scancel {' '.join(jobs)}")
+        return False
+    ended = wait(jobs)
+    say("jobs ended: " + ", ".join(f"{j} {s}" for j, s in ended.items()))
+    return True
+
+
+def submit_command(launch: Launch, target: str, params: dict[str, Any], logs: Path,
+                   say: Callable[[str], None]) -> None:
+    """Run a CLI command again in Slurm (`module:function` called with the same `params`, but
+    --launcher local) as one job of --nodes x --gpus-per-node processes in one DDP group."""
+    local = {**params, **{k: v for k, v in LOCAL_FLAGS.items() if k in params}}
+    job = submit_ddp(launch, target, local, logs)
+    log = logs / f"{job}_0_log.out"
+    say(f"submitted Slurm job {job} on {launch.nodes} node(s) (logs: {logs})")
+    if not launch.wait:
+        say(f"progress: tail -f {log}")
+        return
+    state = wait([job])[job]
+    text = log.read_text(errors="replace") if log.is_file() else ""
+    say("\n".join(line for line in text.splitlines()[-5:] if line.strip()))
+    if state != "COMPLETED":
+        raise DinokitError(f"Slurm job {job} ended {state}; see {log} and {logs / f'{job}_0_log.err'}")

@@ -11,7 +11,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from dinokit.studies.launch import job_attrs
+JOB_ATTR = "slurm_job"  # the trial's user attr naming the Slurm job that trained it
 
 
 def _interrupted(signum: int, frame: object) -> None:
@@ -39,6 +39,12 @@ def _process_space() -> str:
 
 
 PID_SPACE = _process_space()
+
+
+def job_attrs() -> dict[str, str]:
+    """What a trial records about the Slurm job it runs in (nothing outside Slurm)."""
+    job = os.environ.get("SLURM_JOB_ID")
+    return {JOB_ATTR: job} if job else {}
 
 
 def sign(trial: optuna.Trial, **extra: str) -> None:

@@ -8,28 +8,65 @@ with the run's history and the score threshold that predict keeps by default.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
+from torch import nn
+from torch.optim.swa_utils import AveragedModel
 
 from dinokit.checkpoint import check_compatible, make_checkpoint
-from dinokit.training.optim import build_ema
+from dinokit.config import Config
+from dinokit.training.console import TrainConsole
+from dinokit.training.distributed import DistInfo
+from dinokit.training.optim import LrSchedule, build_ema
 from dinokit.training.rng import capture_rng, restore_rng
-
-if TYPE_CHECKING:
-    from dinokit.training.trainer import Trainer
+from dinokit.training.samples import TrainLoader
 
 OPTIMIZER_FIELDS = ("lr", "lr_backbone", "weight_decay")  # held in the optimiser's state, applied on resume
 
 
-def next_loader_state(run: Trainer) -> torch.Tensor:
+class Resumable(Protocol):
+    """What `pack` and `restore` read and set of a run: training/trainer.py's `Trainer` has it.
+    Described here, beside the two functions, so that this module needs nothing from the loop
+    that calls it (the loop imports this module, never the other way)."""
+
+    cfg: Config
+    info: DistInfo
+    console: TrainConsole
+    raw_model: nn.Module
+    ema: AveragedModel | None
+    schedule: LrSchedule
+    scaler: torch.amp.GradScaler
+    batches: TrainLoader
+    classes: list[str]
+    cat_ids: list[int]
+    steps_per_epoch: int
+    step: int
+    epoch: int
+    epoch_step: int
+    elapsed_before: float
+    eval_seconds: float
+    history: list[dict[str, Any]]
+    best: dict[str, Any]
+    loss_curve: list[list[float]]
+    log_sums: dict[str, float]
+    log_count: int
+    _evaluated_step: int
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer: ...  # read only: the loop's is an AdamW
+
+    def _elapsed(self) -> float: ...
+
+
+def next_loader_state(run: Resumable) -> torch.Tensor:
     """The loader generator's state that the next session's first iterator must start from:
     inside an epoch, the one this epoch's iterator started from; at its end, the current one."""
     inside = 0 < run.epoch_step < run.steps_per_epoch
     return run.batches.epoch_start_state if inside else run.batches.generator.get_state()
 
 
-def pack(run: Trainer, full: bool, rng: list[Any] | None = None) -> dict[str, Any]:
+def pack(run: Resumable, full: bool, rng: list[Any] | None = None) -> dict[str, Any]:
     """The checkpoint of `run`: full (last.pt, to resume) or the weights with the history (best.pt)."""
     state: dict[str, Any] = {
         "ema": run.ema.state_dict() if run.ema is not None else None,
@@ -48,7 +85,7 @@ def pack(run: Trainer, full: bool, rng: list[Any] | None = None) -> dict[str, An
     return make_checkpoint(run.raw_model.state_dict(), run.cfg, run.classes, run.cat_ids, metrics=run.best, **state)
 
 
-def restore(run: Trainer, ckpt: dict[str, Any]) -> None:
+def restore(run: Resumable, ckpt: dict[str, Any]) -> None:
     """Mirror of `pack(full=True)`: continue exactly where last.pt left off."""
     check_compatible(ckpt, run.cfg, run.raw_model)
     run.raw_model.load_state_dict(ckpt["model"])

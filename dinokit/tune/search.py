@@ -14,7 +14,6 @@ noisy curve does not win. A pruned trial keeps no resume state (`last.pt`), as a
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import warnings
 from dataclasses import dataclass
@@ -27,7 +26,9 @@ from optuna.trial import TrialState
 
 from dinokit.config import Config, check_budget, diff_configs, plain
 from dinokit.errors import DinokitError, run_worker
-from dinokit.studies.launch import Launch, submit_workers
+from dinokit.studies.launch import Launch
+from dinokit.studies.pool import run_pool
+from dinokit.studies.slurm import submit_workers
 from dinokit.studies.storage import default_storage, open_storage, safe_url
 from dinokit.studies.trials import DEFAULT_TRAINER, history_row, label_trial, load_trainer
 from dinokit.studies.workers import reap_dead, sign, threads_per_job
@@ -141,11 +142,17 @@ class Objective:
         except optuna.TrialPruned as exc:
             self.say(f"trial {trial.number} pruned: {exc}")
             raise
+        except KeyboardInterrupt:  # Ctrl-C, or a SIGTERM outside a step: optuna fails the trial
+            trial.set_user_attr("error", "interrupted (Ctrl-C or SIGTERM)")
+            self.say(f"trial {trial.number} interrupted")
+            raise
         except Exception as exc:
             trial.set_user_attr("error", f"{type(exc).__name__}: {str(exc).strip()[:400]}")
             self.say(f"trial {trial.number} FAILED: {exc}")
             raise
-        if getattr(result, "interrupted", False):
+        if getattr(result, "interrupted", False):  # the trainer stopped at a step on Ctrl-C / SIGTERM
+            trial.set_user_attr("error", f"interrupted (Ctrl-C or SIGTERM) at step {getattr(result, 'steps', '?')}")
+            self.say(f"trial {trial.number} interrupted")
             raise KeyboardInterrupt(f"trial {trial.number} interrupted")
         value = rank_value([float(r[metric]) for r in history if isinstance(r.get(metric), (int, float))])
         trial.set_user_attr("run_dir", str(result.run_dir))
@@ -200,11 +207,6 @@ def run(spec: TuneSpec, jobs: int = 1, progress: bool = True, say: Say = print,
                 return None
         elif jobs == 1:
             work(spec, threads, progress, say)
-        else:
-            ctx = multiprocessing.get_context("spawn")  # no forked torch or database state
-            procs = [ctx.Process(target=_worker_main, args=(spec, threads, i)) for i in range(jobs)]
-            for p in procs:
-                p.start()
-            for p in procs:
-                p.join()
+        else:  # SIGTERM reaches the workers; their trials fail as interrupted (studies/pool.py)
+            run_pool([partial(_worker_main, spec, threads, i) for i in range(jobs)], say)
     return optuna.load_study(study_name=spec.name, storage=open_storage(spec.storage))
