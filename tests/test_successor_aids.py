@@ -238,6 +238,33 @@ def test_bad_aid_values_are_refused(item):
         apply_overrides(load_preset("tiny"), [item])
 
 
+def test_shipped_successors_2026_is_the_recipe_against_one_aid_per_arm():
+    from dinokit.ablate.arms import arm_config, load_study_file
+    from dinokit.config import diff_configs
+
+    arms = load_study_file("successors_2026")
+    assert arms.baseline == "recipe" and arms.names[0] == "recipe"
+    base = load_preset("tiny")  # the study runs on the tiny recipe as it is: no base overrides
+    changed = {a.name: [d.split(" ")[0] for d in diff_configs(base.to_dict(), arm_config(base, a).to_dict())]
+               for a in arms.arms}
+    assert changed == {
+        "recipe": [], "copy-blend": ["data.copy_blend"], "dense-o2o": ["data.mosaic"],
+        "stable-dino": ["loss.cls", "model.position_cost"], "iou-cost-late": ["model.iou_cost_from"],
+        "no-aug-final": ["train.no_aug_from"],
+    }
+
+
+def test_a_study_arm_may_change_augmentation_but_not_the_images(tmp_path):
+    from dinokit.ablate.arms import load_study_file
+
+    path = tmp_path / "study.yaml"
+    path.write_text("arms: [{name: a}, {name: b, data: {mosaic: 0.5}}]\n")
+    assert load_study_file(path).arms[1].overrides == {"data.mosaic": 0.5}
+    path.write_text("arms: [{name: a}, {name: b, data: {shapes_train: 50}}]\n")
+    with pytest.raises(ConfigError, match="data.shapes_train is the study's data"):
+        load_study_file(path)
+
+
 # ---------------------------------------------------------------- training: the phases and exact resume
 
 FAST = [
