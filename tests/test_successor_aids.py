@@ -212,6 +212,29 @@ def test_late_iou_cost_on_a_hand_made_case_and_its_phase():
     assert resumed.on("iou_cost") and resumed.due(0.95) == []
 
 
+@pytest.mark.parametrize("late", [False, True])
+def test_the_aids_add_no_host_read_to_the_loss(monkeypatch, late):
+    """Stable-DINO's loss and cost, and the late IoU cost, stay on the device (CUDA: no sync):
+    the criterion still reads only the matcher's costs, once per matching."""
+    from dinokit.model.dino import build_model
+    from tests.model_helpers import make_targets
+    from tests.test_step_syncs import HostReads
+
+    cfg = micro_config(position_cost=0.5)
+    torch.manual_seed(0)
+    model = build_model(cfg, load_weights=False).train()
+    targets = make_targets([3, 0, 5, 2], seed=2)
+    outputs = model(torch.rand(4, 3, 64, 64, generator=torch.Generator().manual_seed(3)), None, targets)
+    criterion = build_criterion(cfg, LossConfig(cls="stable"))
+    criterion.matcher.iou_cost = late
+    reads = HostReads(monkeypatch)
+    with reads:
+        losses = criterion(outputs, targets)
+    assert reads.calls["cpu"] == cfg.dec_layers + 1 and reads.scalars == [] and reads.calls["tolist"] == 0
+    losses["loss"].backward()
+    assert torch.isfinite(losses["loss"])
+
+
 # ---------------------------------------------------------------- configuration
 
 
