@@ -87,9 +87,10 @@ def train(
     query_groups: Optional[int] = typer.Option(None, "--query-groups", help="Group DETR: N query groups in training (1 = off)."),
     one_to_many: Optional[int] = typer.Option(None, "--one-to-many", help="H-DETR: N one-to-many queries in training (0 = off)."),
     cls_loss: Optional[str] = typer.Option(None, "--cls-loss", help="focal, vfl, ia-bce, mal or stable."),
-    mosaic: Optional[float] = typer.Option(None, "--mosaic", help="DEIM: probability of a 2x2 mosaic of training images (0 = off)."),
-    copy_blend: Optional[float] = typer.Option(None, "--copy-blend", help="DEIMv2: probability of blending in objects of other images (0 = off)."),
-    no_aug_from: Optional[float] = typer.Option(None, "--no-aug-from", help="Budget fraction after which strong augmentation is off and the EMA restarts (0 = off)."),
+    mosaic: Optional[float] = typer.Option(None, help="DEIM: probability of a 2x2 mosaic of images (0 = off)."),
+    copy_blend: Optional[float] = typer.Option(None, "--copy-blend", help="DEIMv2: probability of Copy-Blend (0 = off)."),
+    no_aug_from: Optional[float] = typer.Option(
+        None, "--no-aug-from", help="Budget fraction from which strong augmentation is off, EMA restarted (0 = off)."),
     backbone: Optional[str] = typer.Option(None, help="A torchvision classification model, e.g. resnet50."),
     weights: Optional[str] = typer.Option(
         None, help="Backbone weights (imagenet, a torchvision name, a file) or a whole detector to fine-tune: "

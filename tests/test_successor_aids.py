@@ -261,6 +261,18 @@ def test_bad_aid_values_are_refused(item):
         apply_overrides(load_preset("tiny"), [item])
 
 
+@pytest.mark.parametrize("flag,value,field", [("--mosaic", "1.5", "data.mosaic"), ("--copy-blend", "2", "data.copy_blend"),
+                                              ("--no-aug-from", "1", "train.no_aug_from")])
+def test_train_flags_set_their_fields(flag, value, field, capsys, tmp_path):
+    """Each flag reaches its config field: an out-of-range value is refused in one line naming it,
+    before anything trains."""
+    from tests.cli_helpers import run_cli
+
+    assert run_cli(["train", flag, value, "--steps", "1", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and field in err and "Traceback" not in err
+
+
 def test_shipped_successors_2026_is_the_recipe_against_one_aid_per_arm():
     from dinokit.ablate.arms import arm_config, load_study_file
     from dinokit.config import diff_configs
