@@ -126,6 +126,29 @@ def test_mixed_samples_derive_from_seed_epoch_and_index_and_keep_the_image_s_own
     assert torch.equal(off[2][0], plain[0])  # with the aids off an item is the dataset's own
 
 
+def test_final_phase_transforms_keep_the_flip_and_one_size():
+    from PIL import Image
+    from torchvision import tv_tensors
+
+    from dinokit.data.transforms import train_transforms
+
+    cfg = DataConfig(image_size=128, min_size=64)
+    image = Image.new("RGB", (200, 100))
+    boxes = tv_tensors.BoundingBoxes(torch.tensor([[10.0, 10.0, 60.0, 50.0]]), format="XYXY", canvas_size=(100, 200))
+    sizes, flipped = set(), set()
+    for seed in range(12):
+        torch.manual_seed(seed)
+        out, target = train_transforms(cfg, strong=False)(image, {"boxes": boxes, "labels": torch.tensor([0])})
+        sizes.add(tuple(out.shape[-2:]))
+        flipped.add(float(target["boxes"][0, 0]) > 64)
+    assert sizes == {(64, 128)} and flipped == {True, False}
+    strong = set()
+    for seed in range(12):
+        torch.manual_seed(seed)
+        strong.add(tuple(train_transforms(cfg)(image, {"boxes": boxes, "labels": torch.tensor([0])})[0].shape[-2:]))
+    assert len(strong) > 1  # multi-scale when strong
+
+
 def test_mixed_samples_mosaic_and_strong_off():
     mixed = MixedSamples(_RandomImages(), DataConfig(mosaic=1.0, image_size=64))
     samples = SeededSamples(mixed, seed=0)
@@ -337,6 +360,7 @@ def test_stopped_with_every_aid_then_resumed_is_bit_identical(workdir):
     second = train(config("stopped"), resume=True, progress=False)
     a, b = (load_checkpoint(r.run_dir / "last.pt") for r in (second, straight))
     assert second.steps == straight.steps == 6
+    assert int(b["ema"]["n_averaged"]) == 3  # started at the switch (progress 3/6 >= 0.45): steps 4-6
     for key in ("model", "ema"):
         different = [k for k in a[key] if not torch.equal(a[key][k], b[key][k])]
         assert not different, f"{key}: {len(different)} tensors differ, e.g. {different[:3]}"
