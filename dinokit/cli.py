@@ -94,7 +94,11 @@ def train(
     attention: Optional[str] = typer.Option(None, help="deformable or dense."),
     query_groups: Optional[int] = typer.Option(None, "--query-groups", help="Group DETR: N query groups in training (1 = off)."),
     one_to_many: Optional[int] = typer.Option(None, "--one-to-many", help="H-DETR: N one-to-many queries in training (0 = off)."),
-    cls_loss: Optional[str] = typer.Option(None, "--cls-loss", help="focal, vfl, ia-bce or mal."),
+    cls_loss: Optional[str] = typer.Option(None, "--cls-loss", help="focal, vfl, ia-bce, mal or stable."),
+    mosaic: Optional[float] = typer.Option(None, help="DEIM: probability of a 2x2 mosaic of images (0 = off)."),
+    copy_blend: Optional[float] = typer.Option(None, "--copy-blend", help="DEIMv2: probability of Copy-Blend (0 = off)."),
+    no_aug_from: Optional[float] = typer.Option(
+        None, "--no-aug-from", help="Budget fraction from which strong augmentation is off, EMA restarted (0 = off)."),
     backbone: Optional[str] = typer.Option(None, help="A torchvision classification model, e.g. resnet50."),
     weights: Optional[str] = typer.Option(
         None, help="Backbone weights (imagenet, a torchvision name, a file) or a whole detector to fine-tune: "
@@ -137,6 +141,7 @@ def train(
         "queries": queries, "denoising": _denoising_flag(denoising, no_cdn, no_dn), "lft": lft,
         "dn_draws": dn_draws, "neg_target": neg_target, "attention": attention, "backbone": backbone,
         "weights": weights, "query_groups": query_groups, "one_to_many_queries": one_to_many, "cls": cls_loss,
+        "mosaic": mosaic, "copy_blend": copy_blend, "no_aug_from": no_aug_from,
         "image_size": image_size, "skip_bad_images": skip_bad_images or None,
         "epochs": epochs, "steps": steps, "time_budget": time_budget, "batch_size": batch_size, "device": device,
         "out": out, "name": name, "seed": seed, "ema": ema, "deterministic": deterministic or None,

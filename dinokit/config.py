@@ -24,7 +24,7 @@ QueryMode = Literal["mixed", "pure", "static"]
 DenoisingMode = Literal["cdn", "dn", "none"]
 NegTarget = Literal["background", "closest-gt"]
 AttentionKind = Literal["deformable", "dense"]
-ClassLoss = Literal["focal", "vfl", "ia-bce", "mal"]
+ClassLoss = Literal["focal", "vfl", "ia-bce", "mal", "stable"]
 Precision = Literal["fp32", "bf16", "fp16", "auto"]
 LrShape = Literal["step", "cosine", "linear"]
 CompileChoice = Literal["auto", True, False]  # auto: where measured faster (training/compiled.py)
@@ -82,6 +82,10 @@ class ModelConfig:
     loss_class: float = 1.0
     loss_bbox: float = 5.0
     loss_giou: float = 2.0
+    # --- matching-cost aids (off = DINO's cost; loss/matcher.py, training/phases.py) ---
+    position_cost: float = 0.0  # Stable-DINO: class probability x ((GIoU + 1) / 2)^this in the cost (0 = off; 0.5)
+    iou_cost_from: float = 0.0  # DEIMv2: budget fraction from which the cost is -(p x IoU^power) (0 = off; 0.78)
+    iou_cost_power: float = 4.0  # DEIMv2's iou_order_alpha
     # --- inference ---
     num_select: int = 300
     pixel_mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
@@ -92,10 +96,11 @@ class ModelConfig:
 class LossConfig:
     """The classification loss on the matched logits (see loss/classification.py)."""
 
-    cls: ClassLoss = "focal"  # focal (DINO), vfl (RT-DETR), ia-bce (Align-DETR), mal (DEIM)
+    cls: ClassLoss = "focal"  # focal (DINO), vfl (RT-DETR), ia-bce (Align-DETR), mal (DEIM), stable (Stable-DINO)
     vfl_alpha: float = 0.75  # RT-DETR's negative weight for vfl
     iabce_alpha: float = 0.25  # Align-DETR: positive target = score^alpha * IoU^(1 - alpha)
     mal_gamma: float = 1.5  # DEIM: positive target = IoU^gamma, negative weight score^gamma
+    stable_power: float = 2.0  # Stable-DINO: positive target = IoU^power, scaled so an image's best is 1
 
 
 @dataclass
@@ -110,6 +115,10 @@ class DataConfig:
     eval_resize: str = "longest"
     augment: bool = True
     crop: float = 0.0  # probability of a random crop in training (DETR's and DINO's use 0.5)
+    # training-only aids that mix in other training images (data/mixing.py; 0 = off)
+    mosaic: float = 0.0  # DEIM's dense one-to-one: probability of a 2 x 2 mosaic of four images (0.5)
+    copy_blend: float = 0.0  # DEIMv2's Copy-Blend: probability of pasting objects of other images (0.5)
+    copy_blend_objects: int = 3  # objects pasted per Copy-Blend
     workers: int = 0
     skip_bad_images: bool = False
     shapes_train: int = 800
@@ -135,6 +144,9 @@ class TrainConfig:
     warmup_steps: int = 0
     ema: bool = False
     ema_decay: float = 0.9997
+    # DEIM's final phase: from this budget fraction on, no strong augmentation and the EMA
+    # restarted (started if train.ema is off); 0 = off (DEIMv2: 50 of 58 epochs, 0.86)
+    no_aug_from: float = 0.0
     seed: int = 42
     deterministic: bool = False
     device: str = "auto"

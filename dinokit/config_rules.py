@@ -178,19 +178,26 @@ RULES: dict[str, Rule] = {
     "model.query_groups": POSITIVE,  # 1: off
     "model.one_to_many_queries": COUNT,  # 0: off
     "model.one_to_many_k": POSITIVE,
+    "model.position_cost": Num(0.0),  # 0: off
+    "model.iou_cost_from": Num(0.0, 1.0, open_high=True),  # 0: off
+    "model.iou_cost_power": Num(0.0),
     "model.pixel_mean": FRACTION,
     "model.pixel_std": Num(0.0, open_low=True),
     # --- loss
-    "loss.cls": Choice(("focal", "vfl", "ia-bce", "mal")),
+    "loss.cls": Choice(("focal", "vfl", "ia-bce", "mal", "stable")),
     "loss.vfl_alpha": FRACTION,
     "loss.iabce_alpha": FRACTION,
     "loss.mal_gamma": Num(0.0),
+    "loss.stable_power": Num(0.0),
     # --- data
     "data.data": Text(empty=False),
     "data.image_size": Int(32),  # the backbone's coarsest stride
     "data.min_size": COUNT,  # 0: 0.6 x image_size
     "data.augment": Flag(),
     "data.crop": FRACTION,  # probability; 0: no crop
+    "data.mosaic": FRACTION,  # probability; 0: off
+    "data.copy_blend": FRACTION,  # probability; 0: off
+    "data.copy_blend_objects": POSITIVE,
     "data.eval_resize": Choice(("longest", "official")),
     "data.workers": COUNT,
     "data.skip_bad_images": Flag(),
@@ -212,6 +219,7 @@ RULES: dict[str, Rule] = {
     "train.warmup_steps": COUNT,
     "train.ema": Flag(),
     "train.ema_decay": Num(0.0, 1.0, open_high=True),
+    "train.no_aug_from": Num(0.0, 1.0, open_high=True),  # 0: off
     "train.seed": COUNT,
     "train.deterministic": Flag(),
     "train.device": Text(pattern=r"auto|cpu|(mps|cuda)(:\d+)?", hint="auto, cpu, cuda[:N] or mps"),

@@ -52,7 +52,7 @@ def test_studies_and_spaces_have_one_home_in_ablations(tmp_path: Path, monkeypat
     a wheel holds the same files as dinokit/ablations/ (.ci/wheel_check.sh runs them from one)."""
     monkeypatch.chdir(tmp_path)  # found by name from any folder, not from the clone's
     assert home() == ROOT / "ablations"
-    assert list(shipped("ablate")) == ["paper_table", "seed_variants", "successors"]
+    assert list(shipped("ablate")) == ["paper_table", "seed_variants", "successors", "successors_2026"]
     assert list(shipped("tune")) == ["tune_tiny", "tune_tiny_recipe"]
     for kind, folder in (("ablate", "studies"), ("tune", "spaces")):
         for path in shipped(kind).values():
@@ -71,7 +71,7 @@ def test_a_file_of_that_name_wins_and_a_missing_name_lists_what_ships(tmp_path: 
     Path("paper_table.yaml").write_text("arms: [{name: a}, {name: b, model: {lft: false}}]\n")
     assert [a.name for a in load_study_file("paper_table.yaml").arms] == ["a", "b"]
     with pytest.raises(ConfigError, match=r"study file not found: nope \(shipped: paper_table, seed_variants, "
-                                          r"successors; see dinokit ablate --list-studies\)"):
+                                          r"successors, successors_2026; see dinokit ablate --list-studies\)"):
         load_study_file("nope")
     with pytest.raises(SpaceError, match="search space file not found: sub/tune_tiny.yaml"):
         load_space("sub/tune_tiny.yaml")  # a path with a folder is a path, never a shipped name

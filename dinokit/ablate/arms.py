@@ -50,7 +50,9 @@ REMOVALS: tuple[Removal, ...] = (
 REMOVAL_BY_NAME = {r.name: r for r in REMOVALS}
 
 _STUDY_KEYS = {"description", "baseline", "base", "arms", "kind"}
-_SECTIONS = ("loss", "train")  # besides `model`: sections an arm may change, stored as "section.field"
+_SECTIONS = ("loss", "train", "data")  # besides `model`: sections an arm may change, stored as "section.field"
+# the images every arm trains and is scored on: the study's (--data, --set), never an arm's
+_STUDY_DATA = {"data.data", "data.shapes_train", "data.shapes_val", "data.shapes_size", "data.shapes_seed"}
 _ARM_KEYS = {"name", "model", "description", *_SECTIONS}
 
 
@@ -177,6 +179,9 @@ def _section_overrides(item: dict[str, Any], where: str) -> dict[str, Any]:
         if not isinstance(values, dict):
             raise ConfigError(f"{where}: '{section}' must be a mapping of {section.capitalize()}Config fields")
         overrides.update({(k if section == "model" else f"{section}.{k}"): v for k, v in values.items()})
+    fixed = sorted(_STUDY_DATA & set(overrides))
+    if fixed:
+        raise ConfigError(f"{where}: {fixed[0]} is the study's data (give it with --data or --set), not an arm's")
     return overrides
 
 

@@ -27,11 +27,19 @@ def train_sizes(cfg: DataConfig) -> list[int]:
     return sizes or [cfg.image_size]
 
 
-def train_transforms(cfg: DataConfig) -> v2.Compose:
+def train_transforms(cfg: DataConfig, strong: bool = True) -> v2.Compose:
     """Flip, a random crop with probability `cfg.crop`, random multi-scale resize, light colour
-    jitter; just the resize if augment is off."""
+    jitter; just the resize if augment is off. strong=False (the final phase without strong
+    augmentation, training/phases.py): the flip and the largest training size only."""
     if not cfg.augment:
         return eval_transforms(cfg)
+    if not strong:
+        return v2.Compose([
+            v2.RandomHorizontalFlip(p=0.5),
+            v2.Resize(size=None, max_size=cfg.image_size),
+            v2.ToImage(),
+            v2.ToDtype(torch.float32, scale=True),
+        ])
     sizes = train_sizes(cfg)
     # no RandomApply at 0: it would still draw a number per image and shift every later draw,
     # so runs without the crop keep the augmentation streams they had before it existed

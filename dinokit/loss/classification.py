@@ -7,6 +7,11 @@ ia-bce : IoU-aware BCE of Align-DETR: positive target s^a * IoU^(1 - a) (s the d
          negatives weighted s^gamma.
 mal    : the matchability-aware loss of DEIM: positive target IoU^g, positive weight 1; negatives
          weighted s^g (g = mal_gamma).
+stable : Stable-DINO's position-supervised loss (arXiv 2304.04742): positive target t = IoU^b
+         (b = stable_power, 2), scaled per image so that its best positive has t = 1 (their
+         code's normalisation), positive weight alpha |t - s|^gamma, negatives (1 - alpha) s^gamma
+         (the focal loss's alpha and gamma). Stable-DINO keeps the focal loss on the denoising
+         queries (loss/criterion.py does too).
 The IoU-aware losses let the score follow localisation quality, which the focal loss ignores.
 Every loss returns per-element values (..., Q, C); the criterion masks, sums and normalises.
 """
@@ -38,6 +43,11 @@ def classification_loss(
     elif kind == "mal":
         target = quality.pow(cfg.mal_gamma)
         weight = score.pow(cfg.mal_gamma) * (1 - onehot) + onehot
+    elif kind == "stable":
+        target = quality.pow(cfg.stable_power)  # (..., Q, C)
+        best = target.flatten(-2).amax(-1)[..., None, None]  # per image
+        target = target * (1.0 / (best + 1e-8)).clamp(min=1.0)
+        weight = alpha * (target - score).abs().pow(gamma) * onehot + (1 - alpha) * score.pow(gamma) * (1 - onehot)
     else:
         raise ValueError(f"unknown classification loss '{kind}'")
     return F.binary_cross_entropy_with_logits(logits, target, weight=weight, reduction="none")

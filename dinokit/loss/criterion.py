@@ -39,7 +39,10 @@ class SetCriterion(nn.Module):
         super().__init__()
         self.loss_cfg = loss if loss is not None else LossConfig()
         self.query_groups, self.one_to_many_k = cfg.query_groups, cfg.one_to_many_k
-        self.matcher = HungarianMatcher(cfg.cost_class, cfg.cost_bbox, cfg.cost_giou, cfg.focal_alpha, cfg.focal_gamma)
+        self.matcher = HungarianMatcher(cfg.cost_class, cfg.cost_bbox, cfg.cost_giou, cfg.focal_alpha, cfg.focal_gamma,
+                                        cfg.position_cost, cfg.iou_cost_power)
+        # Stable-DINO supervises its denoising queries with the focal loss, not the position-supervised one
+        self.dn_cls = "focal" if self.loss_cfg.cls == "stable" else self.loss_cfg.cls
         self.num_classes = cfg.num_classes
         self.alpha, self.gamma = cfg.focal_alpha, cfg.focal_gamma
         self.weights = (cfg.loss_class, cfg.loss_bbox, cfg.loss_giou)
@@ -47,10 +50,12 @@ class SetCriterion(nn.Module):
 
     # ------------------------------------------------------------------ pieces
 
-    def class_loss(self, logits: Tensor, onehot: Tensor, iou: Tensor, keep: Tensor | None, norm: Norm) -> Tensor:
-        """LossConfig.cls summed over queries and classes; iou (..., Q) of each query's box with its
-        target (IoU-aware losses); `keep` (..., Q) masks out queries."""
-        loss = classification_loss(self.loss_cfg.cls, logits, onehot, iou, self.loss_cfg, self.alpha, self.gamma)
+    def class_loss(self, logits: Tensor, onehot: Tensor, iou: Tensor, keep: Tensor | None, norm: Norm,
+                   kind: str | None = None) -> Tensor:
+        """LossConfig.cls (or `kind`) summed over queries and classes; iou (..., Q) of each query's box
+        with its target (IoU-aware losses); `keep` (..., Q) masks out queries."""
+        kind = kind or self.loss_cfg.cls
+        loss = classification_loss(kind, logits, onehot, iou, self.loss_cfg, self.alpha, self.gamma)
         if keep is not None:
             loss = loss * keep[..., None]
         return loss.sum() / norm
@@ -120,8 +125,8 @@ class SetCriterion(nn.Module):
             total = logits.new_zeros(())
             for layer in range(logits.shape[0]):
                 l1, giou, pair = self.box_losses(boxes[layer], tgt_boxes, keep, norm)
-                iou = pair.detach() * keep if self.loss_cfg.cls != "focal" else torch.zeros_like(keep)
-                cls = self.class_loss(logits[layer], onehot, iou, valid.to(logits.dtype), norm)
+                iou = pair.detach() * keep if self.dn_cls != "focal" else torch.zeros_like(keep)
+                cls = self.class_loss(logits[layer], onehot, iou, valid.to(logits.dtype), norm, self.dn_cls)
                 total = total + self.weighted(cls, l1, giou)
             per_draw.append(total)
         losses = torch.stack(per_draw)

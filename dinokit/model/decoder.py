@@ -28,7 +28,7 @@ from dinokit.model.position import box_sine_embedding
 class DecoderOutput:
     logits: Tensor  # (layers, B, Q, C)
     boxes: Tensor  # (layers, B, Q, 4) cxcywh in [0, 1]
-    refined: list[Tensor]  # per layer (B, Q, 4): the undetached refined box handed to the next layer
+    refined: list[Tensor]  # per layer but the last (B, Q, 4): the undetached refined box handed to the next layer
 
 
 class DecoderLayer(nn.Module):
@@ -185,7 +185,8 @@ class Decoder(nn.Module):
         allowed = self_attention_mask(attn_mask, query_padding, content.shape[0], content.shape[1])
         if self.split_self_attention:
             allowed = split_self_attention_mask(allowed, dn_size, matching_free)
-        for layer in self.layers:
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
             ref_input = reference[:, :, None] * ratios  # (B, Q, L, 4)
             query_pos = self.ref_point_head(box_sine_embedding(ref_input[:, :, 0], half))
             out = layer(out, query_pos, ref_input, memory, memory_pos, shapes, memory_mask, allowed)
@@ -196,6 +197,8 @@ class Decoder(nn.Module):
                 hs = self.norm(out32)
                 logits.append(self.class_head(hs))
                 boxes.append((self.box_head(hs) + inverse_sigmoid(predicted_on)).sigmoid())
+                if i == last:  # no layer reads the last refinement (the official code computes and drops it)
+                    break
                 new_reference = (self.box_head(out32) + inverse_sigmoid(reference)).sigmoid()
             refined.append(new_reference)
             reference = new_reference.detach()

@@ -138,7 +138,7 @@ class DINO(nn.Module):
         out.update({
             "enc_outputs": selected.enc_outputs,
             "dn": DenoisingOutputs(dec.logits[:, :, :P], dec.boxes[:, :, :P], dn) if dn is not None else None,
-            "refined": dec.refined,  # per layer (B, P + T, 4), denoising queries first (for tests)
+            "refined": dec.refined,  # per layer but the last (B, P + T, 4), denoising queries first (for tests)
             # training-only aids (model/groups.py): groups 1.. and the one-to-many queries
             "group_outputs": [_set_outputs(logits[:, :, layout.group_slice(g)], boxes[:, :, layout.group_slice(g)])
                               for g in range(1, layout.groups)],

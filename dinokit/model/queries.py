@@ -106,13 +106,14 @@ class QuerySelection(nn.Module):
         B, K = memory.shape[0], self.num_queries
         out_memory, anchors_all = encoder_proposals(memory, mask, shapes)
         out_memory = self.enc_output_norm(self.enc_output(out_memory))
-        logits = self.enc_class_head(out_memory)  # (B, S, C)
-        coords = self.enc_box_head(out_memory) + anchors_all  # (B, S, 4) inverse sigmoid
+        logits = self.enc_class_head(out_memory)  # (B, S, C): every token is scored for the top-K
         k = min(K, logits.shape[1])
         k_all = min(K + extra, logits.shape[1])  # one-to-many: the next-best proposals after the top k
         order = logits.max(-1)[0].topk(k_all, dim=1)[1]  # (B, k_all), best first
-        coords_all = coords.gather(1, order[..., None].expand(-1, -1, 4))
         memory_all = out_memory.gather(1, order[..., None].expand(-1, -1, out_memory.shape[-1]))
+        # boxes only for the selected tokens: the official code runs the box head on all S tokens
+        # and gathers (the same values; 2 of the r50 step's GFLOP at 2x320, more at larger images)
+        coords_all = self.enc_box_head(memory_all) + anchors_all.gather(1, order[..., None].expand(-1, -1, 4))
         topk, coords_k, memory_k = order[:, :k], coords_all[:, :k], memory_all[:, :k]
         enc_outputs = {"pred_logits": self.enc_class_head(memory_k), "pred_boxes": coords_k.sigmoid()}
         layout = QueryLayout(k, groups, k_all - k)

@@ -67,4 +67,15 @@ def training_aids(cfg: Config) -> str:
         aids.append(f"one-to-many {m.one_to_many_queries} queries, k={m.one_to_many_k}")
     if cfg.loss.cls != "focal":
         aids.append(f"{cfg.loss.cls} class loss")
+    if m.position_cost > 0:
+        aids.append(f"position-modulated cost {m.position_cost:g}")
+    if m.iou_cost_from > 0:
+        aids.append(f"IoU cost from {m.iou_cost_from:g} of the budget (IoU^{m.iou_cost_power:g})")
+    d = cfg.data
+    if d.mosaic > 0:
+        aids.append(f"mosaic p={d.mosaic:g}")
+    if d.copy_blend > 0:
+        aids.append(f"copy-blend p={d.copy_blend:g} x{d.copy_blend_objects}")
+    if cfg.train.no_aug_from > 0:
+        aids.append(f"no strong augmentation + EMA restart from {cfg.train.no_aug_from:g} of the budget")
     return ", ".join(aids) or "none"

@@ -81,6 +81,7 @@ def pack(run: Resumable, full: bool, rng: list[Any] | None = None) -> dict[str, 
             rng=rng or [capture_rng()], elapsed=run._elapsed(), eval_seconds=run.eval_seconds,
             loss_curve=run.loss_curve, log_sums=run.log_sums, log_count=run.log_count,
             loader_generator=next_loader_state(run), scaler=run.scaler.state_dict(),
+            phases=run.phases.state_dict(),
         )
     return make_checkpoint(run.raw_model.state_dict(), run.cfg, run.classes, run.cat_ids, metrics=run.best, **state)
 
@@ -104,6 +105,9 @@ def restore(run: Resumable, ckpt: dict[str, Any]) -> None:
         run.console.message(f"resume: applying {', '.join(changed)}")
     if ckpt.get("scaler") and run.scaler.is_enabled():  # fp16 on CUDA: continue with the same loss scale
         run.scaler.load_state_dict(ckpt["scaler"])
+    run.phases.load_state_dict(ckpt.get("phases") or {})
+    for phase in run.phases.started:  # the phases already on (the final phase may create the EMA)
+        run._start_phase(phase, resumed=True)
     if run.ema is not None:
         if ckpt.get("ema"):
             run.ema.load_state_dict(ckpt["ema"])

@@ -37,6 +37,7 @@ from dinokit.training.samples import TrainLoader
 from dinokit.training.signals import StopRequest, StopRun
 from dinokit.runtime.rundir import RUN_FILES, find_resume_dir, new_run_dir, safe_name
 from dinokit.training.patience import patience_reason
+from dinokit.training.phases import LatePhases
 from dinokit.training.plots import plot_curves, plot_results, write_metrics_csv
 from dinokit.training.compiled import ShapeBuckets, TrainingStep, resolve_compile
 from dinokit.errors import DataError, DinokitError
@@ -100,6 +101,7 @@ class Trainer:
         init_model: Callable[[nn.Module, Any], None] | None = None,
     ) -> None:
         from dinokit.data.coco import build_dataset, resolve_source
+        from dinokit.data.mixing import MixedSamples
         from dinokit.data.transforms import collate
         from dinokit.loss.criterion import build_criterion
         from dinokit.model.dino import build_model
@@ -140,10 +142,13 @@ class Trainer:
         self.optimizer = build_optimizer(self.raw_model, t)
         self.schedule = LrSchedule(self.optimizer, t.warmup_steps, t.lr_drop, t.lr_schedule)
         self.ema = build_ema(self.raw_model, t.ema_decay) if t.ema else None
+        self.phases = LatePhases({"iou_cost": cfg.model.iou_cost_from, "no_aug": t.no_aug_from})
         seed_everything(t.seed + info.rank)  # augmentation streams differ per process
 
-        self.batches = TrainLoader(self.train_set, t.batch_size, cfg.data.workers, t.seed, info.world_size,
+        self.train_samples = MixedSamples(self.train_set, cfg.data)  # mosaic / Copy-Blend when switched on
+        self.batches = TrainLoader(self.train_samples, t.batch_size, cfg.data.workers, t.seed, info.world_size,
                                    info.rank, collate)
+        self._restart_batches = False  # a phase changed the samples: the next batches need a new iterator
         self.steps_per_epoch = self.batches.steps_per_epoch
         self.total_steps = total_steps(t, self.steps_per_epoch)
         self.budget_s = t.time_budget * 60.0
@@ -261,6 +266,9 @@ class Trainer:
                     self._save_last()
                 if self.total_steps and self.step >= self.total_steps:
                     break
+                if self._restart_batches:  # the rest of the epoch from a loader made after the change
+                    self._restart_batches = False
+                    break
             if self.epoch_step >= self.steps_per_epoch:
                 self.epoch += 1
                 self.epoch_step = 0
@@ -292,6 +300,8 @@ class Trainer:
         t = self.cfg.train
         fraction = self.step / self.total_steps if self.total_steps else 0.0
         self.lr = self.schedule.update(self.step, max(fraction, self._time_fraction))
+        for phase in self.phases.due(max(fraction, self._time_fraction)):
+            self._start_phase(phase)
         with record_function("dinokit.data"):
             images, masks = images.to(self.device), masks.to(self.device)
             targets = [{k: v.to(self.device) if torch.is_tensor(v) else v for k, v in tg.items()} for tg in targets]
@@ -317,6 +327,21 @@ class Trainer:
         self.console.advance(self.step, self._elapsed())
         if self.step == 1 or self.step % losslog.LOG_EVERY == 0 or self.console.line_due(self.step):
             self._read_losses()
+
+    def _start_phase(self, phase: str, resumed: bool = False) -> None:
+        """What a late phase (training/phases.py) changes from here on. `resumed`: re-entering it
+        from last.pt before any batch is loaded (restore() then loads the saved EMA)."""
+        if phase == "iou_cost":
+            self.criterion.matcher.iou_cost = True
+        elif phase == "no_aug":
+            self.train_samples.strong(False)
+            self._restart_batches = not resumed
+            if self.ema is None or not resumed:  # restarted from the current weights
+                self.ema = build_ema(self.raw_model, self.cfg.train.ema_decay)
+        if not resumed:
+            what = {"iou_cost": "the matching cost is IoU-heavy from here",
+                    "no_aug": "no strong augmentation from here; EMA restarted"}[phase]
+            self.console.message(f"step {self.step}: {what}")
 
     def _read_losses(self) -> None:
         """The buffered steps' loss terms, read on the host in one copy, into the means of the next
