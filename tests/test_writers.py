@@ -25,7 +25,7 @@ ALLOWED = {
     ("data/shapes.py", "shapes_dir", "os.replace"): "a stale dataset folder is moved aside before removal",
     ("infer/video.py", "_Writer.__init__", "open for writing"): "the temp path predict_video's atomic_path gave",
     ("cli.py", "predict", "det.save"): "Detections.save: write_with",
-    ("explain/cli.py", "explain", "exp.save"): "Explanation.save: write_explanation, through files.py",
+    ("explain_cli.py", "explain", "exp.save"): "Explanation.save: write_explanation, through files.py",
 }
 TEMP_FILES = {"mkstemp", "mkdtemp", "NamedTemporaryFile", "TemporaryFile"}
 IN_PLACE = {"write_text", "write_bytes", "touch", "tofile"}  # path.write_text(...), array.tofile(path)
