@@ -25,6 +25,23 @@ from tests.services import extra
 SHORT = {"cls": "Cls", "loc": "Loc", "both": "Both", "dupl": "Dupe", "bkg": "Bkg", "missed": "Miss"}
 
 
+@pytest.fixture(autouse=True)
+def _own_matplotlib_style() -> Any:
+    """tidecv.TIDE() restyles matplotlib for the whole process (seaborn's whitegrid, its palette
+    and its colour codes: "k" becomes a dark grey): put every rcParam and colour code back, or
+    later tests' plots change colour."""
+    import matplotlib
+    from matplotlib import colors
+
+    named = colors.get_named_colors_mapping()
+    codes = dict(named)
+    with matplotlib.rc_context():
+        yield
+    named.clear()
+    named.update(codes)
+    colors.colorConverter.cache.clear()
+
+
 def _tidecv() -> Any:
     return extra("tidecv")  # in the test extra
 
