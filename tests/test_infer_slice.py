@@ -11,9 +11,7 @@ barely trained) DINO then runs the same path through the API, ONNX and the CLI.
 
 from __future__ import annotations
 
-import importlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -28,15 +26,12 @@ from dinokit.api import Detector
 from dinokit.config import Config, ConfigError
 from dinokit.infer.predictor import Backend
 from tests.cli_helpers import run_cli
+from tests.services import extra
 
-def _extra(module: str, extra: str) -> Any:
-    """The optional package, or a skip naming the extra; where DINOKIT_REQUIRE_{EXTRA}=1 (CI) it must be there."""
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        if os.environ.get(f"DINOKIT_REQUIRE_{extra.upper()}") == "1":
-            raise
-        pytest.skip(f"{module} is not installed (pip install 'dinokit[{extra}]')", allow_module_level=True)
+def _extra(module: str, extra_name: str) -> Any:
+    """The optional package (the [test] extra holds it), or the services rule: skip with the
+    reason, fail where DINOKIT_REQUIRE_EXTRAS=1 (CI)."""
+    return extra(module, extra_name)
 
 
 sv = _extra("supervision", "slice")

@@ -6,9 +6,7 @@ boxes, scores that dip, missed frames); then `dinokit predict clip.mp4 --track` 
 
 from __future__ import annotations
 
-import importlib
 import json
-import os
 from typing import Any
 
 import numpy as np
@@ -17,16 +15,13 @@ from PIL import Image, ImageDraw
 
 from dinokit.infer.detections import Detections
 from tests.cli_helpers import run_cli
+from tests.services import extra
 from tests.test_api import detector, run  # noqa: F401  (module fixtures: a 2-step tiny model)
 
-def _extra(module: str, extra: str) -> Any:
-    """The optional package, or a skip naming the extra; where DINOKIT_REQUIRE_{EXTRA}=1 (CI) it must be there."""
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        if os.environ.get(f"DINOKIT_REQUIRE_{extra.upper()}") == "1":
-            raise
-        pytest.skip(f"{module} is not installed (pip install 'dinokit[{extra}]')", allow_module_level=True)
+def _extra(module: str, extra_name: str) -> Any:
+    """The optional package (the [test] extra holds it), or the services rule: skip with the
+    reason, fail where DINOKIT_REQUIRE_EXTRAS=1 (CI)."""
+    return extra(module, extra_name)
 
 
 _extra("trackers", "track")

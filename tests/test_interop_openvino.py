@@ -3,22 +3,22 @@ outputs match eager PyTorch within TOL at other batch and image sizes, and that 
 --checkpoint model.xml`, `dinokit.load` and `evaluate` run as they run the .pt.
 
 Needs the [openvino] extra (and onnx, which the export goes through); without it the module skips,
-with DINOKIT_REQUIRE_OPENVINO=1 (set by .ci/run) it fails instead.
+with DINOKIT_REQUIRE_EXTRAS=1 (set by .ci/run) it fails instead (tests/services.py).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 
 import pytest
 import torch
 from PIL import Image
 
-if os.environ.get("DINOKIT_REQUIRE_OPENVINO") != "1":
-    pytest.importorskip("openvino", reason="the [openvino] extra is not installed")
-    pytest.importorskip("onnx", reason="the [onnx] extra is not installed")
+from tests.services import extra  # noqa: E402
+
+extra("openvino", "openvino")  # skip with the reason, or fail where DINOKIT_REQUIRE_EXTRAS=1 (CI)
+extra("onnx", "onnx")
 
 import dinokit  # noqa: E402
 from dinokit.checkpoint import make_checkpoint, save_checkpoint  # noqa: E402
@@ -228,8 +228,7 @@ def test_an_ir_runs_on_the_cpu_only(monkeypatch):
 def test_int8_export_quantises_with_nncf_and_keeps_the_metadata(exported, tmp_path, monkeypatch, capsys):
     """--int8: FakeQuantize nodes and int8 weights (the .bin about a quarter of fp32's), calibrated
     on the checkpoint's own training images, with the classes, ids and threshold kept."""
-    if os.environ.get("DINOKIT_REQUIRE_OPENVINO") != "1":
-        pytest.importorskip("nncf", reason="the [openvino] extra's nncf is not installed")
+    extra("nncf", "openvino")
     import openvino as ov
 
     root, _, _ = exported

@@ -189,7 +189,7 @@ def test_training_reads_the_losses_once_per_interval_and_logs_the_same_values(tm
         def close(self) -> None:
             pass
 
-    monkeypatch.setattr(trainer_mod, "open_board", lambda run_dir, enabled: Board(Writer()))
+    monkeypatch.setattr("dinokit.training.board.open_board", lambda run_dir, enabled: Board(Writer()))  # via loggers
     terms: list[dict[str, torch.Tensor]] = []
     real_forward = SetCriterion.forward
 
