@@ -173,34 +173,35 @@ class Objective:
             raise optuna.TrialPruned(f"{arm}/s{seed} is trial {holder}'s")
         failed = trial.study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
         attempt = sum(pair_of(t) == (arm, seed) for t in failed)
-        cfg = arm_config(self.spec.base, self.spec.arm_set.get(arm))
-        cfg.train.seed, cfg.train.threads = int(seed), cfg.train.threads or self.threads
-        cfg.train.out, cfg.train.name = str(self.spec.out_dir), run_name((arm, seed), attempt)
-        label_trial(cfg, self.spec.name, arm=arm, seed=seed, trial=trial.number)  # MLflow tags, the model card
         tag = f"trial {trial.number}: {arm} seed {seed}"
         history: list[dict[str, Any]] = []
         start = time.perf_counter()
+        try:  # from here a SIGTERM (KeyboardInterrupt) is recorded on the trial as interrupted
+            cfg = arm_config(self.spec.base, self.spec.arm_set.get(arm))
+            cfg.train.seed, cfg.train.threads = int(seed), cfg.train.threads or self.threads
+            cfg.train.out, cfg.train.name = str(self.spec.out_dir), run_name((arm, seed), attempt)
+            label_trial(cfg, self.spec.name, arm=arm, seed=seed, trial=trial.number)  # MLflow tags, the model card
 
-        def on_epoch(row: dict[str, Any]) -> None:
-            history.append(history_row(row))
-            trial.set_user_attr("history", history)  # partial curves survive an interruption
-            trial.set_user_attr(SECONDS, seconds_attr(trial.number, time.perf_counter() - start))
-            if isinstance(row.get("AP50"), (int, float)):  # the convergence curve, mark by mark
-                trial.report(float(row["AP50"]), step=int(row.get("step", len(history))))
+            def on_epoch(row: dict[str, Any]) -> None:
+                history.append(history_row(row))
+                trial.set_user_attr("history", history)  # partial curves survive an interruption
+                trial.set_user_attr(SECONDS, seconds_attr(trial.number, time.perf_counter() - start))
+                if isinstance(row.get("AP50"), (int, float)):  # the convergence curve, mark by mark
+                    trial.report(float(row["AP50"]), step=int(row.get("step", len(history))))
 
-        self.say(f"{tag} ({cfg.train.name})")
-        try:
+            self.say(f"{tag} ({cfg.train.name})")
             init = SharedInit(plain(self.spec.base.model.__dict__), int(seed))  # paired initial weights
             result = load_trainer(self.spec.trainer)(cfg, progress=self.progress, on_epoch=on_epoch, init_model=init)
         except BaseException as exc:  # KeyboardInterrupt too: the trial is failed, then we stop
-            trial.set_user_attr(SECONDS, seconds_attr(trial.number, time.perf_counter() - start))
             step = diverged_at(exc)
+            if step is None:  # the reason first: the storage writes below are slow on a busy machine
+                text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                reason = "interrupted (KeyboardInterrupt)" if isinstance(exc, KeyboardInterrupt) else \
+                    f"{type(exc).__name__}: {text}"
+                trial.set_user_attr("error", reason[:500])
+            trial.set_user_attr(SECONDS, seconds_attr(trial.number, time.perf_counter() - start))
             if step is not None:  # an outcome of the arm, not a missing pair: counted (ablate/records.py)
                 return record_divergence(trial, step, getattr(exc, "run_dir", None), history, tag, self.say)
-            text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            reason = "interrupted (KeyboardInterrupt)" if isinstance(exc, KeyboardInterrupt) else \
-                f"{type(exc).__name__}: {text}"
-            trial.set_user_attr("error", reason[:500])
             trial.set_user_attr("traceback", traceback.format_exc(limit=-8)[-4000:])
             if isinstance(exc, DinokitError):  # the same input fails the same way: not retried as transient
                 trial.set_user_attr("deterministic", True)
