@@ -161,6 +161,14 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> float:
         sign(trial, run_id=self.run_id)
+        try:
+            return self._run(trial)
+        except KeyboardInterrupt as exc:  # a SIGTERM anywhere after signing (storage reads included)
+            if "error" not in trial.user_attrs:  # the trial's own handler did not get to say why
+                trial.set_user_attr("error", f"interrupted ({exc or 'KeyboardInterrupt'})"[:500])
+            raise
+
+    def _run(self, trial: optuna.Trial) -> float:
         forget_copied(trial)
         arm = trial.suggest_categorical("arm", self.spec.arm_set.names)
         seed = trial.suggest_categorical("seed", list(self.spec.seeds))
