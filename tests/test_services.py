@@ -88,3 +88,26 @@ def test_every_skip_goes_through_the_services_rule() -> None:
             if not any(path.name == name and words in "\n".join(text[line - 1:line + 2]) for name, words in PLATFORM):
                 bad.append(f"{path.name}:{line}: {what}")
     assert not bad, "skip through tests/services.py (needs / unavailable / extra):\n" + "\n".join(bad)
+
+
+def test_the_suite_runner_covers_every_test_file_once_and_reports_a_crash(monkeypatch, capsys) -> None:
+    """tests/suite.py (the README's test command) splits the files into three processes: none
+    may fall between the groups, and a process killed by a signal fails the run by name."""
+    import signal as signals
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    try:
+        import suite
+    finally:
+        sys.path.remove(str(ROOT / "tests"))
+    grouped = [f for letters in suite.GROUPS for f in suite.group_files(letters)]
+    assert sorted(grouped) == sorted(str(p) for p in (ROOT / "tests").glob("test_*.py"))
+    assert len(set(grouped)) == len(grouped) and all(suite.group_files(g) for g in suite.GROUPS)
+    codes = iter([0, -signals.SIGSEGV, 0])
+    monkeypatch.setattr(suite.subprocess, "call", lambda argv, cwd: next(codes))
+    assert suite.main(["-x"]) == 1
+    assert "test_[h-r]* process died of SIGSEGV" in capsys.readouterr().err
+    codes = iter([5, 0, 5])  # a selection that leaves a group empty is not a failure
+    assert suite.main(["-k", "x"]) == 0
+    codes = iter([0, 2, 1])
+    assert suite.main([]) == 2
