@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,18 +27,7 @@ from dinokit.config import load_preset
 from dinokit.errors import DataError
 from dinokit.studies.trials import trial_seconds
 from dinokit.training.trainer import Diverged
-
-
-@dataclass
-class _Result:
-    run_dir: Path
-    best: dict[str, float]
-    history: list[dict[str, Any]]
-    params: int = 1000
-    interrupted: bool = False
-    steps: int = 2
-    rank: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
+from tests.standin_result import StandInResult as _Result
 
 
 def _train(cfg: Any, on_epoch: Any = None, ap50: tuple[float, float] = (0.3, 0.5), **kw: Any) -> _Result:

@@ -5,7 +5,6 @@ a larger cap continues it without training anything twice."""
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,18 +19,7 @@ from dinokit.ablate.sequential import SEED_SPACE, keep_rule, run_until_decided
 from dinokit.ablate.steps import comparisons
 from dinokit.config import load_preset
 from dinokit.errors import DinokitError
-
-
-@dataclass
-class _Result:
-    run_dir: Path
-    best: dict[str, float]
-    history: list[dict[str, Any]]
-    params: int = 1000
-    interrupted: bool = False
-    steps: int = 2
-    rank: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
+from tests.standin_result import StandInResult as _Result
 
 
 def _fake_trainer(cfg: Any, on_epoch: Any = None, **kw: Any) -> _Result:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import html
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,18 +17,7 @@ from typer.testing import CliRunner
 
 from dinokit.ablate.cli import app
 from dinokit.errors import DinokitError
-
-
-@dataclass
-class _Result:
-    run_dir: Path
-    best: dict[str, float]
-    history: list[dict[str, Any]]
-    params: int = 1000
-    interrupted: bool = False
-    steps: int = 2
-    rank: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
+from tests.standin_result import StandInResult as _Result
 
 
 def _stand_in(cfg: Any, on_epoch: Any = None, **kw: Any) -> _Result:
