@@ -12,7 +12,7 @@ import pytest
 from dinokit.ablate.arms import leave_one_out
 from dinokit.ablate.cli import rich_table
 from dinokit.ablate.report import (
-    ReportData, paired_difference, render_markdown, report_data, summarize, write_report,
+    ReportData, display_table, paired_difference, render_markdown, report_data, summarize, write_report,
 )
 from dinokit.config import load_preset
 
@@ -181,3 +181,17 @@ def test_report_data_from_stored_records() -> None:
     assert t.loc[0, "started"] == "2024-01-01T12:00:00"
     assert list(data.history["trial"]) == [0, 0]  # curves of finished trials only
     assert data.meta["baseline"] == "full"
+
+
+def test_an_interrupted_attempt_that_a_rerun_finished_is_not_counted_as_failed() -> None:
+    """A trial interrupted (Ctrl-C, SIGTERM) and then rerun to completion leaves a FAIL row
+    in storage; the arm's seeds cell says it was rerun, and 'failed' stays for seeds without a result."""
+    trials = _trials()
+    interrupted = trials.iloc[[0]].assign(trial=100, state="FAIL", AP=math.nan,
+                                          error="interrupted (Ctrl-C or SIGTERM) at step 100")
+    s = summarize(pd.concat([trials, interrupted]), ARMS, "full").set_index("arm")
+    assert (s.loc["full", "failed"], s.loc["full", "rerun"]) == (0, 1)
+    assert (s.loc["no-lft", "failed"], s.loc["no-lft", "rerun"]) == (1, 0)
+    rows = display_table(s.reset_index(), "full").set_index("arm")["seeds"]
+    assert rows["full"] == "3 (1 attempt(s) rerun)" and rows["no-lft"] == "2 (1 failed)"
+    assert rows["no-cdn"] == "3"

@@ -63,7 +63,9 @@ def summarize(trials: pd.DataFrame, arms: list[str], baseline: str) -> pd.DataFr
                         seeds_needed(diff.mean, diff.sd)})
         row["pairs"] = row["dAP_n"]
         failed = trials[(trials["arm"] == arm) & (trials["state"] == "FAIL")] if not trials.empty else trials
-        row["failed"] = len(failed)
+        finished = set(g["seed"]) if len(g) else set()
+        row["failed"] = len(set(failed["seed"]) - finished) if len(failed) else 0  # seeds still without a result
+        row["rerun"] = int(failed["seed"].isin(finished).sum()) if len(failed) else 0  # attempts a retry replaced
         row["diverged"] = int(g["diverged"].notna().sum()) if "diverged" in g else 0
         rows.append(row)
     return pd.DataFrame(rows)
@@ -74,6 +76,7 @@ def display_table(summary: pd.DataFrame, baseline: str) -> pd.DataFrame:
     rows = []
     for _, r in summary.iterrows():
         notes = [f"{int(r[k])} {k}" for k in ("diverged", "failed") if r.get(k, 0)]
+        notes += [f"{int(r['rerun'])} attempt(s) rerun"] if r.get("rerun", 0) else []
         rows.append({
             "arm": r["arm"],
             "seeds": str(int(r["n"])) + (f" ({', '.join(notes)})" if notes else ""),
