@@ -158,3 +158,22 @@ def test_a_study_keeps_the_rule_it_started_with() -> None:
     rule = keep_rule(old, Rule(1.0, "AP", comps, 20), legacy)
     assert (rule.rho, rule.kind, rule.alpha, list(rule.comparisons)) == (LEGACY_RHO, "tmixture", 0.05, legacy)
     assert old.user_attrs[RULE_ATTR]["rho"] == LEGACY_RHO and old.user_attrs[RULE_ATTR]["first_look"] == 6
+
+
+def test_a_round_an_interrupt_left_unfinished_is_completed_and_looked_at_before_a_new_seed() -> None:
+    """Seeds 0-3 opened (the first look), seed 3 interrupted for two arms: the next round trains
+    just those two, and opens seed 4 only in the round after."""
+    from dinokit.ablate.decide import Decision
+    from dinokit.ablate.sequential import next_round
+
+    rule = Rule(1.0, "AP", (), 20)
+    seeds = list(range(100, 120))
+    open_ = [Decision("a vs r", "a", "r", 3, 0.0, -2.0, 2.0, UNDECIDED, 0)]
+    done = {(arm, s) for arm in "ar" for s in seeds[:3]}
+    wanted, target = next_round(open_, done, seeds, 4, rule, 20, 2)
+    assert sorted(wanted) == [("a", 103), ("r", 103)] and target == 4
+    done |= {("a", 103), ("r", 103)}
+    wanted, target = next_round(open_, done, seeds, 4, rule, 20, 2)
+    assert wanted == [("r", 104), ("a", 104)] and target == 5
+    first_round, target = next_round(open_, set(), seeds, 0, rule, 20, 2)
+    assert target == rule.first_look and len(first_round) == 2 * rule.first_look

@@ -106,9 +106,14 @@ def next_round(decisions: list[Decision], done: set[tuple[str, int]], seeds: lis
                cap: int, jobs: int) -> tuple[list[tuple[str, int]], int]:
     """The pairs of the next round and the number of seeds opened after it: every needed arm at
     every opened seed it lacks, plus one new seed (more when `jobs` exceeds the needed arms);
-    the first round opens as many seeds as the rule needs for its first possible verdict."""
+    the first round opens as many seeds as the rule needs for its first possible verdict. A
+    round that an interrupt left unfinished is completed first, and the rule looks at it, before
+    a new seed opens (the look it would otherwise skip may decide)."""
     arms = needed_arms(decisions)
     first = rule.first_look
+    lacking = [(a, seeds[i]) for i in range(min(opened, cap)) for a in arms if (a, seeds[i]) not in done]
+    if opened >= first and lacking:
+        return lacking, min(cap, opened)
     step = first - opened if opened < first else max(1, math.ceil(jobs / max(1, len(arms))))
     target = min(cap, opened + step)
     return [(a, seeds[i]) for i in range(target) for a in arms if (a, seeds[i]) not in done], target
