@@ -193,5 +193,5 @@ def test_an_interrupted_attempt_that_a_rerun_finished_is_not_counted_as_failed()
     assert (s.loc["full", "failed"], s.loc["full", "rerun"]) == (0, 1)
     assert (s.loc["no-lft", "failed"], s.loc["no-lft", "rerun"]) == (1, 0)
     rows = display_table(s.reset_index(), "full").set_index("arm")["seeds"]
-    assert rows["full"] == "3 (1 attempt(s) rerun)" and rows["no-lft"] == "2 (1 failed)"
+    assert rows["full"] == "3 (1 rerun)" and rows["no-lft"] == "2 (1 failed)"
     assert rows["no-cdn"] == "3"

@@ -268,8 +268,11 @@ def _show(data_: ReportData, summary: pd.DataFrame, out_dir: Path) -> None:
         for row in sec.table.itertuples(index=False):
             _say("  " + " | ".join(str(v) for v in row))
     fails = data_.trials[data_.trials["state"] == "FAIL"] if not data_.trials.empty else data_.trials
+    done = completed(data_.trials)
+    finished = set(zip(done["arm"], done["seed"])) if len(done) else set()
     for row in fails.itertuples():
-        _say(f"failed trial {row.trial} ({row.arm} seed {row.seed}): {row.error or 'interrupted'}")
+        since = "; rerun since, finished" if (row.arm, row.seed) in finished else ""
+        _say(f"failed trial {row.trial} ({row.arm} seed {row.seed}): {row.error or 'interrupted'}{since}")
     _say(f"{len(completed(data_.trials))} finished trials; report: {out_dir / 'report.md'} "
          "(also report.html, trials.csv, summary.csv, convergence.png, forest.png, ap.png)")
 

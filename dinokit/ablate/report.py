@@ -76,7 +76,7 @@ def display_table(summary: pd.DataFrame, baseline: str) -> pd.DataFrame:
     rows = []
     for _, r in summary.iterrows():
         notes = [f"{int(r[k])} {k}" for k in ("diverged", "failed") if r.get(k, 0)]
-        notes += [f"{int(r['rerun'])} attempt(s) rerun"] if r.get("rerun", 0) else []
+        notes += [f"{int(r['rerun'])} rerun"] if r.get("rerun", 0) else []
         rows.append({
             "arm": r["arm"],
             "seeds": str(int(r["n"])) + (f" ({', '.join(notes)})" if notes else ""),
