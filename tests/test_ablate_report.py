@@ -195,3 +195,15 @@ def test_an_interrupted_attempt_that_a_rerun_finished_is_not_counted_as_failed()
     rows = display_table(s.reset_index(), "full").set_index("arm")["seeds"]
     assert rows["full"] == "3 (1 rerun)" and rows["no-lft"] == "2 (1 failed)"
     assert rows["no-cdn"] == "3"
+
+
+def test_a_seed_left_interrupted_reads_interrupted_not_failed() -> None:
+    """A study stopped with a trial in flight: that seed has no result yet and its latest attempt
+    was interrupted (a rerun of the command trains it), which is not a failure of the arm."""
+    trials = _trials()
+    stopped = trials.iloc[[0]].assign(trial=101, state="FAIL", seed=3, AP=math.nan,
+                                      error="interrupted (Ctrl-C or SIGTERM) at step 50")
+    s = summarize(pd.concat([trials, stopped]), ARMS, "full").set_index("arm")
+    assert (s.loc["full", "failed"], s.loc["full", "interrupted"], s.loc["full", "n"]) == (0, 1, 3)
+    rows = display_table(s.reset_index(), "full").set_index("arm")["seeds"]
+    assert rows["full"] == "3 (1 interrupted)" and rows["no-lft"] == "2 (1 failed)"

@@ -64,7 +64,12 @@ def summarize(trials: pd.DataFrame, arms: list[str], baseline: str) -> pd.DataFr
         row["pairs"] = row["dAP_n"]
         failed = trials[(trials["arm"] == arm) & (trials["state"] == "FAIL")] if not trials.empty else trials
         finished = set(g["seed"]) if len(g) else set()
-        row["failed"] = len(set(failed["seed"]) - finished) if len(failed) else 0  # seeds still without a result
+        open_ = failed[~failed["seed"].isin(finished)].sort_values("trial").drop_duplicates("seed", keep="last") \
+            if len(failed) else failed  # seeds still without a result: the latest attempt says why
+        stopped = open_["error"].fillna("").astype(str).str.startswith("interrupted") \
+            if len(open_) and "error" in open_ else []
+        row["interrupted"] = int(sum(stopped))
+        row["failed"] = len(open_) - row["interrupted"]
         row["rerun"] = int(failed["seed"].isin(finished).sum()) if len(failed) else 0  # attempts a retry replaced
         row["diverged"] = int(g["diverged"].notna().sum()) if "diverged" in g else 0
         rows.append(row)
@@ -75,7 +80,7 @@ def display_table(summary: pd.DataFrame, baseline: str) -> pd.DataFrame:
     """The human table: strings, one row per arm (shared by markdown, HTML and the terminal)."""
     rows = []
     for _, r in summary.iterrows():
-        notes = [f"{int(r[k])} {k}" for k in ("diverged", "failed") if r.get(k, 0)]
+        notes = [f"{int(r[k])} {k}" for k in ("diverged", "failed", "interrupted") if r.get(k, 0)]
         notes += [f"{int(r['rerun'])} rerun"] if r.get("rerun", 0) else []
         rows.append({
             "arm": r["arm"],
