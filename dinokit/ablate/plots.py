@@ -135,9 +135,9 @@ def plot_forest(name: str, baseline: str, summary: pd.DataFrame, path: Path, des
     ax.axvline(0.0, color="k", linewidth=0.8)
     ax.set_yticks(range(len(rows)), [r[0] for r in reversed(rows)], fontsize="small")
     ax.set(xlabel=f"arm − {baseline} (COCO points, paired by seed, 95% paired-t CI)",
-           title=f"{name}: paired differences, " + ("descriptive intervals\n(fixed-design, not the verdicts: "
+           title=f"{name}\npaired differences, " + ("descriptive intervals\n(fixed-design, not the verdicts: "
                                                     "see the report's Verdicts)" if descriptive else
-                                                    "fixed seeds (filled dot: CI excludes 0)"))
+                                                     "fixed seeds (filled dot: CI excludes 0)"))
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     save_figure(fig, path)
