@@ -199,7 +199,8 @@ def test_failed_and_interrupted_trials_are_kept_and_retried(tmp_path: Path, cach
     data, summary = render(spec(real).storage, "flaky", tmp_path / "flaky")
     errors = list(data.trials.sort_values("trial").query("state == 'FAIL'")["error"])
     assert errors[0].startswith("RuntimeError") and errors[1].startswith("interrupted")
-    assert list(summary["n"]) == [1, 1] and list(summary["failed"]) == [0, 2]
+    assert list(summary["n"]) == [1, 1] and list(summary["failed"]) == [0, 0]  # every seed has its result
+    assert list(summary["rerun"]) == [0, 2]  # the crash and the interrupt, both replaced by the retry
     assert len(pd.read_csv(tmp_path / "flaky" / "trials.csv")) == 4  # failures stay in the record
     assert len(data.history[data.history["arm"] == "no-cdn"]) == 2  # curve of the finished retry only
 
