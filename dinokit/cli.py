@@ -344,7 +344,7 @@ def predict(
     )
 
 
-# --------------------------------------------------------------------------- export and convert
+# --------------------------------------------------------------------------- the commands in their own modules
 
 
 app.add_typer(convert_app, name="convert", help="Convert weights from other DINO implementations.")
